@@ -1,0 +1,19 @@
+import pytest
+
+from ttsopt import models
+from ttsopt.pipeline import Pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return models.load("tiny", device="cpu", seed=0)
+
+
+@pytest.fixture()
+def tiny_pipeline(tiny_model):
+    return Pipeline(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tiny_model):
+    return models.save_local(tiny_model, tmp_path_factory.mktemp("tiny-weights"))

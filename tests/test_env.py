@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from ttsopt import env
+
+CANARY = "secret-canary"
+
+
+@pytest.fixture
+def no_hf_files(monkeypatch, tmp_path):
+    """Point every HF token location at an empty directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("HF_TOKEN_PATH", raising=False)
+    return tmp_path
+
+
+def test_capture_names_the_environment():
+    captured = env.capture(source="tiny")
+    for key in (
+        "date_utc", "python", "platform", "cpu_model", "cpu_count", "torch", "cuda",
+        "cuda_available", "gpu_name", "gpu_driver", "chatterbox_tts", "transformers",
+        "numpy", "ttsopt", "git_commit", "git_dirty", "source",
+    ):  # fmt: skip
+        assert key in captured
+    assert captured["source"] == "tiny"
+    assert captured["numpy"]
+    assert captured["date_utc"].endswith("+00:00")
+    json.dumps(captured)  # stored as JSON as it is
+
+
+def test_capture_does_not_copy_the_environment(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    monkeypatch.setenv("TTSOPT_TEST_PLAIN_VARIABLE", "plain-canary")
+    text = json.dumps(env.capture())
+    assert CANARY not in text
+    assert "plain-canary" not in text
+
+
+def test_secret_values_come_from_secret_named_variables(monkeypatch, no_hf_files):
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    monkeypatch.setenv("my_api_key", "key-canary")
+    monkeypatch.setenv("DB_Password", "pw-canary")
+    monkeypatch.setenv("TTSOPT_TEST_PLAIN_VARIABLE", "plain-value")
+    monkeypatch.setenv("SHORT_TOKEN", "abc")
+    secrets = env.secret_values()
+    assert {CANARY, "key-canary", "pw-canary"} <= secrets
+    assert "plain-value" not in secrets
+    assert "abc" not in secrets
+
+
+def test_flag_values_are_not_secrets(monkeypatch, no_hf_files):
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.setenv("MAX_NEW_TOKENS", "1000")
+    assert "false" not in env.secret_values()
+    assert env.redact({"x": "false", "n": '{"max": 1000}'}) == {"x": "false", "n": '{"max": 1000}'}
+
+
+def test_hf_token_files_are_secrets(monkeypatch, no_hf_files):
+    (no_hf_files / ".cache" / "huggingface").mkdir(parents=True)
+    (no_hf_files / ".cache" / "huggingface" / "token").write_text("hf_home_cache_token\n")
+    (no_hf_files / "hf").mkdir()
+    (no_hf_files / "hf" / "token").write_text("hf_home_token")
+    (no_hf_files / "hf" / "stored_tokens").write_text("[work]\nhf_token = hf_stored_token\n")
+    assert {"hf_home_cache_token", "hf_home_token", "hf_stored_token"} <= env.secret_values()
+
+
+def test_redact_replaces_secrets_deeply(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", CANARY)
+    assert env.redact({"x": "a secret-canary b"}) == {"x": "a [redacted] b"}
+    nested = {"a": [1, {"b": ("x", CANARY)}], CANARY: 2.5, "n": None}
+    redacted = env.redact(nested)
+    assert CANARY not in repr(redacted)
+    assert redacted["a"][1]["b"] == ("x", "[redacted]")
+    assert redacted["n"] is None
+    assert nested["a"][1]["b"][1] == CANARY  # the input is left alone
+
+
+def test_redact_catches_json_escaped_secrets(monkeypatch):
+    monkeypatch.setenv("SOME_PASSWORD", 'pa"ss\\word')
+    evidence = json.dumps({"cmd": 'login pa"ss\\word'})
+    assert "word" not in env.redact(evidence)
