@@ -176,6 +176,25 @@ class UpstreamT3:
         return torch.cat(predicted, dim=1)
 
 
+    def score(self, state: T3State, tokens: torch.Tensor, s: Sampling) -> torch.Tensor:
+        """Teacher forcing: the CFG-combined logits (n, V) T3 gives at each step when fed TOKENS,
+        before any sampling processor. Fidelity compares these across variants."""
+        t3 = self.t3
+        output, past = state.output, state.past
+        steps = []
+        for i, token in enumerate(tokens.view(-1).tolist()):
+            logits_step = output.logits[:, -1, :].float()
+            steps.append(logits_step[0] + s.cfg_weight * (logits_step[0] - logits_step[1]))
+            if i == tokens.numel() - 1:
+                break
+            tok = torch.tensor([[token]], dtype=torch.long, device=state.bos.device)
+            embed = t3.speech_emb(tok) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
+            output = self.backend(inputs_embeds=torch.cat([embed, embed]), past_key_values=past,
+                                  output_attentions=True, output_hidden_states=True, return_dict=True)
+            past = output.past_key_values
+        return torch.stack(steps)
+
+
 class Pipeline:
     """One model, one set of sampling parameters; `synthesize` runs and times every stage."""
 

@@ -18,7 +18,9 @@ Columns (absent values are null):
     seed          int    sampling seed
     trial         int    trial index within (prompt, seed), from 0
     phase         str    "load" (model load), "cold" (first call after load),
-                         "warmup" (excluded from statistics), "trial" (measured)
+                         "warmup" (excluded from statistics), "trial" (measured),
+                         "fidelity" (the variant against the baseline's stored
+                         outputs on the same inputs; fid_* columns)
     status        str    "ok", "failed" or "not applicable"
     error         str    why the status is not ok: the exception, or the missing
                          requirement ("requires CUDA")
@@ -55,7 +57,7 @@ CORE_COLUMNS = [
     "seed", "trial", "phase", "status", "error", "n_tokens", "audio_s", "wall_s", "rtf",
     "tokens_per_s", "evidence",
 ]  # fmt: skip
-PHASES = ("load", "cold", "warmup", "trial")
+PHASES = ("load", "cold", "warmup", "trial", "fidelity")
 STATUSES = ("ok", "failed", "not applicable")
 ROLES = ("baseline", "aa", "variant")
 KEY_COLUMNS = ("variant", "prompt_id", "seed", "trial", "phase")
