@@ -141,7 +141,7 @@ def _measure(run: _Run, prompts: list[dict]) -> RunSummary:
     run.evidence = applied.evidence_json(pipeline)
     if applied.variants and run.evidence in ("{}", json.dumps({v.name: {} for v in applied.variants})):
         raise RuntimeError(f"{cfg.variant} applied but shows no evidence of being active")
-    run.write(phase="load", status="ok", wall_s=t.seconds, x_model_load_s=model.load_s,
+    run.write(phase="load", status="ok", wall_s=t.seconds, x_model_load_s=model.load_s, x_pid=os.getpid(),
               **{f"mem_{k}": v for k, v in mem.as_dict().items()})
     run.write(**cold)
     for i in range(profile.warmup):
@@ -198,11 +198,12 @@ class _Stored:
 
 
 # --- isolation -------------------------------------------------------------------------
-def record_failure(cfg: RunConfig, reason: str) -> None:
-    """Written by the parent when the child process itself died: nothing else would say so."""
+def record_failure(cfg: RunConfig, reason: str, status: str = "failed") -> None:
+    """Written by the parent when the child process itself died, or was never started because the
+    variant cannot run here (status "not applicable"): nothing else would say so."""
     Store(cfg.out_dir, cfg.run_id).append({"run_id": cfg.run_id, "variant": cfg.variant, "role": cfg.role,
                                            "source": cfg.source, "profile": cfg.profile, "phase": "load",
-                                           "status": "failed", "error": reason})
+                                           "status": status, "error": reason})
 
 
 def run_isolated(cfg: RunConfig, timeout_s: float | None = None) -> RunSummary:

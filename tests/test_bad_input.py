@@ -1,0 +1,100 @@
+"""Bad input ends in one clear line, a non-zero exit, and nothing written half-way."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ttsopt import cli, profiles, variants
+from ttsopt.errors import UserError
+from ttsopt.variants.base import Variant
+
+
+def synth(tmp_path, capsys, *args):
+    out = tmp_path / "out.wav"
+    source = [] if "--source" in args else ["--source", "tiny"]
+    code = cli.main(["synth", *args, *source, "--tokens", "5", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, (err[-1] if err else ""), out
+
+
+def wav(path, sr=24_000, seconds=2.0, amplitude=0.3):
+    t = np.arange(int(sr * seconds)) / sr
+    sf.write(str(path), amplitude * np.sin(2 * np.pi * 220 * t), sr)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "text is empty"),
+    ("   \t\n", "text is empty"),
+    ("word " * 4000, "T3 reads at most 2048"),
+    ("Hello 😀 world", "cannot read: '😀'"),
+    ("Привет, мир", "cannot read"),
+    ("你好世界", "cannot read"),
+])
+def test_bad_text(tmp_path, capsys, text, message):
+    code, line, out = synth(tmp_path, capsys, text)
+    assert code == 2 and message in line and line.startswith("ttsopt synth: error:")
+    assert not out.exists()
+
+
+def test_unknown_variant(tmp_path, capsys):
+    code, line, out = synth(tmp_path, capsys, "Hello.", "--variant", "warp-drive")
+    assert code == 2 and "unknown variant warp-drive" in line and not out.exists()
+
+
+def test_incompatible_pair_names_both(monkeypatch):
+    class A(Variant):
+        name, conflicts = "a-variant", ("b-variant",)
+
+    class B(Variant):
+        name = "b-variant"
+
+    monkeypatch.setattr(variants, "registry", lambda: {"a-variant": A(), "b-variant": B()})
+    with pytest.raises(UserError, match="variants b-variant and a-variant cannot be combined"):
+        variants.parse("b-variant+a-variant")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: str(p / "missing.wav"), "does not exist"),
+    (lambda p: (p / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage") and str(p / "corrupt.wav"), "not readable audio"),
+    (lambda p: wav(p / "silent.wav", amplitude=0.0), "is silent"),
+    (lambda p: wav(p / "phone.wav", sr=8000), "8000 Hz"),
+    (lambda p: wav(p / "blip.wav", seconds=0.2), "0.20 s long"),
+])
+def test_bad_reference_clip(tmp_path, capsys, make, message):
+    code, line, out = synth(tmp_path, capsys, "Hello.", "--reference", make(tmp_path))
+    assert code == 2 and message in line and not out.exists()
+
+
+def test_reference_at_another_usual_rate_is_resampled(tmp_path, capsys):
+    code, _, out = synth(tmp_path, capsys, "Hello.", "--reference", wav(tmp_path / "cd.wav", sr=44_100))
+    assert code == 0 and sf.info(str(out)).samplerate == 24_000
+
+
+def test_local_dir_with_truncated_file(tmp_path, capsys, tiny_dir):
+    broken = tmp_path / "weights"
+    broken.mkdir()
+    for f in tiny_dir.iterdir():
+        data = f.read_bytes()
+        (broken / f.name).write_bytes(data[: len(data) // 2] if f.name == "t3_cfg.safetensors" else data)
+    code, line, out = synth(tmp_path, capsys, "Hello.", "--source", f"local:{broken}")
+    assert code == 2 and "t3_cfg.safetensors" in line and "truncated" in line and not out.exists()
+
+
+def test_cuda_on_a_machine_without_one(tmp_path, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, line, out = synth(tmp_path, capsys, "Hello.", "--device", "cuda")
+    assert code == 2 and "sees no CUDA device" in line and not out.exists()
+
+
+def test_prompts_file_with_a_missing_column(tmp_path):
+    bad = tmp_path / "prompts.csv"
+    bad.write_text("id,text\nshort-01,Hello.\n")
+    with pytest.raises(UserError, match="lacks column\\(s\\) category"):
+        profiles.load_prompts(bad)
+
+
+def test_wrong_output_extension(tmp_path, capsys):
+    code = cli.main(["synth", "Hello.", "--source", "tiny", "--out", str(tmp_path / "x.mp3")])
+    assert code == 2 and "--out must name a .wav file" in capsys.readouterr().err
