@@ -24,7 +24,7 @@ from .audio import write_wav
 from .errors import UserError
 from .memory import track
 from .pipeline import Pipeline
-from .results import Store
+from .results import Store, completed_keys
 from .timing import wall_timer
 
 
@@ -42,6 +42,7 @@ class RunConfig:
     run_id: str = ""
     reference_dir: str = ""          # the baseline's stored outputs; default OUT_DIR/reference
     save_audio: bool = True
+    resume: bool = False             # skip trials this run_id already recorded ok (after a kill)
 
     def __post_init__(self):
         if not self.run_id:
@@ -148,9 +149,12 @@ def _measure(run: _Run, prompts: list[dict]) -> RunSummary:
         record, _ = run.synth_record(pipeline, first, profile.seeds[0], i, "warmup")
         run.write(**record)
     audio_dir = Path(cfg.out_dir) / "audio" / cfg.run_id
+    done = completed_keys(cfg.out_dir, cfg.run_id) if cfg.resume else set()
     for trial in range(profile.trials):
         for prompt in prompts:
             for seed in profile.seeds:
+                if (cfg.variant, prompt["id"], seed, trial, "trial") in done:
+                    continue
                 record, out = run.synth_record(pipeline, prompt, seed, trial, "trial")
                 if trial == 0:
                     record.update(_output_fidelity(run, prompt, seed, out))

@@ -1,5 +1,8 @@
-"""The variant registry. Every module in this package (other than `base`) exposes
-`VARIANTS`, a list of `Variant` instances; they are found here without a central list.
+"""The variant registry. Every module in this package (other than `base` and private ones)
+exposes `VARIANTS`, a list of `Variant` instances; they are found here without a central
+list. Variants of your own, outside ttsopt, join through `TTSOPT_VARIANT_MODULES`
+(comma-separated importable module names, each with a `VARIANTS` list) — also in the fresh
+processes and kernels a suite starts, since they inherit the environment.
 
 A spec names one variant or a composition joined by `+` (`bf16+static-kv-cache`), applied
 left to right. `baseline` is the empty spec.
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import pkgutil
 from dataclasses import dataclass, field
 
@@ -17,12 +21,20 @@ from .base import NotApplicable, Variant
 BASELINE = "baseline"
 
 
+PLUGINS_ENV = "TTSOPT_VARIANT_MODULES"
+
+
 def registry() -> dict[str, Variant]:
     found: dict[str, Variant] = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name == "base" or info.name.startswith("_"):
-            continue
-        for v in importlib.import_module(f"{__name__}.{info.name}").VARIANTS:
+    modules = [f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)
+               if info.name != "base" and not info.name.startswith("_")]
+    modules += [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise UserError(f"cannot import variant module {name} ({exc})") from exc
+        for v in module.VARIANTS:
             if v.name in found:
                 raise RuntimeError(f"variant {v.name} is defined twice")
             found[v.name] = v
