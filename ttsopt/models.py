@@ -99,6 +99,8 @@ def load(source: str, device: str = "auto", dtype: str = "float32", seed: int = 
     if dt != torch.float32:
         tts.t3.to(dt)
         tts.s3gen.flow.to(dt)
+        if tts.conds is not None:  # T3 reads the speaker embedding and prompt through its own linears
+            tts.conds.t3.to(dtype=dt)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return Model(tts, source, arch, dev, dt, time.perf_counter() - start, random_weights)

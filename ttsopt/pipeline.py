@@ -204,6 +204,7 @@ class Pipeline:
         self.watermark = watermark
         self.t3 = UpstreamT3(model.t3)
         self.default_conds = model.tts.conds
+        self.grad_mode = torch.inference_mode  # the no-grad variant swaps in torch.no_grad
 
     @property
     def device(self) -> torch.device:
@@ -252,8 +253,10 @@ class Pipeline:
         s3gen = self.model.s3gen
         mels = mels.to(dtype=next(s3gen.mel2wav.parameters()).dtype)
         wav, _ = s3gen.hift_inference(mels, None)
-        wav[:, :len(s3gen.trim_fade)] *= s3gen.trim_fade  # upstream's fade-in against reference spill-over
-        return wav
+        # Upstream's fade-in against reference spill-over, out of place: HiFT returns an inference
+        # tensor, which cannot be updated in place outside inference mode (the no-grad variant).
+        fade = s3gen.trim_fade
+        return torch.cat([wav[:, :len(fade)] * fade, wav[:, len(fade):]], dim=1)
 
     # --- the whole thing ----------------------------------------------------------------
     def synthesize(self, text: str, *, seed: int = 0, n_tokens: int | None = None,
@@ -262,7 +265,7 @@ class Pipeline:
             raise ValueError(f"n_tokens must be between 1 and {self.sampling.max_new_tokens}, got {n_tokens}")
         s = sampling or self.sampling
         times = StageTimes(self.device)
-        with torch.inference_mode(), wall_timer(self.device) as wall:
+        with self.grad_mode(), wall_timer(self.device) as wall:
             with times.stage("text_to_tokens"):
                 text_tokens = self.text_to_tokens(text)
             with times.stage("conditioning"):

@@ -1,0 +1,90 @@
+"""fp16 and bf16: weights cast and autocast, per module group (T3, S3Gen flow, vocoder).
+
+Autocast is needed beside the weight cast because the conditionals (speaker embedding,
+prompt features) stay float32 and upstream feeds them straight into the cast layers.
+bf16 leaves the HiFT vocoder in float32: its iSTFT builds a complex tensor, which torch
+has no bfloat16 kernel for. Neither variant is lossless.
+
+On a CPU without native units for the type (avx512_bf16/amx_bf16 for bf16, avx512_fp16/
+amx_fp16 for fp16) the arithmetic is emulated and usually slower than float32; the
+variant runs anyway (that is a result worth measuring) and its evidence flags it.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from ._t3_runner import lean_runner
+from .base import Variant, dtypes_of
+
+_CPU_UNITS = {torch.bfloat16: ("avx512_bf16", "amx_bf16"), torch.float16: ("avx512_fp16", "amx_fp16")}
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass  # no /proc (macOS): nothing is known about the units
+    return set()
+
+
+def _autocast_stage(stage, device_type: str, dtype: torch.dtype):
+    @functools.wraps(stage)
+    def run(*args, **kwargs):
+        with torch.autocast(device_type, dtype=dtype):
+            return stage(*args, **kwargs)
+    return run
+
+
+class MixedPrecision(Variant):
+    def __init__(self, name: str, dtype: torch.dtype, groups: tuple[str, ...], why_not_vocoder: str = ""):
+        self.name, self.dtype, self.groups, self.why_not_vocoder = name, dtype, groups, why_not_vocoder
+        self.claim = "claimed 20–35% faster (mixed precision)"
+        # One precision at a time; dynamic int8 quantizes float32 linears only.
+        self.conflicts = ("torch-int8-t3",) + tuple(n for n in ("fp16", "bf16") if n != name)
+
+    def _modules(self, pipeline) -> dict[str, torch.nn.Module]:
+        s3gen = pipeline.model.s3gen
+        return {"t3": pipeline.model.t3, "flow": s3gen.flow, "vocoder": s3gen.mel2wav}
+
+    def apply(self, pipeline) -> None:
+        device_type = pipeline.device.type
+        modules = self._modules(pipeline)
+        for group in self.groups:
+            modules[group].to(self.dtype)
+        conds = pipeline.model.tts.conds
+        if conds is not None:
+            # T3 caches the prompt's speech embedding in the conditionals on first use; drop it
+            # so it is recomputed in the new precision.
+            conds.t3.cond_prompt_speech_emb = None
+        if "t3" in self.groups:
+            lean_runner(pipeline, self.name).step_contexts.append(
+                functools.partial(torch.autocast, device_type, dtype=self.dtype))
+        if "flow" in self.groups:
+            pipeline.flow = _autocast_stage(pipeline.flow, device_type, self.dtype)
+        if "vocoder" in self.groups:
+            pipeline.vocode = _autocast_stage(pipeline.vocode, device_type, self.dtype)
+
+    def evidence(self, pipeline) -> dict:
+        ev = {f"{group}_dtypes": dtypes_of(m) for group, m in self._modules(pipeline).items()}
+        ev["autocast_groups"] = list(self.groups)
+        if self.why_not_vocoder:
+            ev["vocoder_kept_float32"] = self.why_not_vocoder
+        if pipeline.device.type == "cpu":
+            units = [f for f in _CPU_UNITS[self.dtype] if f in cpu_flags()]
+            ev["cpu_native_units"] = units
+            if not units:
+                ev["warning"] = (f"this CPU has none of {', '.join(_CPU_UNITS[self.dtype])}: "
+                                 f"{str(self.dtype).replace('torch.', '')} arithmetic is emulated")
+        return ev
+
+
+VARIANTS = [
+    MixedPrecision("fp16", torch.float16, ("t3", "flow", "vocoder")),
+    MixedPrecision("bf16", torch.bfloat16, ("t3", "flow"),
+                   why_not_vocoder="HiFT's iSTFT builds a complex tensor; torch has no bfloat16 complex kernel"),
+]
