@@ -1,0 +1,133 @@
+"""The fast path on the tiny model: same tokens as upstream, batch == one by one, streaming
+lengths, every fast variant applies and proves it."""
+import copy
+
+import pytest
+import torch
+
+from ttsopt import variants
+from ttsopt.fast import int8, sampling
+from ttsopt.fast.batch import synthesize_batch
+from ttsopt.fast.stream import synthesize_stream
+from ttsopt.fast.t3_decode import FastT3
+from ttsopt.pipeline import SAMPLES_PER_TOKEN, Pipeline, Sampling, UpstreamT3
+
+TEXT = "Hello world."
+
+
+def _tokens(t3_impl, pipeline, seed, s, n=None):
+    with torch.inference_mode():
+        tt = pipeline.text_to_tokens(TEXT)
+        torch.manual_seed(seed)
+        return t3_impl.decode(t3_impl.prefill(pipeline.conditioning().t3, tt, s), s, n)
+
+
+@pytest.fixture(scope="module")
+def eos_model(tiny_model):
+    """The tiny model with a speech head bias that makes the stop token likely within 40 steps."""
+    model = copy.copy(tiny_model)
+    model.tts = copy.copy(tiny_model.tts)
+    t3 = copy.deepcopy(tiny_model.t3)
+    head = torch.nn.Linear(t3.speech_head.in_features, t3.speech_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(t3.speech_head.weight)
+        head.bias.zero_()
+        head.bias[t3.hp.stop_speech_token] = 5.5
+    t3.speech_head = head
+    model.tts.t3 = t3
+    return model
+
+
+@pytest.mark.parametrize("n", [None, 17])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fast_t3_tokens_equal_upstream(tiny_pipeline, seed, n):
+    s = Sampling(max_new_tokens=40)
+    up = _tokens(UpstreamT3(tiny_pipeline.model.t3), tiny_pipeline, seed, s, n)
+    fast = _tokens(FastT3(tiny_pipeline.model.t3), tiny_pipeline, seed, s, n)
+    assert torch.equal(up, fast)
+
+
+@pytest.mark.parametrize("eos_every", [1, 4])
+def test_fast_t3_stops_at_eos_like_upstream(eos_model, eos_every):
+    pipeline, s = Pipeline(eos_model), Sampling(max_new_tokens=40)
+    stop = eos_model.t3.hp.stop_speech_token
+    stopped = 0
+    for seed in range(4):
+        up = _tokens(UpstreamT3(eos_model.t3), pipeline, seed, s)
+        fast = _tokens(FastT3(eos_model.t3, eos_every=eos_every), pipeline, seed, s)
+        assert torch.equal(up, fast), seed
+        stopped += int(up[0, -1] == stop and up.size(1) < 40)
+    assert stopped >= 1  # the bias really makes runs end at EOS: the stop path is exercised
+
+
+def test_graph_sampler_is_multinomial(tiny_model):
+    probs = torch.softmax(torch.randn(1, 8194) * 3, dim=-1)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        a = torch.multinomial(probs, 1)
+        torch.manual_seed(seed)
+        assert torch.equal(a, sampling.draw_in_graph(probs))
+
+
+def test_score_matches_stepwise_upstream_logits(tiny_pipeline):
+    s = Sampling()
+    up, fast = UpstreamT3(tiny_pipeline.model.t3), FastT3(tiny_pipeline.model.t3)
+    tokens = _tokens(up, tiny_pipeline, 1, s, 6)[:, :6]
+    with torch.inference_mode():
+        tt, conds = tiny_pipeline.text_to_tokens(TEXT), tiny_pipeline.conditioning()
+        scored = fast.score(fast.prefill(conds.t3, tt, s), tokens)
+        state = up.prefill(conds.t3, tt, s)
+        out, past, rows = state.output, state.past, []
+        for i in range(tokens.size(1)):
+            rows.append(sampling.cfg_combine(out.logits[:, -1], s.cfg_weight))
+            t3 = tiny_pipeline.model.t3
+            e = t3.speech_emb(tokens[:, i:i + 1]) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
+            out = up.backend(inputs_embeds=torch.cat([e, e]), past_key_values=past, return_dict=True)
+            past = out.past_key_values
+    assert scored.shape == (6, 8194)
+    assert torch.allclose(scored, torch.cat(rows), atol=1e-4, rtol=1e-4)
+
+
+def test_batch_equals_one_by_one(tiny_model):
+    texts, seeds = ["Hello world.", "Thanks for calling, see you soon.", "Hi."], [5, 6, 7]
+    pipeline = Pipeline(tiny_model, sampling=Sampling(max_new_tokens=30), watermark=False)
+    batch = synthesize_batch(pipeline, texts, seeds, n_tokens=[12, None, 9])
+    for text, seed, n, got in zip(texts, seeds, [12, None, 9], batch["results"]):
+        alone = pipeline.synthesize(text, seed=seed, n_tokens=n)
+        assert torch.equal(alone.raw_tokens, got.raw_tokens)
+        assert torch.allclose(torch.from_numpy(alone.wav), torch.from_numpy(got.wav), atol=1e-4)
+    assert batch["audio_s_per_wall_s"] > 0
+
+
+def test_stream_chunks_add_up_to_the_whole(tiny_model):
+    pipeline = Pipeline(tiny_model)
+    variants.apply(pipeline, "fast-t3")
+    out = synthesize_stream(pipeline, TEXT, seed=2, n_tokens=37, chunk_tokens=10)
+    assert len(out.chunks) >= 3
+    assert sum(len(c) for c in out.chunks) == 37 * SAMPLES_PER_TOKEN
+    assert 0 < out.first_audio_s < out.wall_s
+
+
+# Every fast variant once; compositions keep the number of tiny model copies down.
+@pytest.mark.parametrize("spec", ["fast-t3+cpu-int8+cfm-steps-2", "cpu-int8-t3+fast-s3gen+cfm-steps-4",
+                                  "stream+cfm-steps-6"])
+def test_fast_variant_applies_with_evidence(tiny_model, spec):
+    model = copy.copy(tiny_model)
+    model.tts = copy.deepcopy(tiny_model.tts)
+    pipeline = Pipeline(model)
+    applied = variants.apply(pipeline, spec)
+    out = pipeline.synthesize(TEXT, seed=1, n_tokens=14)
+    assert len(out.wav) == 14 * SAMPLES_PER_TOKEN
+    evidence = applied.evidence(pipeline)
+    assert set(evidence) == set(spec.split("+")) and all(evidence.values())
+    assert all(v.get("active", True) for v in evidence.values())
+
+
+def test_cpu_int8_swaps_every_linear(tiny_model):
+    t3 = copy.deepcopy(tiny_model.t3)
+    before = int8.linear_counts(t3.tfmr)
+    bytes_before = int8.linear_weight_bytes(t3.tfmr)
+    int8.quantize_linears(t3.tfmr)
+    after = int8.linear_counts(t3.tfmr)
+    assert after == {"float_linear": 0, "int8_dynamic_linear": before["float_linear"]}
+    assert int8.linear_weight_bytes(t3.tfmr) * 4 == bytes_before
