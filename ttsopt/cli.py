@@ -10,6 +10,10 @@ from .errors import UserError
 # command name -> module holding `register(subparsers)`; each registers a `func(args) -> int`.
 COMMANDS = {
     "synth": "ttsopt.synth_cmd",
+    "bench": "ttsopt.bench_cmd",
+    "list": "ttsopt.list_cmd",
+    "run": "ttsopt.run_cmd",
+    "report": "ttsopt.report_cmd",
 }
 
 

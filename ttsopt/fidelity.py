@@ -91,7 +91,7 @@ def probe(pipeline: Pipeline, text: str, tokens: torch.Tensor, seed: int, sampli
     if hasattr(pipeline.t3, "score"):
         torch.manual_seed(seed)
         state = pipeline.t3.prefill(conds.t3, pipeline.text_to_tokens(text), s)
-        out["logits"] = pipeline.t3.score(state, tokens.to(pipeline.device), s).float().cpu()
+        out["logits"] = pipeline.t3.score(state, tokens.to(pipeline.device)).float().cpu()
     torch.manual_seed(seed)
     out["mel"] = pipeline.flow(tokens.to(pipeline.device), conds).float().cpu()
     return out

@@ -104,6 +104,7 @@ class T3State:
     bos: torch.Tensor
     len_cond: int
     text_len: int
+    cfg_weight: float
 
 
 class UpstreamT3:
@@ -136,7 +137,7 @@ class UpstreamT3:
         inputs = torch.cat([embeds, torch.cat([bos_embed, bos_embed])], dim=1)
         output = self.backend(inputs_embeds=inputs, past_key_values=None, use_cache=True,
                               output_attentions=True, output_hidden_states=True, return_dict=True)
-        return T3State(output, output.past_key_values, bos, len_cond, text_tokens.size(-1))
+        return T3State(output, output.past_key_values, bos, len_cond, text_tokens.size(-1), s.cfg_weight)
 
     def decode(self, state: T3State, s: Sampling, n_tokens: int | None = None) -> torch.Tensor:
         t3 = self.t3
@@ -176,7 +177,7 @@ class UpstreamT3:
         return torch.cat(predicted, dim=1)
 
 
-    def score(self, state: T3State, tokens: torch.Tensor, s: Sampling) -> torch.Tensor:
+    def score(self, state: T3State, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: the CFG-combined logits (n, V) T3 gives at each step when fed TOKENS,
         before any sampling processor. Fidelity compares these across variants."""
         t3 = self.t3
@@ -184,7 +185,7 @@ class UpstreamT3:
         steps = []
         for i, token in enumerate(tokens.view(-1).tolist()):
             logits_step = output.logits[:, -1, :].float()
-            steps.append(logits_step[0] + s.cfg_weight * (logits_step[0] - logits_step[1]))
+            steps.append(logits_step[0] + state.cfg_weight * (logits_step[0] - logits_step[1]))
             if i == tokens.numel() - 1:
                 break
             tok = torch.tensor([[token]], dtype=torch.long, device=state.bos.device)

@@ -86,7 +86,7 @@ class LeanT3(UpstreamT3):
         self.backend = _Forward(self, max_len=inputs.size(1) + s.max_new_tokens + 1)
         output = self.backend(inputs_embeds=inputs, past_key_values=None, use_cache=True,
                               output_attentions=True, output_hidden_states=True, return_dict=True)
-        return T3State(output, output.past_key_values, bos, len_cond, text_tokens.size(-1))
+        return T3State(output, output.past_key_values, bos, len_cond, text_tokens.size(-1), s.cfg_weight)
 
     def decode(self, state, s, n_tokens=None):
         analyzer = self.analyzer

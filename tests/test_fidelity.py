@@ -1,0 +1,45 @@
+"""Fidelity against the baseline: zero (or float rounding) for lossless variants, visible loss
+for lossy ones, and metrics whose direction is pinned."""
+import numpy as np
+import pytest
+import torch
+
+from ttsopt import fidelity, models, variants
+from ttsopt.pipeline import Pipeline
+
+
+def test_metric_directions():
+    a = torch.tensor([1, 2, 3, 4])
+    assert fidelity.token_match(a, a) == 1.0
+    assert fidelity.token_match(a, torch.tensor([1, 2, 9, 4])) == 0.75
+    assert fidelity.token_match(a, a[:2]) == 0.5  # a shorter output is a mismatch, not a pass
+    x = np.sin(np.linspace(0, 20, 2000))
+    assert fidelity.snr_db(x, x) == float("inf")
+    assert 19 < fidelity.snr_db(x, x + 0.1 * x) < 21  # 10% error is 20 dB
+    assert fidelity.rel_error(torch.ones(4), torch.ones(4) * 1.5) == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tmp_path_factory):
+    base = Pipeline(tiny_model)
+    out = base.synthesize("Hello world.", seed=0, n_tokens=12)
+    probed = fidelity.probe(base, "Hello world.", out.tokens, seed=0)
+    directory = tmp_path_factory.mktemp("reference")
+    fidelity.save_reference(directory, "p", 0, out, probed)
+    return fidelity.load_reference(directory, "p", 0)
+
+
+@pytest.mark.parametrize("spec, lossless", [("fast-t3", True), ("static-kv-cache", True), ("cfm-steps-2", False)])
+def test_variant_fidelity_against_baseline(reference, spec, lossless):
+    pipeline = Pipeline(models.load("tiny", device="cpu"))
+    variants.apply(pipeline, spec)
+    out = pipeline.synthesize("Hello world.", seed=0, n_tokens=12)
+    result = {**fidelity.compare_output(reference, out),
+              **fidelity.compare_probe(reference, fidelity.probe(pipeline, "Hello world.", reference["tokens"], seed=0))}
+    if lossless:
+        assert result["fid_token_match"] == 1.0
+        assert result["fid_logit_rel_err"] < 1e-4
+        assert result["fid_mel_rel_err"] < 1e-4
+        assert result["fid_wav_snr_db"] > 60
+    else:
+        assert result["fid_mel_rel_err"] > 1e-3  # fewer flow steps change the mel, and it shows
