@@ -22,13 +22,15 @@ class Profile:
     tokens: int | None      # forced speech tokens per prompt; None scales with the text
     time_limit_s: int       # per variant run, load included
     fidelity_prompts: int   # prompts whose logits and mels are probed
+    profiled: str = "all"   # runs that get the torch.profiler pass: "all" or "baseline"
 
 
 PROFILES = {
     # A 2-core CPU and full-size random weights: ~10 s per synthesis. Six (prompt, seed) pairs
     # are the fewest for which a paired test can reach p < 0.05, so that is what quick runs.
+    # A profiler pass costs three syntheses, so on a CPU only the baseline is taken apart.
     "quick": Profile("quick", ("short-01", "medium-01", "numbers-01"), (0, 1), trials=1, warmup=0,
-                     tokens=16, time_limit_s=900, fidelity_prompts=1),
+                     tokens=16, time_limit_s=900, fidelity_prompts=1, profiled="baseline"),
     # A GPU box overnight: every prompt, three seeds, repeated trials, lengths that follow the text.
     "full": Profile("full", None, (0, 1, 2), trials=3, warmup=2, tokens=None, time_limit_s=3600,
                     fidelity_prompts=2),

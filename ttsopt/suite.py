@@ -158,8 +158,9 @@ def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = 
             runner.record_failure(cfg, reason, status="not applicable")
             status = "not applicable"
         else:
-            limit = time_limit_s or profiles.get(cfg.profile).time_limit_s
-            status, reason = execute_in_kernel(cfg, profiling, limit, notebook)
+            p = profiles.get(cfg.profile)
+            profiled = profiling and (p.profiled == "all" or cfg.role == "baseline")
+            status, reason = execute_in_kernel(cfg, profiled, time_limit_s or p.time_limit_s, notebook)
         outcomes.append(Outcome(cfg.run_id, status, reason, time.perf_counter() - t0))
         bar.write(f"{cfg.run_id}: {status}" + (f" ({reason})" if reason else "")
                   + f" in {outcomes[-1].seconds:.0f} s", file=sys.stderr)
