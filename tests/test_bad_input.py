@@ -98,3 +98,16 @@ def test_prompts_file_with_a_missing_column(tmp_path):
 def test_wrong_output_extension(tmp_path, capsys):
     code = cli.main(["synth", "Hello.", "--source", "tiny", "--out", str(tmp_path / "x.mp3")])
     assert code == 2 and "--out must name a .wav file" in capsys.readouterr().err
+
+
+def test_papermill_parameter_of_the_wrong_type(tmp_path):
+    import papermill
+    from ttsopt import suite
+
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(suite.NOTEBOOK), str(out), kernel_name=suite.KERNEL, progress_bar=False,
+                                   parameters={"variant": 3, "out_dir": str(tmp_path / "store")})
+    assert err.value.ename == "UserError"
+    assert "parameter variant must be str, got 3 (int)" in err.value.evalue
+    assert not (tmp_path / "store").exists()  # nothing written half-way

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -26,6 +26,9 @@ from .memory import track
 from .pipeline import Pipeline
 from .results import Store, completed_keys
 from .timing import wall_timer
+
+
+_TYPES = {"str": str, "int": int, "bool": bool}
 
 
 @dataclass
@@ -45,6 +48,12 @@ class RunConfig:
     resume: bool = False             # skip trials this run_id already recorded ok (after a kill)
 
     def __post_init__(self):
+        # Papermill and JSON hand these over untyped; a wrong type is named here, not deep in a run.
+        for f in fields(self):
+            value, expected = getattr(self, f.name), _TYPES[f.type]
+            if type(value) is not expected:
+                raise UserError(f"parameter {f.name} must be {expected.__name__}, got {value!r} "
+                                f"({type(value).__name__})")
         if not self.run_id:
             self.run_id = run_id_for(self.variant, self.role)
         if not self.reference_dir:
