@@ -8,12 +8,14 @@ import pytest
 from ttsopt import results, runner, stats, variants
 from ttsopt.variants.base import Variant
 
+TINY_PROCESS_NOISE = 0.25
+
 
 class PlantedSlowdown(Variant):
     """Test-only: sleeps for FRACTION of the synthesis time spent so far, inside the timed region."""
     name = "planted-slowdown"
-    claim = "test only: adds 40% more work"
-    fraction = 0.40
+    claim = "test only: doubles the time (planted far above tiny runs' ~20% process noise)"
+    fraction = 1.0
 
     def apply(self, pipeline):
         to_tokens, vocode = pipeline.text_to_tokens, pipeline.vocode
@@ -66,7 +68,11 @@ def test_isolated_run_is_another_process_and_aa_is_no_change(tmp_path):
     load = df[df.phase == "load"].set_index("run_id")
     assert load.loc["aa-baseline", "x_pid"] != os.getpid()
     assert load.loc["baseline-baseline", "x_pid"] == os.getpid()
-    cmp = stats.compare(_trials(tmp_path, "baseline-baseline"), _trials(tmp_path, "aa-baseline"))
+    # Tiny syntheses last ~0.2 s, so two processes running the same work differ by up to ~20%
+    # (measured on the 2-core CI box). That is why the suite runs an A/A pair and uses its spread
+    # as the threshold for every variant; within that bound the baseline is no change from itself.
+    cmp = stats.compare(_trials(tmp_path, "baseline-baseline"), _trials(tmp_path, "aa-baseline"),
+                        noise_floor=TINY_PROCESS_NOISE)
     assert cmp.verdict == stats.NO_CHANGE
     # same seeds, same weights: the A/A run reproduces the baseline's tokens and audio exactly
     assert (_trials(tmp_path, "aa-baseline").fid_token_match == 1.0).all()
@@ -82,14 +88,20 @@ def test_planted_slowdown_is_slower_and_planted_speedup_is_faster(tmp_path, plan
     base, slow = _trials(tmp_path, "baseline-baseline"), _trials(tmp_path, "planted-slowdown")
     slower = stats.compare(base, slow)
     assert slower.verdict == stats.SLOWER
-    assert slower.ci_low <= 1.40 * 0.97 and slower.ci_high >= 1.40 * 0.9  # the sleep skips the watermark stage
+    # the interval meets the planted 2x within the noise between tiny runs (measured: 2.1-2.3)
+    assert slower.ci_low <= 2.0 * (1 + TINY_PROCESS_NOISE) and slower.ci_high >= 2.0 * (1 - TINY_PROCESS_NOISE)
     faster = stats.compare(slow, base)  # seen the other way round, the plain pipeline is the speed-up
-    assert faster.verdict == stats.FASTER and faster.ratio < 0.8
+    assert faster.verdict == stats.FASTER and faster.ratio < 0.7
 
 
-def test_shorter_audio_is_not_credited_as_faster(tmp_path, planted):
-    runner.execute(runner.RunConfig(out_dir=str(tmp_path), role="baseline", profile="smoke"))
-    runner.execute(runner.RunConfig(out_dir=str(tmp_path), variant="half-length", profile="smoke"))
+def test_shorter_audio_is_not_credited_as_faster(tmp_path, planted, monkeypatch):
+    from ttsopt import profiles
+    # long enough that halving the tokens clearly halves T3's share of the wall time
+    longer = profiles.Profile("longer", ("short-01", "medium-01", "numbers-01"), (0, 1), trials=1, warmup=1,
+                              tokens=48, time_limit_s=300, fidelity_prompts=0)
+    monkeypatch.setitem(profiles.PROFILES, "longer", longer)
+    runner.execute(runner.RunConfig(out_dir=str(tmp_path), role="baseline", profile="longer"))
+    runner.execute(runner.RunConfig(out_dir=str(tmp_path), variant="half-length", profile="longer"))
     base, half = _trials(tmp_path, "baseline-baseline"), _trials(tmp_path, "half-length")
     assert (half.audio_s.values < base.audio_s.values).all()
     assert half.wall_s.median() < base.wall_s.median()       # less wall time...
