@@ -204,7 +204,6 @@ class Pipeline:
         self.sampling = sampling
         self.watermark = watermark
         self.t3 = UpstreamT3(model.t3)
-        self.default_conds = model.tts.conds
         self.grad_mode = torch.inference_mode  # the no-grad variant swaps in torch.no_grad
 
     @property

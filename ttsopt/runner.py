@@ -148,9 +148,11 @@ def _measure(run: _Run, prompts: list[dict]) -> RunSummary:
     run.forced = model.random_weights  # real weights keep their natural stop; lengths are recorded
     first = prompts[0]
     cold, _ = run.synth_record(pipeline, first, profile.seeds[0], 0, "cold")
-    run.evidence = applied.evidence_json(pipeline)
-    if applied.variants and run.evidence in ("{}", json.dumps({v.name: {} for v in applied.variants})):
-        raise RuntimeError(f"{cfg.variant} applied but shows no evidence of being active")
+    evidence = applied.evidence(pipeline)
+    silent = [name for name, proof in evidence.items() if not proof]
+    if silent:  # each variant of a composition must prove itself, not just one of them
+        raise RuntimeError(f"{', '.join(silent)} applied but shows no evidence of being active")
+    run.evidence = json.dumps(evidence, default=str, sort_keys=True)
     run.write(phase="load", status="ok", wall_s=t.seconds, x_model_load_s=model.load_s, x_pid=os.getpid(),
               **{f"mem_{k}": v for k, v in mem.as_dict().items()})
     run.write(**cold)

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     write_wav(args.out, result.wav, result.sr)
     print(format_stages(result))
     if evidence is not None:
-        print(f"variant {args.variant} evidence: {evidence.describe(pipeline)}")
+        print(f"variant {args.variant} evidence: {evidence.evidence_json(pipeline)}")
     print(f"load {model.load_s:.2f} s (source {model.source}, {model.arch}, {model.device}) -> {args.out}")
     return 0
 

@@ -72,13 +72,6 @@ class Applied:
     def evidence_json(self, pipeline) -> str:
         return json.dumps(self.evidence(pipeline), default=str, sort_keys=True)
 
-    def describe(self, pipeline=None) -> str:
-        if not self.variants:
-            return "baseline (no variant)"
-        if pipeline is None:
-            return ", ".join(v.name for v in self.variants)
-        return json.dumps(self.evidence(pipeline), default=str)
-
 
 def unavailable(spec: str, pipeline=None) -> str | None:
     """The first reason SPEC cannot run here (cheap checks only without a pipeline)."""

@@ -62,13 +62,10 @@ class Variant:
                 "lossless": self.lossless}
 
 
-def count_modules(module: torch.nn.Module, cls) -> int:
-    return sum(isinstance(m, cls) for m in module.modules())
-
-
 def dtypes_of(module: torch.nn.Module) -> dict[str, int]:
     """Parameter count per dtype: the plain evidence of a precision change."""
     counts: dict[str, int] = {}
     for p in module.parameters():
-        counts[str(p.dtype).replace("torch.", "")] = counts.get(str(p.dtype).replace("torch.", ""), 0) + p.numel()
+        name = str(p.dtype).replace("torch.", "")
+        counts[name] = counts.get(name, 0) + p.numel()
     return counts
