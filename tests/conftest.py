@@ -1,7 +1,18 @@
+import os
+
 import pytest
 
 from ttsopt import models
 from ttsopt.pipeline import Pipeline
+
+
+@pytest.fixture(scope="session", autouse=True)
+def weights_cache(tmp_path_factory):
+    """A cache of random weights of this session's own: no test reads a user's stale entry.
+    Set in the environment, so the kernels and processes the tests start share it."""
+    path = tmp_path_factory.mktemp("weights-cache")
+    os.environ["TTSOPT_CACHE"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

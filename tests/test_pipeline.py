@@ -108,3 +108,50 @@ def test_cli_unreadable_reference_is_one_line(tmp_path):
     assert "not readable audio" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "y.wav").exists()
+
+
+def test_random_weights_cache_reproduces_the_build(tmp_path, monkeypatch):
+    """The first load builds and caches, the second reads the cache through local:DIR with random
+    initialisation skipped: every parameter, buffer and conditional must come back equal."""
+    monkeypatch.setenv("TTSOPT_CACHE", str(tmp_path))
+    built = models.load("tiny", device="cpu", seed=3)
+    entries = list(tmp_path.iterdir())
+    assert len(entries) == 1 and (entries[0] / models.ARCH_FILE).is_file()
+    cached = models.load("tiny", device="cpu", seed=3)
+    for name in ("t3", "s3gen", "ve"):
+        a, b = getattr(built.tts, name), getattr(cached.tts, name)
+        for kind in ("named_parameters", "named_buffers"):
+            left, right = dict(getattr(a, kind)()), dict(getattr(b, kind)())
+            assert left.keys() == right.keys(), (name, kind)
+            unequal = [k for k in left if not torch.equal(left[k], right[k])]
+            assert not unequal, f"{name} {kind} differ after the cache: {unequal[:5]}"
+    for key, value in vars(built.tts.conds.t3).items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, getattr(cached.tts.conds.t3, key)), key
+    for key, value in built.tts.conds.gen.items():
+        if torch.is_tensor(value):
+            assert torch.equal(value, cached.tts.conds.gen[key]), key
+    # another seed is another entry, not a stale hit
+    other = models.load("tiny", device="cpu", seed=4)
+    assert len(list(tmp_path.iterdir())) == 2
+    w = lambda m: next(m.tts.t3.parameters())  # noqa: E731
+    assert not torch.equal(w(other), w(cached))
+
+
+def test_damaged_cache_entry_is_rebuilt_and_said(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TTSOPT_CACHE", str(tmp_path))
+    models.load("tiny", device="cpu", seed=5)
+    entry = next(tmp_path.iterdir())
+    (entry / "t3_cfg.safetensors").write_bytes(b"truncated")
+    again = models.load("tiny", device="cpu", seed=5)
+    assert "rebuilding the cached tiny weights" in capsys.readouterr().err
+    assert again.random_weights and (entry / models.ARCH_FILE).is_file()
+    models.load("tiny", device="cpu", seed=5)  # and the rebuilt entry reads back cleanly
+    assert "rebuilding" not in capsys.readouterr().err
+
+
+def test_cache_off_builds_every_time(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTSOPT_CACHE", "off")
+    monkeypatch.setattr(models.Path, "home", lambda: tmp_path)
+    models.load("tiny", device="cpu", seed=6)
+    assert not any(tmp_path.rglob("*.safetensors"))

@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     combo = args.combo or BEST[base_model.device.type]
     base, fast = Pipeline(base_model), Pipeline(fast_model)
     applied = variants.apply(fast, combo)
-    print(f"bench: source {args.source}, device {base_model.device}, {args.tokens} tokens, "
+    from .env import _cpu_model
+    where = torch.cuda.get_device_name() if base_model.device.type == "cuda" else \
+        f"{_cpu_model() or 'unknown CPU'}, {torch.get_num_threads()} threads"
+    print(f"bench: source {args.source}, device {base_model.device} ({where}), {args.tokens} tokens, "
           f"{args.trials} trial(s), prompt {text!r}\n       combo {combo}", flush=True)
 
     for p in (base, fast):  # warm-up, excluded

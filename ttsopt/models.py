@@ -8,10 +8,20 @@ weights came from, the architecture, load time.
 conditionals from `data/prompts/reference.wav`. They are saved in the five-file local-dir
 layout (plus `ttsopt-arch.json` naming the architecture) and read back through the same
 `local:DIR` path that real weights take, so tests exercise the real loading code.
+
+Random weights are built once and kept in a cache ($TTSOPT_CACHE, default ~/.cache/ttsopt;
+`TTSOPT_CACHE=off` builds them every time), keyed by architecture, seed, the reference
+clip's bytes and the code that builds them. Every later load reads them back through
+`local:DIR`, like real weights: drawing 800M random values and computing the voice
+conditionals costs ~10 s on a 2-core CPU, in every fresh process of a suite.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -87,9 +97,8 @@ def load(source: str, device: str = "auto", dtype: str = "float32", seed: int = 
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     start = time.perf_counter()
     if source in ("synthetic", "tiny"):
-        tts = build_random("full" if source == "synthetic" else "tiny", seed, dev,
-                           reference_wav or REFERENCE_WAV)
         arch, random_weights = ("full" if source == "synthetic" else "tiny"), True
+        tts = cached_random(arch, seed, dev, reference_wav or REFERENCE_WAV)
     elif source.startswith("local:"):
         tts, arch, random_weights = _load_local(Path(source[len("local:"):]), dev)
     elif source == "hub":
@@ -117,6 +126,57 @@ def build_random(arch: str, seed: int, device: torch.device, reference_wav) -> C
     return tts
 
 
+CACHE_FORMAT = "1"  # bump when what is written, or how it is built, changes
+
+
+def cache_root() -> Path | None:
+    """Where random weights are kept; None when TTSOPT_CACHE=off."""
+    value = os.environ.get("TTSOPT_CACHE", "")
+    if value.lower() == "off":
+        return None
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "ttsopt"
+
+
+def random_cache_dir(arch: str, seed: int, reference_wav) -> Path | None:
+    root = cache_root()
+    if root is None:
+        return None
+    from importlib.metadata import version
+    key = hashlib.sha256()
+    for part in (CACHE_FORMAT, arch, str(seed), version("chatterbox-tts"), torch.__version__):
+        key.update(part.encode() + b"\0")
+    for path in (arch_mod.__file__, __file__, reference_wav):  # the builders and the voice
+        key.update(Path(path).read_bytes())
+    return root / f"{arch}-seed{seed}-{key.hexdigest()[:16]}"
+
+
+def cached_random(arch: str, seed: int, device: torch.device, reference_wav) -> ChatterboxTTS:
+    """`build_random`, read from the cache when it holds this build, written to it when not."""
+    from .audio import check_reference
+    check_reference(reference_wav)  # a bad clip is named before anything is hashed or built
+    directory = random_cache_dir(arch, seed, reference_wav)
+    if directory is not None and (directory / ARCH_FILE).is_file():
+        try:
+            return _load_local(directory, device)[0]
+        except SourceError as exc:  # a damaged cache entry is rebuilt, and the user told so
+            print(f"ttsopt: rebuilding the cached {arch} weights: {exc}", file=sys.stderr)
+            shutil.rmtree(directory, ignore_errors=True)
+    tts = build_random(arch, seed, device, reference_wav)
+    if directory is not None:
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+            write_layout(tts, arch, True, staging)  # the arch file last: it marks an entry complete
+            try:
+                staging.rename(directory)
+            except OSError:  # another process finished the same entry first
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError as exc:
+            print(f"ttsopt: could not cache the {arch} weights in {directory.parent} ({exc}); "
+                  "they will be built again next time", file=sys.stderr)
+    return tts
+
+
 def prepare_voice(tts: ChatterboxTTS, wav_path, exaggeration: float = 0.5) -> None:
     """Upstream's `prepare_conditionals`, after checks that turn a bad clip into a clear error."""
     from .audio import check_reference  # librosa is slow to import; only needed here
@@ -127,15 +187,18 @@ def prepare_voice(tts: ChatterboxTTS, wav_path, exaggeration: float = 0.5) -> No
 
 def save_local(model: Model, directory: str | Path) -> Path:
     """Write the five-file layout (plus the architecture name) that `local:DIR` reads."""
+    return write_layout(model.tts, model.arch, model.random_weights, directory)
+
+
+def write_layout(tts: ChatterboxTTS, arch: str, random_weights: bool, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tts = model.tts
     for name, module in (("ve", tts.ve), ("t3_cfg", tts.t3), ("s3gen", tts.s3gen)):
         state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
         save_file(state, str(directory / f"{name}.safetensors"))
     tts.tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
     tts.conds.save(directory / CONDS_FILE)
-    (directory / ARCH_FILE).write_text(json.dumps({"arch": model.arch, "random_weights": model.random_weights}))
+    (directory / ARCH_FILE).write_text(json.dumps({"arch": arch, "random_weights": random_weights}))
     return directory
 
 
@@ -148,7 +211,7 @@ def _load_local(directory: Path, device: torch.device):
                           f"(expected {', '.join(LOCAL_FILES)})")
     meta = json.loads((directory / ARCH_FILE).read_text()) if (directory / ARCH_FILE).is_file() else {}
     arch, random_weights = meta.get("arch", "full"), meta.get("random_weights", False)
-    t3, s3gen, ve = arch_mod.build(arch)
+    t3, s3gen, ve = arch_mod.build(arch, init=False)  # every parameter is loaded below, strictly
 
     ve.load_state_dict(_read_safetensors(directory / "ve.safetensors"))
     t3_state = _read_safetensors(directory / "t3_cfg.safetensors")
@@ -208,3 +271,18 @@ def write_tokenizer(path: Path) -> Path:
     tokenizer.save(str(tmp))
     tmp.replace(path)
     return path
+
+
+def main(argv: list[str]) -> int:
+    """`python -m ttsopt.models warm SOURCE [SEED]`: fill the random-weights cache, so that the
+    first run of a suite loads like every other instead of paying for the build."""
+    if len(argv) not in (2, 3) or argv[0] != "warm" or argv[1] not in ("synthetic", "tiny"):
+        print("usage: python -m ttsopt.models warm synthetic|tiny [SEED]", file=sys.stderr)
+        return 2
+    model = load(argv[1], device="cpu", seed=int(argv[2]) if len(argv) == 3 else 0)
+    print(f"{argv[1]} weights ready in {random_cache_dir(model.arch, int(argv[2]) if len(argv) == 3 else 0, REFERENCE_WAV)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import profiles, results, runner, variants
+from . import models, profiles, results, runner, variants
 from .errors import UserError
 from .runner import RunConfig
 
@@ -136,9 +137,28 @@ def execute_in_kernel(cfg: RunConfig, profiling: bool, timeout_s: float, noteboo
     return "failed", reason
 
 
+def warm_weights(runs: list[RunConfig], progress: bool = True) -> None:
+    """Build the random weights the runs will load once, in a process of its own, before the
+    first run: otherwise the baseline's load would include the build and no other run's would.
+    A failure here is only reported; each run then builds (or fails) on its own, on record."""
+    for source, seed in sorted({(r.source, r.model_seed) for r in runs if r.source in ("synthetic", "tiny")}):
+        if models.cache_root() is None:
+            return
+        if progress:
+            print(f"suite: preparing {source} weights (built once, then cached in {models.cache_root()})",
+                  file=sys.stderr, flush=True)
+        proc = subprocess.run([sys.executable, "-m", "ttsopt.models", "warm", source, str(seed)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or [""])[-1]
+            print(f"suite: could not prepare the {source} weights ({tail}); each run builds its own",
+                  file=sys.stderr, flush=True)
+
+
 def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = True,
               time_limit_s: float | None = None, notebook=NOTEBOOK, progress=True) -> list[Outcome]:
     outcomes = []
+    warm_weights(runs, progress)
     if runs:
         # The report shows prompt texts beside the audio; the records only name their ids.
         copy = Path(runs[0].out_dir) / "prompts.csv"

@@ -36,9 +36,9 @@ class FastFlow:
 
 
 class BucketedEstimator(nn.Module):
-    """Wraps the CFM estimator: pads the frame axis to a multiple of `bucket` (exact — the
-    estimator's convolutions are causal and its attention masks padded frames) and, on CUDA,
-    replays one CUDA graph per (bucket, batch, dtype)."""
+    """Wraps the CFM estimator. On CUDA: pads the frame axis to a multiple of `bucket` (exact —
+    the estimator's convolutions are causal and its attention masks padded frames) and replays
+    one CUDA graph per (bucket, batch, dtype). Without graphs it calls the estimator as is."""
 
     def __init__(self, estimator: nn.Module, bucket: int = 64, graphs: bool = False):
         super().__init__()
@@ -53,11 +53,12 @@ class BucketedEstimator(nn.Module):
         return self.estimator.dtype
 
     def forward(self, x, mask, mu, t, spks=None, cond=None, r=None):
+        if not self.use_graphs:  # without graphs, padding would only add frames to compute
+            return self.estimator(x, mask, mu, t, spks, cond, r=r)
         T = x.size(2)
-        padded = -(-T // self.bucket) * self.bucket
-        pad = (lambda a: F.pad(a, (0, padded - T)))
-        args = (pad(x), pad(mask), pad(mu), t, spks, pad(cond))
-        if r is not None or not self.use_graphs:
+        args = self.padded(x, mask, mu, t, spks, cond)
+        padded = args[0].size(2)
+        if r is not None:
             return self.estimator(*args, r=r)[..., :T]
         key = (padded, x.size(0), x.dtype)
         if key not in self._graphs:
@@ -68,6 +69,13 @@ class BucketedEstimator(nn.Module):
         graph.replay()
         self.replays += 1
         return static_out[..., :T].clone()
+
+    def padded(self, x, mask, mu, t, spks, cond):
+        """The estimator's inputs with the frame axis padded up to the next bucket."""
+        T = x.size(2)
+        padded = -(-T // self.bucket) * self.bucket
+        pad = (lambda a: F.pad(a, (0, padded - T)))
+        return pad(x), pad(mask), pad(mu), t, spks, pad(cond)
 
     def _capture(self, args):
         static_in = tuple(a.clone() for a in args)
@@ -83,5 +91,5 @@ class BucketedEstimator(nn.Module):
         return graph, static_in, static_out
 
     def evidence(self) -> dict:
-        return {"bucket": self.bucket, "graphs": self.use_graphs, "captured": len(self._graphs),
+        return {"bucket": self.bucket if self.use_graphs else None, "graphs": self.use_graphs, "captured": len(self._graphs),
                 "replays": self.replays}
