@@ -148,3 +148,9 @@ def test_index_loads_in_a_browser_without_console_errors(index, tmp_path):
     subprocess.run([str(CHROMIUM), *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shutil.copy(shot, index.parent / "index-screenshot.png")  # kept beside the report for a human to look at
+
+
+def test_aa_audio_column_names_the_second_baseline_run(index):
+    text = index.read_text()
+    assert "<th>baseline</th><th>baseline (aa run)</th>" in text
+    assert "<th>baseline</th><th>baseline</th>" not in text

@@ -197,6 +197,11 @@ def _audio(path: str | None) -> str:
     return f"<audio controls preload='none' src='{_href(path)}'></audio>" if path else "–"
 
 
+def _column(run: dict) -> str:
+    """The audio column's heading: the variant, or for the A/A run, which baseline run it is."""
+    return run["variant"] if run["role"] == "variant" else f"{run['variant']} ({run['role']} run)"
+
+
 def _listen(table: pd.DataFrame, prompts: dict, drawn: dict) -> str:
     base = table[table["role"] == "baseline"]
     base_audio = base["audio"].iloc[0] if len(base) else {}
@@ -206,7 +211,7 @@ def _listen(table: pd.DataFrame, prompts: dict, drawn: dict) -> str:
                        f"<td>{_audio(path)}</td></tr>" for pid, path in r["audio"].items())
         out.append(f"<div class='run'><h3>{e(r['variant'])} ({e(r['role'])})</h3><p>{e(r['sentence'])}</p>"
                    + _figure(drawn, f"before-after-{r['run_id']}", f"{r['run_id']}: RTF per prompt against the baseline")
-                   + (f"<table><tr><th>prompt</th><th>text</th><th>baseline</th><th>{e(r['variant'])}</th></tr>"
+                   + (f"<table><tr><th>prompt</th><th>text</th><th>baseline</th><th>{e(_column(r))}</th></tr>"
                       f"{rows}</table>" if rows else "<p>No audio was saved.</p>") + "</div>")
     return "".join(out) or "<p>No variant completed.</p>"
 
