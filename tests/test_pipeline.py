@@ -155,3 +155,16 @@ def test_cache_off_builds_every_time(tmp_path, monkeypatch):
     monkeypatch.setattr(models.Path, "home", lambda: tmp_path)
     models.load("tiny", device="cpu", seed=6)
     assert not any(tmp_path.rglob("*.safetensors"))
+
+
+def test_cache_keeps_the_two_most_recent_builds_per_seed(tmp_path, monkeypatch):
+    import os
+    monkeypatch.setenv("TTSOPT_CACHE", str(tmp_path))
+    for age, name in enumerate(["tiny-seed7-aaaa", "tiny-seed7-bbbb", "tiny-seed70-cccc", "full-seed7-dddd"]):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (1e9 - age, 1e9 - age))  # long ago; aaaa the newest of them
+    models.load("tiny", device="cpu", seed=7)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    built = models.random_cache_dir("tiny", 7, models.REFERENCE_WAV).name
+    # this build and the newest older tiny seed-7 entry stay; other seeds and archs are not touched
+    assert left == sorted([built, "tiny-seed7-aaaa", "tiny-seed70-cccc", "full-seed7-dddd"])

@@ -157,7 +157,9 @@ def cached_random(arch: str, seed: int, device: torch.device, reference_wav) -> 
     directory = random_cache_dir(arch, seed, reference_wav)
     if directory is not None and (directory / ARCH_FILE).is_file():
         try:
-            return _load_local(directory, device)[0]
+            tts = _load_local(directory, device)[0]
+            os.utime(directory)  # recently used: the last entry eviction would take
+            return tts
         except SourceError as exc:  # a damaged cache entry is rebuilt, and the user told so
             print(f"ttsopt: rebuilding the cached {arch} weights: {exc}", file=sys.stderr)
             shutil.rmtree(directory, ignore_errors=True)
@@ -171,10 +173,27 @@ def cached_random(arch: str, seed: int, device: torch.device, reference_wav) -> 
                 staging.rename(directory)
             except OSError:  # another process finished the same entry first
                 shutil.rmtree(staging, ignore_errors=True)
+            _evict_stale(directory)
         except OSError as exc:
             print(f"ttsopt: could not cache the {arch} weights in {directory.parent} ({exc}); "
                   "they will be built again next time", file=sys.stderr)
     return tts
+
+
+KEEP_ENTRIES = 2  # per (architecture, seed): the current build and one other checkout's
+
+
+def _evict_stale(directory: Path) -> None:
+    """A full-size entry is 3 GB and every change to the builders makes a new one: keep the
+    KEEP_ENTRIES most recent per architecture and seed, remove older ones (and dead staging)."""
+    prefix = directory.name.rsplit("-", 1)[0] + "-"
+    entries = sorted((d for d in directory.parent.glob(prefix + "*") if d.is_dir()),
+                     key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in entries[KEEP_ENTRIES:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for staging in directory.parent.glob(f".{prefix}*"):
+        if time.time() - staging.stat().st_mtime > 3600:  # a build that died over an hour ago
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def prepare_voice(tts: ChatterboxTTS, wav_path, exaggeration: float = 0.5) -> None:
