@@ -26,7 +26,7 @@ class Profile:
 
 
 PROFILES = {
-    # A 2-core CPU and full-size random weights: ~10 s per synthesis. Six (prompt, seed) pairs
+    # A 2-core CPU and full-size random weights: 5-14 s per synthesis, depending on the CPU. Six (prompt, seed) pairs
     # are the fewest for which a paired test can reach p < 0.05, so that is what quick runs.
     # A profiler pass costs three syntheses, so on a CPU only the baseline is taken apart.
     "quick": Profile("quick", ("short-01", "medium-01", "numbers-01"), (0, 1), trials=1, warmup=0,
