@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--combo", default=None, help=f"variant spec (default per device: {BEST})")
     p.add_argument("--stream", action="store_true", help="also time streaming (first audio, RTF of the rest)")
     p.add_argument("--batch", type=int, default=0, help="also time N copies of the prompt in one T3 batch")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="also write DIR/bench.txt (what is printed) and DIR/bench.json (every trial, the environment)")
     p.set_defaults(func=run)
 
 
@@ -56,8 +58,14 @@ def run(args: argparse.Namespace) -> int:
     from .env import _cpu_model
     where = torch.cuda.get_device_name() if base_model.device.type == "cuda" else \
         f"{_cpu_model() or 'unknown CPU'}, {torch.get_num_threads()} threads"
-    print(f"bench: source {args.source}, device {base_model.device} ({where}), {args.tokens} tokens, "
-          f"{args.trials} trial(s), prompt {text!r}\n       combo {combo}", flush=True)
+    printed = []
+
+    def say(line: str = "") -> None:
+        printed.append(line)
+        print(line, flush=True)
+
+    say(f"bench: source {args.source}, device {base_model.device} ({where}), {args.tokens} tokens, "
+        f"{args.trials} trial(s), prompt {text!r}\n       combo {combo}")
 
     for p in (base, fast):  # warm-up, excluded
         p.synthesize(text, seed=args.seed, n_tokens=min(4, args.tokens))
@@ -68,17 +76,47 @@ def run(args: argparse.Namespace) -> int:
             with memory.track(p.device) as mem:
                 r = p.synthesize(text, seed=args.seed + t, n_tokens=args.tokens)
             runs[name].append((r, mem.as_dict()))
-            print(f"  trial {t} {name:8s} wall {r.wall_s:7.2f} s  T3 {r.tokens_per_s:6.2f} tok/s", flush=True)
+            say(f"  trial {t} {name:8s} wall {r.wall_s:7.2f} s  T3 {r.tokens_per_s:6.2f} tok/s")
 
     fid = fidelity(base, fast, runs, text, args.seed)
-    print()
-    print(table(runs, fid))
-    print(f"\nevidence: {applied.evidence_json(fast)}")
+    say()
+    say(table(runs, fid))
+    say(f"\nevidence: {applied.evidence_json(fast)}")
     if args.stream:
-        print(stream_line(fast, text, args.seed, args.tokens))
+        say(stream_line(fast, text, args.seed, args.tokens))
     if args.batch:
-        print(batch_line(fast, text, args.seed, args.tokens, args.batch))
+        say(batch_line(fast, text, args.seed, args.tokens, args.batch))
+    if args.save:
+        save(Path(args.save), args, combo, text, runs, fid, applied.evidence(fast), printed)
     return 0
+
+
+def save(directory: Path, args, combo: str, text: str, runs: dict, fid: dict, evidence: dict,
+         printed: list[str]) -> None:
+    """The printed table and every trial behind it, with the environment, for a report."""
+    import json
+
+    from . import env as env_mod
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "bench.txt").write_text("\n".join(printed) + "\n", encoding="utf-8")
+    trials = {name: [dict(seed=args.seed + t, wall_s=r.wall_s, rtf=r.rtf, audio_s=r.audio_s,
+                          n_tokens=r.n_tokens, tokens_per_s=r.tokens_per_s, stages=r.stages, memory=m)
+                     for t, (r, m) in enumerate(side)] for name, side in runs.items()}
+    record = dict(command=" ".join(["python -m ttsopt bench", *_argv(args)]), combo=combo, prompt=text,
+                  tokens=args.tokens, trials=trials, fidelity=fid, evidence=evidence,
+                  environment=env_mod.capture(args.source))
+    (directory / "bench.json").write_text(json.dumps(env_mod.redact(record), indent=1, default=str),
+                                          encoding="utf-8")
+    print(f"saved {directory / 'bench.txt'} and {directory / 'bench.json'}")
+
+
+def _argv(args) -> list[str]:
+    out = []
+    for key in ("source", "device", "tokens", "trials", "seed", "combo", "prompt", "batch"):
+        value = getattr(args, key)
+        if value not in (None, 0, ""):
+            out += [f"--{key}", repr(value) if key == "prompt" else str(value)]
+    return out + (["--stream"] if args.stream else [])
 
 
 def _median(xs):
