@@ -145,6 +145,9 @@ def test_damaged_cache_entry_is_rebuilt_and_said(tmp_path, monkeypatch, capsys):
     (entry / "t3_cfg.safetensors").write_bytes(b"truncated")
     again = models.load("tiny", device="cpu", seed=5)
     assert "rebuilding the cached tiny weights" in capsys.readouterr().err
+    (entry / models.CONDS_FILE).write_bytes(b"not a torch file")  # fails in torch.load, not ours
+    models.load("tiny", device="cpu", seed=5)
+    assert "rebuilding the cached tiny weights" in capsys.readouterr().err
     assert again.random_weights and (entry / models.ARCH_FILE).is_file()
     models.load("tiny", device="cpu", seed=5)  # and the rebuilt entry reads back cleanly
     assert "rebuilding" not in capsys.readouterr().err

@@ -158,11 +158,15 @@ def cached_random(arch: str, seed: int, device: torch.device, reference_wav) -> 
     if directory is not None and (directory / ARCH_FILE).is_file():
         try:
             tts = _load_local(directory, device)[0]
-            os.utime(directory)  # recently used: the last entry eviction would take
-            return tts
-        except SourceError as exc:  # a damaged cache entry is rebuilt, and the user told so
-            print(f"ttsopt: rebuilding the cached {arch} weights: {exc}", file=sys.stderr)
+        except Exception as exc:  # our own entry, damaged however: rebuilt, and the user told so
+            print(f"ttsopt: rebuilding the cached {arch} weights: {type(exc).__name__}: {exc}", file=sys.stderr)
             shutil.rmtree(directory, ignore_errors=True)
+        else:
+            try:
+                os.utime(directory)  # recently used: the last entry eviction would take
+            except OSError:
+                pass  # a read-only cache still serves
+            return tts
     tts = build_random(arch, seed, device, reference_wav)
     if directory is not None:
         try:
@@ -298,8 +302,9 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (2, 3) or argv[0] != "warm" or argv[1] not in ("synthetic", "tiny"):
         print("usage: python -m ttsopt.models warm synthetic|tiny [SEED]", file=sys.stderr)
         return 2
-    model = load(argv[1], device="cpu", seed=int(argv[2]) if len(argv) == 3 else 0)
-    print(f"{argv[1]} weights ready in {random_cache_dir(model.arch, int(argv[2]) if len(argv) == 3 else 0, REFERENCE_WAV)}")
+    seed = int(argv[2]) if len(argv) == 3 else 0
+    model = load(argv[1], device="cpu", seed=seed)
+    print(f"{argv[1]} weights ready in {random_cache_dir(model.arch, seed, REFERENCE_WAV)}")
     return 0
 
 
