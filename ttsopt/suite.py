@@ -141,11 +141,12 @@ def warm_weights(runs: list[RunConfig], progress: bool = True) -> None:
     """Build the random weights the runs will load once, in a process of its own, before the
     first run: otherwise the baseline's load would include the build and no other run's would.
     A failure here is only reported; each run then builds (or fails) on its own, on record."""
+    root = models.cache_root()
+    if root is None:  # TTSOPT_CACHE=off: every run builds its own, as asked
+        return
     for source, seed in sorted({(r.source, r.model_seed) for r in runs if r.source in ("synthetic", "tiny")}):
-        if models.cache_root() is None:
-            return
         if progress:
-            print(f"suite: preparing {source} weights (built once, then cached in {models.cache_root()})",
+            print(f"suite: preparing {source} weights (built once, then cached in {root})",
                   file=sys.stderr, flush=True)
         proc = subprocess.run([sys.executable, "-m", "ttsopt.models", "warm", source, str(seed)],
                               capture_output=True, text=True)
