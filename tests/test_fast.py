@@ -150,3 +150,62 @@ def test_bucket_padding_leaves_real_frames_unchanged(tiny_model):
         padded = est(*padded_args)[..., :T]
         assert torch.allclose(plain, padded, atol=1e-5, rtol=1e-4)
         assert torch.equal(wrapped(x, mask, mu, t, spks, cond), plain)  # no graphs: called as is
+
+
+def _module_forward(tfmr, h, cache, start):
+    """llama_step's layer loop with every module called through Module.__call__, for reference."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+    import torch.nn.functional as F
+    B, T, _ = h.shape
+    positions = torch.arange(start, start + T).unsqueeze(0)
+    cos, sin = tfmr.rotary_emb(h, positions)
+    for i, layer in enumerate(tfmr.layers):
+        a = layer.self_attn
+        x = layer.input_layernorm(h)
+        q, k, v = (p(x).view(B, T, -1, a.head_dim).transpose(1, 2) for p in (a.q_proj, a.k_proj, a.v_proj))
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        cache.k[i][:, :, start:start + T], cache.v[i][:, :, start:start + T] = k, v
+        out = F.scaled_dot_product_attention(q, cache.k[i][:, :, :start + T], cache.v[i][:, :, :start + T],
+                                             scale=a.scaling)
+        h = h + a.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+    return tfmr.norm(h)
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_plan_step_equals_module_calls(tiny_model, quantized):
+    """The plan's direct op calls compute bit for bit what the modules compute, float and int8."""
+    from ttsopt.fast import llama_step
+    tfmr = copy.deepcopy(tiny_model.t3.tfmr)
+    if quantized:
+        int8.quantize_linears(tfmr)
+    plan = llama_step.Plan(tfmr)
+    assert not any(isinstance(f, torch.nn.Module) for layer in plan.layers for f in layer[:-1])  # all direct
+    torch.manual_seed(0)
+    h = torch.randn(2, 1, tfmr.config.hidden_size)
+    caches = [llama_step.StaticKV(tfmr.config, 2, 32, torch.float32, "cpu") for _ in range(2)]
+    caches[0].k.normal_(), caches[0].v.normal_()  # earlier tokens' keys and values
+    caches[1].k.copy_(caches[0].k), caches[1].v.copy_(caches[0].v)
+    with torch.inference_mode():
+        ours = llama_step.forward(tfmr, h, caches[0], 9, plan=plan)
+        ref = _module_forward(tfmr, h, caches[1], 9)
+    assert torch.equal(ours, ref)
+    assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v)
+
+
+def test_plan_follows_module_swaps_and_hooks(tiny_model):
+    """A cached plan is rebuilt when a variant swaps a module; a hooked module is called as one."""
+    from ttsopt.fast import llama_step
+    tfmr = copy.deepcopy(tiny_model.t3.tfmr)
+    first = llama_step.plan_for(tfmr)
+    assert llama_step.plan_for(tfmr) is first
+    int8.quantize_linears(tfmr)
+    assert not first.current() and llama_step.plan_for(tfmr) is not first
+    calls = []
+    tfmr.layers[0].mlp.down_proj.register_forward_hook(lambda *a: calls.append(1))
+    plan = llama_step.Plan(tfmr)
+    assert plan.layers[0][9] is tfmr.layers[0].mlp.down_proj
+    with torch.inference_mode():
+        llama_step.forward(tfmr, torch.randn(2, 1, tfmr.config.hidden_size),
+                           llama_step.StaticKV(tfmr.config, 2, 8, torch.float32, "cpu"), 0, plan=plan)
+    assert calls == [1]

@@ -1,9 +1,16 @@
 """A minimal Llama forward over a static KV cache, built from T3's own LlamaModel modules.
 
-Each decoder layer's q/k/v/o projections, rotary embedding, RMSNorms and MLP are called as
-they are (so quantized or cast modules just work); only the cache and the attention call are
-ours. No attention maps and no per-layer hidden states are returned: upstream asks for both
-at every step and throws them away.
+Each decoder layer's q/k/v/o projections, rotary embedding, RMSNorms and MLP compute what
+the modules compute, op for op (so cast or quantized weights just work); only the cache and
+the attention call are ours. No attention maps and no per-layer hidden states are returned:
+upstream asks for both at every step and throws them away.
+
+A decode step is 30 layers of small ops on two rows, so Python costs show: `Module.__call__`
+(hook dispatch) around each of ~15 modules per layer was ~4 ms of a 45 ms int8 CPU step.
+`Plan` resolves every layer's weights once and calls the ops directly: float linears as
+`F.linear` on the module's own weight, dynamic int8 linears as the quantized op on their own
+packed weights (exactly what each module's forward runs), RMSNorm as its five ops. A module
+that carries hooks, or that is neither kind (bitsandbytes, say), is still called as a module.
 
 Two ways to address the cache:
 - `start` an int: the new tokens go to slots [start, start + T) and attention reads exactly
@@ -14,9 +21,12 @@ Two ways to address the cache:
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+from torch import nn
+from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
 
 
 class StaticKV:
@@ -36,8 +46,89 @@ class StaticKV:
         return self.k.size(3)
 
 
-def forward(tfmr, h: torch.Tensor, cache: StaticKV, start) -> torch.Tensor:
-    """Run inputs_embeds H (B, T, D) through every layer and the final norm; returns (B, T, D)."""
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks)
+
+
+def _linear(m: nn.Module):
+    """A callable that computes m(x) without `Module.__call__`, or the module itself."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    if _has_hooks(m):
+        return m
+    if type(m) is nn.Linear:
+        return lambda x: F.linear(x, m.weight, m.bias)
+    if type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8:
+        reduce_range = not (m.version is None or m.version < 4)  # as the module's forward decides
+        op = torch.ops.quantized.linear_dynamic
+        return lambda x: op(x, m._packed_params._packed_params, reduce_range).to(x.dtype)
+    return m
+
+
+def _norm(m: nn.Module):
+    if _has_hooks(m) or type(m) is not LlamaRMSNorm:
+        return m
+
+    def norm(x):  # LlamaRMSNorm.forward, op for op
+        dtype = x.dtype
+        x = x.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + m.variance_epsilon)
+        return m.weight * x.to(dtype)
+    return norm
+
+
+def _act(m: nn.Module):
+    from transformers.activations import SiLUActivation  # forward: F.silu(input)
+    plain = type(m) in (nn.SiLU, SiLUActivation) and "forward" not in vars(m) and not getattr(m, "inplace", False)
+    return F.silu if plain and not _has_hooks(m) else m
+
+
+class Plan:
+    """Per layer: (input norm, q, k, v, o, post-attention norm, gate, up, act, down, attn).
+    Built from the modules as they are now; `current` tells whether it still matches them."""
+
+    def __init__(self, tfmr):
+        self.tfmr = tfmr
+        self.modules = self._modules(tfmr)
+        self.layers = []
+        for layer in tfmr.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            self.layers.append((_norm(layer.input_layernorm), _linear(a.q_proj), _linear(a.k_proj),
+                                _linear(a.v_proj), _linear(a.o_proj), _norm(layer.post_attention_layernorm),
+                                _linear(mlp.gate_proj), _linear(mlp.up_proj), _act(mlp.act_fn),
+                                _linear(mlp.down_proj), a))
+        self.norm = _norm(tfmr.norm)
+
+    @staticmethod
+    def _modules(tfmr) -> list:
+        out = [tfmr.norm]
+        for layer in tfmr.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            out += [layer.input_layernorm, a, a.q_proj, a.k_proj, a.v_proj, a.o_proj,
+                    layer.post_attention_layernorm, mlp.gate_proj, mlp.up_proj, mlp.act_fn, mlp.down_proj]
+        return out
+
+    def current(self) -> bool:
+        """The same module objects as when built (a variant that swaps a module invalidates it).
+        Hooks registered since are not seen: build plans after the variants are applied."""
+        return all(a is b for a, b in zip(self.modules, self._modules(self.tfmr)))
+
+
+_PLANS: "weakref.WeakKeyDictionary[nn.Module, Plan]" = weakref.WeakKeyDictionary()
+
+
+def plan_for(tfmr) -> Plan:
+    """The cached plan for TFMR, rebuilt when its modules changed."""
+    plan = _PLANS.get(tfmr)
+    if plan is None or not plan.current():
+        plan = _PLANS[tfmr] = Plan(tfmr)
+    return plan
+
+
+def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = None) -> torch.Tensor:
+    """Run inputs_embeds H (B, T, D) through every layer and the final norm; returns (B, T, D).
+    PLAN: `Plan(tfmr)` made once per utterance by the caller (default: `plan_for(tfmr)`)."""
+    plan = plan or plan_for(tfmr)
     B, T, _ = h.shape
     if isinstance(start, int):
         positions = torch.arange(start, start + T, device=h.device).unsqueeze(0)
@@ -48,21 +139,20 @@ def forward(tfmr, h: torch.Tensor, cache: StaticKV, start) -> torch.Tensor:
         positions = start.view(B, 1)
         mask = (torch.arange(cache.capacity, device=h.device)[None, :] <= positions).view(B, 1, 1, -1)
     cos, sin = tfmr.rotary_emb(h, positions)
-    for i, layer in enumerate(tfmr.layers):
-        residual = h
-        h = residual + _attention(layer.self_attn, layer.input_layernorm(h), cos, sin,
-                                  cache.k[i], cache.v[i], start, mask)
-        residual = h
-        h = residual + layer.mlp(layer.post_attention_layernorm(h))
-    return tfmr.norm(h)
+    for i, (norm1, q_proj, k_proj, v_proj, o_proj, norm2, gate, up, act, down, attn) in enumerate(plan.layers):
+        h = h + _attention(attn, q_proj, k_proj, v_proj, o_proj, norm1(h), cos, sin,
+                           cache.k[i], cache.v[i], start, mask)
+        x = norm2(h)
+        h = h + down(act(gate(x)) * up(x))
+    return plan.norm(h)
 
 
-def _attention(attn, x, cos, sin, k_cache, v_cache, start, mask):
+def _attention(attn, q_proj, k_proj, v_proj, o_proj, x, cos, sin, k_cache, v_cache, start, mask):
     B, T, _ = x.shape
     shape = (B, T, -1, attn.head_dim)
-    q = attn.q_proj(x).view(shape).transpose(1, 2)
-    k = attn.k_proj(x).view(shape).transpose(1, 2)
-    v = attn.v_proj(x).view(shape).transpose(1, 2)
+    q = q_proj(x).view(shape).transpose(1, 2)
+    k = k_proj(x).view(shape).transpose(1, 2)
+    v = v_proj(x).view(shape).transpose(1, 2)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     if isinstance(start, int):
         k_cache[:, :, start:start + T] = k
@@ -75,4 +165,4 @@ def _attention(attn, x, cos, sin, k_cache, v_cache, start, mask):
         keys, values = k_cache, v_cache
     out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
                                          enable_gqa=attn.num_key_value_groups > 1)
-    return attn.o_proj(out.transpose(1, 2).reshape(B, T, -1))
+    return o_proj(out.transpose(1, 2).reshape(B, T, -1))
