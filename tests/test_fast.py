@@ -181,16 +181,28 @@ def test_plan_step_equals_module_calls(tiny_model, quantized):
         int8.quantize_linears(tfmr)
     plan = llama_step.Plan(tfmr)
     assert not any(isinstance(f, torch.nn.Module) for layer in plan.layers for f in layer[:-1])  # all direct
+    assert plan.kind == ("torchscript-int8" if quantized else "torchscript-float")
     torch.manual_seed(0)
     h = torch.randn(2, 1, tfmr.config.hidden_size)
     caches = [llama_step.StaticKV(tfmr.config, 2, 32, torch.float32, "cpu") for _ in range(2)]
     caches[0].k.normal_(), caches[0].v.normal_()  # earlier tokens' keys and values
     caches[1].k.copy_(caches[0].k), caches[1].v.copy_(caches[0].v)
+    caches.append(copy.deepcopy(caches[0]))
+    eager = llama_step.Plan(tfmr)
+    eager.scripted, eager.kind = None, "eager"
     with torch.inference_mode():
+        for _ in range(3):  # TorchScript's profiling executor optimizes from the second call on
+            ours = llama_step.forward(tfmr, h, copy.deepcopy(caches[0]), 9, plan=plan)
         ours = llama_step.forward(tfmr, h, caches[0], 9, plan=plan)
         ref = _module_forward(tfmr, h, caches[1], 9)
-    assert torch.equal(ours, ref)
-    assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v)
+        direct = llama_step.forward(tfmr, h, caches[2], 9, plan=eager)
+        # several new tokens at once (teacher-forced scoring): causal mask over cache + new
+        many = torch.randn(2, 4, tfmr.config.hidden_size)
+        ours_many = llama_step.forward(tfmr, many, copy.deepcopy(caches[0]), 10, plan=plan)
+        direct_many = llama_step.forward(tfmr, many, copy.deepcopy(caches[2]), 10, plan=eager)
+    assert torch.equal(ours, ref) and torch.equal(direct, ref) and torch.equal(ours_many, direct_many)
+    for c in caches[1:]:
+        assert torch.equal(caches[0].k, c.k) and torch.equal(caches[0].v, c.v)
 
 
 def test_plan_follows_module_swaps_and_hooks(tiny_model):

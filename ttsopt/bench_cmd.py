@@ -23,7 +23,9 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="baseline vs the fast path, side by side, one ratio table")
     p.add_argument("--source", default="synthetic", help="hub, local:DIR, synthetic or tiny (default: synthetic)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--tokens", type=int, default=48, help="speech tokens per synthesis, both sides (default 48)")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="speech tokens per synthesis, both sides (default: scaled with the text as the full "
+                        "profile scales it, 1.2 per character: 126 for the default prompt)")
     p.add_argument("--prompt", default=None, help="text to speak (default: medium-01 of data/prompts/prompts.csv)")
     p.add_argument("--trials", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="trial t uses seed SEED + t on both sides")
@@ -43,13 +45,14 @@ def default_prompt() -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from . import memory, models, variants
+    from . import memory, models, profiles, variants
     from .errors import UserError
     from .pipeline import Pipeline
 
-    if args.tokens < 1 or args.trials < 1:
+    if (args.tokens is not None and args.tokens < 1) or args.trials < 1:
         raise UserError("--tokens and --trials must be at least 1")
     text = args.prompt or default_prompt()
+    tokens = args.tokens if args.tokens is not None else profiles.token_budget(profiles.get("full"), text)
     base_model = models.load(args.source, device=args.device, seed=0)
     fast_model = models.load(args.source, device=args.device, seed=0)
     combo = args.combo or BEST[base_model.device.type]
@@ -64,35 +67,43 @@ def run(args: argparse.Namespace) -> int:
         printed.append(line)
         print(line, flush=True)
 
-    say(f"bench: source {args.source}, device {base_model.device} ({where}), {args.tokens} tokens, "
+    say(f"bench: source {args.source}, device {base_model.device} ({where}), {tokens} tokens"
+        f"{'' if args.tokens else ' (scaled with the text)'}, "
         f"{args.trials} trial(s), prompt {text!r}\n       combo {combo}")
 
     for p in (base, fast):  # warm-up, excluded
-        p.synthesize(text, seed=args.seed, n_tokens=min(4, args.tokens))
+        p.synthesize(text, seed=args.seed, n_tokens=min(4, tokens))
     runs = {"baseline": [], "fast": []}
     for t in range(args.trials):
         order = (("baseline", base), ("fast", fast)) if t % 2 == 0 else (("fast", fast), ("baseline", base))
         for name, p in order:
             with memory.track(p.device) as mem:
-                r = p.synthesize(text, seed=args.seed + t, n_tokens=args.tokens)
+                r = p.synthesize(text, seed=args.seed + t, n_tokens=tokens)
             runs[name].append((r, mem.as_dict()))
             say(f"  trial {t} {name:8s} wall {r.wall_s:7.2f} s  T3 {r.tokens_per_s:6.2f} tok/s")
 
     fid = fidelity(base, fast, runs, text, args.seed)
+    floor = memory_floor(base, fast, runs, text, tokens)
     say()
-    say(table(runs, fid))
+    weights_mb = {name: model_mb(p) for name, p in (("baseline", base), ("fast", fast))}
+    say(table(runs, fid, weights_mb))
+    say(floor_lines(floor))
     say(f"\nevidence: {applied.evidence_json(fast)}")
+    extra = {}
     if args.stream:
-        say(stream_line(fast, text, args.seed, args.tokens))
+        line, extra["stream"] = stream_line(fast, text, args.seed, tokens)
+        say(line)
     if args.batch:
-        say(batch_line(fast, text, args.seed, args.tokens, args.batch))
+        line, extra["batch"] = batch_line(fast, text, args.seed, tokens, args.batch)
+        say(line)
     if args.save:
-        save(Path(args.save), args, combo, text, runs, fid, applied.evidence(fast), printed)
+        save(Path(args.save), args, combo, text, runs, fid, applied.evidence(fast), printed,
+             dict(memory_floor=floor, model_weights_mb=weights_mb, **extra), tokens)
     return 0
 
 
 def save(directory: Path, args, combo: str, text: str, runs: dict, fid: dict, evidence: dict,
-         printed: list[str]) -> None:
+         printed: list[str], more: dict, tokens: int) -> None:
     """The printed table and every trial behind it, with the environment, for a report."""
     import json
 
@@ -103,7 +114,7 @@ def save(directory: Path, args, combo: str, text: str, runs: dict, fid: dict, ev
                           n_tokens=r.n_tokens, tokens_per_s=r.tokens_per_s, stages=r.stages, memory=m)
                      for t, (r, m) in enumerate(side)] for name, side in runs.items()}
     record = dict(command=" ".join(["python -m ttsopt bench", *_argv(args)]), combo=combo, prompt=text,
-                  tokens=args.tokens, trials=trials, fidelity=fid, evidence=evidence,
+                  tokens=tokens, trials=trials, fidelity=fid, **more, evidence=evidence,
                   environment=env_mod.capture(args.source))
     (directory / "bench.json").write_text(json.dumps(env_mod.redact(record), indent=1, default=str),
                                           encoding="utf-8")
@@ -123,7 +134,7 @@ def _median(xs):
     return float(np.median(xs))
 
 
-def table(runs: dict, fid: dict) -> str:
+def table(runs: dict, fid: dict, weights_mb: dict) -> str:
     def stage(name, key):
         return _median([r.stages[key] for r, _ in runs[name]])
 
@@ -142,9 +153,13 @@ def table(runs: dict, fid: dict) -> str:
         ("S3Gen flow+vocoder s", lambda n: stage(n, "s3gen_flow") + stage(n, "vocoder"), False),
         ("end-to-end wall s", lambda n: _median([r.wall_s for r, _ in runs[n]]), False),
         ("end-to-end RTF", lambda n: _median([r.rtf for r, _ in runs[n]]), False),
-        (mem_label, mem, False),
+        ("model weights MB (T3, S3Gen, VE)", lambda n: weights_mb[n], False),
+        (mem_label, mem, None),
     ):
         b, f = fn("baseline"), fn("fast")
+        if higher_better is None:  # growth of the process's resident set: a ratio of it means nothing
+            rows.append(f"{label:32s} {b:12.3f} {f:12.3f} {'—':>10s}")
+            continue
         speedup = (f / b if higher_better else b / f) if b and f else float("nan")
         rows.append(f"{label:32s} {b:12.3f} {f:12.3f} {speedup:9.2f}x")
     head = f"{'metric (median of trials)':32s} {'baseline':>12s} {'fast':>12s} {'gain':>10s}"
@@ -193,6 +208,54 @@ def _score(t3, pipeline, text, s, raw):
     return t3.score(state, raw.to(pipeline.device)).float().cpu()
 
 
+def model_mb(pipeline) -> float:
+    """Bytes of every weight the pipeline's model holds, quantized ones in their own format."""
+    from .fast.traffic import _param_bytes
+    m = pipeline.model
+    return sum(_param_bytes(part) for part in (m.t3, m.s3gen, m.tts.ve)) / 2**20
+
+
+def memory_floor(base, fast, runs: dict, text: str, n_tokens: int) -> dict:
+    """Bytes each side's T3 step must read, this device's read bandwidth, and what follows."""
+    import torch
+
+    from .fast import traffic
+    from .fast.t3_decode import FastT3
+    from .pipeline import Sampling
+
+    with torch.inference_mode():  # prefill length: conditioning + text + start-of-speech
+        t3 = FastT3(base.model.t3, graphs=False)
+        prefill_len = t3.prefill(base.conditioning().t3, base.text_to_tokens(text), Sampling()).length
+    bandwidth = traffic.read_bandwidth(base.device)
+    out = {"prefill_positions": prefill_len, "read_bandwidth_gb_s": bandwidth / 1e9,
+           "bandwidth_probe": f"best of 5 sums over a 256 MiB float32 tensor on {base.device}"}
+    for name, p in (("baseline", base), ("fast", fast)):
+        step_s = 1 / _median([r.tokens_per_s for r, _ in runs[name]])
+        nbytes = traffic.step_bytes(p.model.t3, prefill_len, n_tokens)
+        out[name] = {"step_mb": nbytes / 2**20, "weight_mb": traffic.weight_bytes(p.model.t3) / 2**20,
+                     "step_ms": step_s * 1e3, "achieved_gb_s": nbytes / step_s / 1e9,
+                     "floor_ms": nbytes / bandwidth * 1e3}
+    out["t3_gain_ceiling"] = out["baseline"]["step_ms"] / out["fast"]["floor_ms"]
+    return out
+
+
+def floor_lines(f: dict) -> str:
+    b, x = f["baseline"], f["fast"]
+    return "\n".join([
+        "",
+        f"{'T3 step memory floor':32s} {'baseline':>12s} {'fast':>12s}",
+        f"{'  weights read per step MB':32s} {b['weight_mb']:12.1f} {x['weight_mb']:12.1f}",
+        f"{'  + KV cache at mean length MB':32s} {b['step_mb'] - b['weight_mb']:12.1f} {x['step_mb'] - x['weight_mb']:12.1f}",
+        f"{'  measured ms per token':32s} {b['step_ms']:12.2f} {x['step_ms']:12.2f}",
+        f"{'  achieved read rate GB/s':32s} {b['achieved_gb_s']:12.1f} {x['achieved_gb_s']:12.1f}",
+        f"{'  floor at device bandwidth ms':32s} {b['floor_ms']:12.2f} {x['floor_ms']:12.2f}",
+        f"device read bandwidth {f['read_bandwidth_gb_s']:.1f} GB/s ({f['bandwidth_probe']}); "
+        f"{f['prefill_positions']} positions before the first speech token",
+        f"=> reading these bytes, no fast step can beat the measured baseline by more than "
+        f"{f['t3_gain_ceiling']:.2f}x on this device",
+    ])
+
+
 def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
     noise = float(np.sum((ref - test) ** 2))
     return math.inf if noise == 0 else 10 * math.log10(float(np.sum(ref ** 2)) / noise)
@@ -201,12 +264,15 @@ def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
 def stream_line(pipeline, text: str, seed: int, tokens: int) -> str:
     from .fast.stream import synthesize_stream
     out = synthesize_stream(pipeline, text, seed=seed, n_tokens=tokens)
+    record = dict(first_audio_s=out.first_audio_s, chunks=len(out.chunks), rest_rtf=out.rest_rtf,
+                  wall_s=out.wall_s, audio_s=out.audio_s)
     return (f"stream: first audio after {out.first_audio_s:.2f} s, {len(out.chunks)} chunks, "
-            f"RTF of the rest {out.rest_rtf:.3f}, whole {out.wall_s:.2f} s for {out.audio_s:.2f} s of audio")
+            f"RTF of the rest {out.rest_rtf:.3f}, whole {out.wall_s:.2f} s for {out.audio_s:.2f} s of audio"), record
 
 
 def batch_line(pipeline, text: str, seed: int, tokens: int, n: int) -> str:
     from .fast.batch import synthesize_batch
     out = synthesize_batch(pipeline, [text] * n, [seed + i for i in range(n)], tokens)
     return (f"batch of {n}: {out['audio_s']:.2f} s of audio in {out['wall_s']:.2f} s "
-            f"(T3 {out['t3_s']:.2f} s) = {out['audio_s_per_wall_s']:.2f} audio s per wall s")
+            f"(T3 {out['t3_s']:.2f} s) = {out['audio_s_per_wall_s']:.2f} audio s per wall s"), \
+        {k: v for k, v in out.items() if isinstance(v, (int, float, str))} | {"prompts": n}

@@ -152,6 +152,7 @@ class FastT3:
         return self.graph
 
     def evidence(self) -> dict:
-        return {"decode": "cuda-graph" if self.graphs else "eager static-kv", "steps": self.steps,
+        return {"decode": "cuda-graph" if self.graphs else "eager static-kv",
+                "layer_step": llama_step.plan_for(self.t3.tfmr).kind, "steps": self.steps,
                 "host_reads": self.host_reads, "eos_every": self.eos_every,
                 **({"graph": self.graph.evidence()} if self.graph is not None else {})}
