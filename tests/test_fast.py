@@ -88,11 +88,15 @@ def test_score_matches_stepwise_upstream_logits(tiny_pipeline):
     assert torch.allclose(scored, torch.cat(rows), atol=1e-4, rtol=1e-4)
 
 
-def test_batch_equals_one_by_one(tiny_model):
-    texts, seeds = ["Hello world.", "Thanks for calling, see you soon.", "Hi."], [5, 6, 7]
+@pytest.mark.parametrize("texts, ns", [
+    (["Hello world.", "Thanks for calling, see you soon.", "Hi."], [12, None, 9]),  # lengths differ: masked
+    (["Hello world."] * 3, [12, 12, 12]),  # equal lengths: no mask at all on CPU
+])
+def test_batch_equals_one_by_one(tiny_model, texts, ns):
+    seeds = [5, 6, 7]
     pipeline = Pipeline(tiny_model, sampling=Sampling(max_new_tokens=30), watermark=False)
-    batch = synthesize_batch(pipeline, texts, seeds, n_tokens=[12, None, 9])
-    for text, seed, n, got in zip(texts, seeds, [12, None, 9], batch["results"]):
+    batch = synthesize_batch(pipeline, texts, seeds, n_tokens=ns)
+    for text, seed, n, got in zip(texts, seeds, ns, batch["results"]):
         alone = pipeline.synthesize(text, seed=seed, n_tokens=n)
         assert torch.equal(alone.raw_tokens, got.raw_tokens)
         assert torch.allclose(torch.from_numpy(alone.wav), torch.from_numpy(got.wav), atol=1e-4)

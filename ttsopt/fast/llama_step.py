@@ -176,6 +176,7 @@ def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = N
     PLAN: `Plan(tfmr)` made once per utterance by the caller (default: `plan_for(tfmr)`)."""
     plan = plan or plan_for(tfmr)
     B, T, _ = h.shape
+    limit = None
     if isinstance(start, int):
         positions = torch.arange(start, start + T, device=h.device).unsqueeze(0)
         mask = None
@@ -183,7 +184,12 @@ def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = N
             mask = torch.arange(start + T, device=h.device)[None, :] <= positions.view(T, 1)
     else:
         positions = start.view(B, 1)
-        mask = (torch.arange(cache.capacity, device=h.device)[None, :] <= positions).view(B, 1, 1, -1)
+        limit = cache.capacity  # CUDA graphs need every step to read the same shapes
+        if h.device.type == "cpu":  # nothing to keep static: read up to the longest row's new slot only
+            limit = int(start.max()) + 1
+        mask = (torch.arange(limit, device=h.device)[None, :] <= positions).view(B, 1, 1, -1)
+        if h.device.type == "cpu" and bool(mask.all()):
+            mask = None  # rows of equal length: nothing to hide, and SDPA runs faster without a mask
     cos, sin = tfmr.rotary_emb(h, positions)
     if plan.scripted is not None and isinstance(start, int):
         fn, layers = plan.scripted
@@ -193,13 +199,13 @@ def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = N
         return plan.norm(h)
     for i, (norm1, q_proj, k_proj, v_proj, o_proj, norm2, gate, up, act, down, attn) in enumerate(plan.layers):
         h = h + _attention(attn, q_proj, k_proj, v_proj, o_proj, norm1(h), cos, sin,
-                           cache.k[i], cache.v[i], start, mask)
+                           cache.k[i], cache.v[i], start, mask, limit)
         x = norm2(h)
         h = h + down(act(gate(x)) * up(x))
     return plan.norm(h)
 
 
-def _attention(attn, q_proj, k_proj, v_proj, o_proj, x, cos, sin, k_cache, v_cache, start, mask):
+def _attention(attn, q_proj, k_proj, v_proj, o_proj, x, cos, sin, k_cache, v_cache, start, mask, limit):
     B, T, _ = x.shape
     shape = (B, T, -1, attn.head_dim)
     q = q_proj(x).view(shape).transpose(1, 2)
@@ -214,7 +220,7 @@ def _attention(attn, q_proj, k_proj, v_proj, o_proj, x, cos, sin, k_cache, v_cac
         index = start.view(B, 1, 1, 1).expand(B, k.size(1), 1, k.size(3))
         k_cache.scatter_(2, index, k)
         v_cache.scatter_(2, index, v)
-        keys, values = k_cache, v_cache
+        keys, values = k_cache[:, :, :limit], v_cache[:, :, :limit]
     out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
                                          enable_gqa=attn.num_key_value_groups > 1)
     return o_proj(out.transpose(1, 2).reshape(B, T, -1))
