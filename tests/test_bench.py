@@ -17,6 +17,7 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
         assert row in proc.stdout
     assert "combo fast-t3+cpu-int8-t3+fast-s3gen" in proc.stdout
     printed = (out / "bench.txt").read_text()
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "end-to-end RTF" in printed and "evidence:" in printed
     record = json.loads((out / "bench.json").read_text())
     assert [len(record["trials"][side]) for side in ("baseline", "fast")] == [2, 2]

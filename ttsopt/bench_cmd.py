@@ -118,7 +118,12 @@ def save(directory: Path, args, combo: str, text: str, runs: dict, fid: dict, ev
                   environment=env_mod.capture(args.source))
     (directory / "bench.json").write_text(json.dumps(env_mod.redact(record), indent=1, default=str),
                                           encoding="utf-8")
-    print(f"saved {directory / 'bench.txt'} and {directory / 'bench.json'}")
+    import matplotlib
+    matplotlib.use("Agg")
+    from .plots import bench_figure
+    fig = bench_figure(trials, more.get("memory_floor"))
+    fig.savefig(directory / "bench.png", dpi=110)
+    print(f"saved {directory / 'bench.txt'}, {directory / 'bench.json'} and {directory / 'bench.png'}")
 
 
 def _argv(args) -> list[str]:

@@ -136,3 +136,46 @@ def cost_by_length(costs: pd.DataFrame):
 def save(fig, path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def bench_figure(trials: dict, floor: dict | None = None):
+    """`ttsopt bench --save`: where each side's time goes (median seconds per stage), and T3's
+    measured time per token against the memory floor of the bytes each side reads."""
+    stages = [s for s in STAGES if any(s in t["stages"] for side in trials.values() for t in side)]
+    med = {side: {s: float(np.median([t["stages"].get(s, 0.0) for t in rows])) for s in stages}
+           for side, rows in trials.items()}
+    wall = {side: float(np.median([t["wall_s"] for t in rows])) for side, rows in trials.items()}
+    panels = 2 if floor else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.0), squeeze=False)
+    ax = axes[0][0]
+    sides = list(trials)
+    colors = sns.color_palette("tab10", len(stages))
+    left = np.zeros(len(sides))
+    for s, c in zip(stages, colors):
+        widths = np.array([med[side][s] for side in sides])
+        ax.barh(sides, widths, left=left, color=c, label=s)
+        left += widths
+    for i, side in enumerate(sides):
+        gain = f"  {wall[sides[0]] / wall[side]:.2f}x" if i else ""
+        ax.text(left[i], i, f" {wall[side]:.2f} s wall{gain}", va="center")
+    ax.invert_yaxis()
+    ax.set(xlabel="seconds (median of trials)", xlim=(0, max(wall.values()) * 1.35),
+           title="one synthesis, stage by stage")
+    ax.legend(fontsize="small", ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    if floor:
+        ax = axes[0][1]
+        names = ["baseline", "fast"]
+        measured = [floor[n]["step_ms"] for n in names]
+        floors = [floor[n]["floor_ms"] for n in names]
+        x = np.arange(len(names))
+        ax.bar(x - 0.2, measured, 0.4, label="measured ms per token", color="#34495e")
+        ax.bar(x + 0.2, floors, 0.4, label="memory floor (bytes read / bandwidth)", color="#95a5a6")
+        for xi, (m, f) in enumerate(zip(measured, floors)):
+            ax.text(xi - 0.2, m, f"{m:.1f}", ha="center", va="bottom", fontsize="small")
+            ax.text(xi + 0.2, f, f"{f:.1f}", ha="center", va="bottom", fontsize="small")
+        ax.set_xticks(x, names)
+        ax.set(ylabel="ms per T3 token", ylim=(0, max(measured) * 1.2),
+               title=f"T3 step vs its memory floor ({floor['read_bandwidth_gb_s']:.1f} GB/s read)")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
