@@ -73,7 +73,8 @@ class FastT3:
             cache = self._graph_decoder(capacity).cache
         else:
             cache = llama_step.StaticKV(t3.tfmr.config, 2, capacity, inputs.dtype, inputs.device, zeroed=False)
-        for i, layer in enumerate(out.cache.layers):
+        kv = out.cache if hasattr(out, "cache") else out.past_key_values  # transformers >= 5.24 / before
+        for i, layer in enumerate(kv.layers):
             cache.k[i, :, :, :length] = layer.keys
             cache.v[i, :, :, :length] = layer.values
         logits = t3.speech_head(out.last_hidden_state[:, -1:])[:, -1]

@@ -15,13 +15,19 @@ and the alignment analyzer's lifecycle (forced runs, hook removal) is kept here,
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 
 import torch
 from transformers import StaticCache
+from transformers.models.llama.modeling_llama import LlamaModel
 
 from ..pipeline import T3State, UpstreamT3
 from .base import NotApplicable
+
+# transformers 5.24 renamed LlamaModel's `past_key_values` argument and output to `cache`; the
+# lent GPU machine's image has 5.17, so both spellings are served.
+_CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -45,9 +51,9 @@ class _Forward:
             cache = StaticCache(config=t3.tfmr.config, max_cache_len=self.max_len)
         flags = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states) \
             if r.attention_maps else {}
-        out = t3.tfmr(inputs_embeds=inputs_embeds, cache=cache, use_cache=True, **flags)
-        r.last_cache = out.cache
-        return _Output(t3.speech_head(out.last_hidden_state), out.cache)
+        out = t3.tfmr(inputs_embeds=inputs_embeds, **{_CACHE_ARG: cache}, use_cache=True, **flags)
+        r.last_cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        return _Output(t3.speech_head(out.last_hidden_state), r.last_cache)
 
 
 class LeanT3(UpstreamT3):
