@@ -215,9 +215,9 @@ def _score(t3, pipeline, text, s, raw):
 
 def model_mb(pipeline) -> float:
     """Bytes of every weight the pipeline's model holds, quantized ones in their own format."""
-    from .fast.traffic import _param_bytes
+    from .fast.traffic import param_bytes
     m = pipeline.model
-    return sum(_param_bytes(part) for part in (m.t3, m.s3gen, m.tts.ve)) / 2**20
+    return sum(param_bytes(part) for part in (m.t3, m.s3gen, m.tts.ve)) / 2**20
 
 
 def memory_floor(base, fast, runs: dict, text: str, n_tokens: int) -> dict:
@@ -266,7 +266,7 @@ def snr_db(ref: np.ndarray, test: np.ndarray) -> float:
     return math.inf if noise == 0 else 10 * math.log10(float(np.sum(ref ** 2)) / noise)
 
 
-def stream_line(pipeline, text: str, seed: int, tokens: int) -> str:
+def stream_line(pipeline, text: str, seed: int, tokens: int) -> tuple[str, dict]:
     from .fast.stream import synthesize_stream
     out = synthesize_stream(pipeline, text, seed=seed, n_tokens=tokens)
     record = dict(first_audio_s=out.first_audio_s, chunks=len(out.chunks), rest_rtf=out.rest_rtf,
@@ -275,7 +275,7 @@ def stream_line(pipeline, text: str, seed: int, tokens: int) -> str:
             f"RTF of the rest {out.rest_rtf:.3f}, whole {out.wall_s:.2f} s for {out.audio_s:.2f} s of audio"), record
 
 
-def batch_line(pipeline, text: str, seed: int, tokens: int, n: int) -> str:
+def batch_line(pipeline, text: str, seed: int, tokens: int, n: int) -> tuple[str, dict]:
     from .fast.batch import synthesize_batch
     out = synthesize_batch(pipeline, [text] * n, [seed + i for i in range(n)], tokens)
     return (f"batch of {n}: {out['audio_s']:.2f} s of audio in {out['wall_s']:.2f} s "

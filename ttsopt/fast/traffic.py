@@ -21,7 +21,7 @@ from torch import nn
 from ..variants.quantize import _linear_bytes
 
 
-def _param_bytes(module: nn.Module) -> int:
+def param_bytes(module: nn.Module) -> int:
     """Bytes of every parameter and buffer under MODULE, quantized linears' packed weights
     counted in their own format (int8, nf4, ...)."""
     total = _linear_bytes(module)
@@ -40,7 +40,7 @@ def weight_bytes(t3) -> int:
     The text/speech embedding tables are left out (a step reads one row of them)."""
     tfmr = t3.tfmr
     skip = sum(p.numel() * p.element_size() for p in tfmr.get_input_embeddings().parameters())
-    return _param_bytes(tfmr) - skip + _param_bytes(t3.speech_head)
+    return param_bytes(tfmr) - skip + param_bytes(t3.speech_head)
 
 
 def kv_bytes(t3, cached: float, rows: int = 2) -> float:
