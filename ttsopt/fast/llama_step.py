@@ -55,6 +55,11 @@ def _has_hooks(m: nn.Module) -> bool:
                 or nn.modules.module._global_forward_pre_hooks)
 
 
+def _reduce_range(m) -> bool:
+    """The reduce_range a dynamic int8 Linear's own forward passes to the quantized op."""
+    return not (m.version is None or m.version < 4)
+
+
 def _linear(m: nn.Module):
     """A callable that computes m(x) without `Module.__call__`, or the module itself."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
@@ -63,7 +68,7 @@ def _linear(m: nn.Module):
     if type(m) is nn.Linear:
         return lambda x: F.linear(x, m.weight, m.bias)
     if type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8:
-        reduce_range = not (m.version is None or m.version < 4)  # as the module's forward decides
+        reduce_range = _reduce_range(m)
         op = torch.ops.quantized.linear_dynamic
         return lambda x: op(x, m._packed_params._packed_params, reduce_range).to(x.dtype)
     return m
@@ -123,19 +128,17 @@ class Plan:
                 return None, "eager"
             if all(type(m) is nn.Linear and m.bias is None for m in lins):
                 kinds.add("float")
-                weights, reduce_range = [m.weight for m in lins], False
+                weights = [m.weight for m in lins]
             elif all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in lins):
                 kinds.add("int8")
-                weights = [m._packed_params._packed_params for m in lins]
-                ranges = {not (m.version is None or m.version < 4) for m in lins}
+                ranges = {_reduce_range(m) for m in lins}
                 if len(ranges) != 1:
                     return None, "eager"
-                reduce_range = ranges.pop()
+                weights = [m._packed_params._packed_params for m in lins] + [ranges.pop()]
             else:
                 return None, "eager"
             norm1, norm2 = norms
-            layers.append((norm1.weight, norm1.variance_epsilon, norm2.weight, norm2.variance_epsilon,
-                           *weights, reduce_range))
+            layers.append((norm1.weight, norm1.variance_epsilon, norm2.weight, norm2.variance_epsilon, *weights))
         if len(kinds) != 1:
             return None, "eager"
         with warnings.catch_warnings():  # deprecation notice on every scripted function; see scripted.py

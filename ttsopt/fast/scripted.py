@@ -2,7 +2,7 @@
 
 Why: a CPU decode step is ~70 small ops per layer on two rows. Run from Python, each op pays
 the interpreter and the Python-to-C++ crossing; measured on a 2-core Xeon with int8 linears,
-that was ~8.5 ms of a 43.5 ms step (scripted: 35.0 ms). TorchScript runs the same ops from
+that was ~7 ms of a 43.5 ms step (scripted: 36.5 ms). TorchScript runs the same ops from
 C++. It is in maintenance mode upstream, but it is the one tool in torch 2.11 that takes the
 dynamic int8 linears' packed weights as they are: `torch.compile` traces neither those
 weights nor, without a GPU, anything it could replay.
@@ -77,7 +77,7 @@ def layer_int8(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: float
 @torch.jit.script
 def layer_float(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: float,
                 q: Tensor, k: Tensor, v: Tensor, o: Tensor, gate: Tensor, up: Tensor, down: Tensor,
-                reduce_range: bool, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, start: int,
+                cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, start: int,
                 mask: Optional[Tensor], scale: float, head_dim: int) -> Tensor:
     x = rms(h, norm1, eps1)
     a = attend(F.linear(x, q), F.linear(x, k), F.linear(x, v), cos, sin, k_cache, v_cache, start, mask, scale,
