@@ -6,7 +6,7 @@ SOURCE ?= synthetic
 PROFILE ?= quick
 OUT ?= reports/latest
 
-.PHONY: setup suite test lab report clean
+.PHONY: setup suite test lint lab report clean
 
 setup: $(VENV)/.ready
 
@@ -23,7 +23,12 @@ $(VENV)/.ready: pyproject.toml
 suite: setup
 	$(BIN)/python -m ttsopt run --source $(SOURCE) --variants all --profile $(PROFILE) --out $(OUT)
 
-test: setup
+# The floors contract and ruff first: a broken layer or lint fails before the slow tests run.
+lint: setup
+	$(BIN)/lint-imports
+	$(BIN)/ruff check ttsopt tests
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 lab: setup

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from ttsopt import models
-from ttsopt.pipeline import Pipeline
+from ttsopt.engine import sources
+from ttsopt.engine.pipeline import Pipeline
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -17,7 +17,7 @@ def weights_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    return models.load("tiny", device="cpu", seed=0)
+    return sources.load("tiny", device="cpu", seed=0)
 
 
 @pytest.fixture()
@@ -27,4 +27,4 @@ def tiny_pipeline(tiny_model):
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, tiny_model):
-    return models.save_local(tiny_model, tmp_path_factory.mktemp("tiny-weights"))
+    return sources.save_local(tiny_model, tmp_path_factory.mktemp("tiny-weights"))

@@ -4,26 +4,29 @@ import os
 
 import torch
 
+from ttsopt.core.claims import Claim
 from ttsopt.variants.base import Variant
 
 
 class _Counting(Variant):
-    claim = "test only"
-    after = 3  # fail on the fourth synthesis: cold, warm-up and a first trial are already recorded
+    claims = (Claim("rtf", "test only"),)
+    # Fail on the fourth synthesis: the warm-up and two pairs are already recorded.
+    after = int(os.environ.get("TTSOPT_TEST_FAULT_AFTER", "3"))
 
     def apply(self, pipeline):
-        synthesize, calls = pipeline.synthesize, {"n": 0}
+        calls = {"n": 0}
 
-        def counted(*args, **kwargs):
+        def counted(synthesize, text, **kwargs):
             calls["n"] += 1
             if calls["n"] > self.after:
                 self.fail()
-            return synthesize(*args, **kwargs)
+            return synthesize(text, **kwargs)
 
-        pipeline.synthesize = counted
+        pipeline.wrap_synthesis(counted, by=self.name)
+        return calls
 
-    def evidence(self, pipeline):
-        return {"fails_after": self.after}
+    def evidence(self, pipeline, calls):
+        return {"fails_after": self.after, "calls": calls["n"]}
 
 
 class Raises(_Counting):
@@ -44,6 +47,8 @@ class KillsKernel(_Counting):
     name = "fault-dies"
 
     def fail(self):
+        if os.environ.get("TTSOPT_TEST_NO_FAULT"):
+            return
         os._exit(3)
 
 

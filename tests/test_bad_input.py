@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ttsopt import cli, profiles, variants
-from ttsopt.errors import UserError
+from ttsopt import cli, variants
+from ttsopt.core.errors import UserError
+from ttsopt.experiment import profiles
 from ttsopt.variants.base import Variant
 
 
@@ -48,14 +49,15 @@ def test_incompatible_pair_names_both(monkeypatch):
     class B(Variant):
         name = "b-variant"
 
-    monkeypatch.setattr(variants, "registry", lambda: {"a-variant": A(), "b-variant": B()})
+    monkeypatch.setattr(variants, "registry", lambda aliases=False: {"a-variant": A(), "b-variant": B()})
     with pytest.raises(UserError, match="variants b-variant and a-variant cannot be combined"):
         variants.parse("b-variant+a-variant")
 
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: str(p / "missing.wav"), "does not exist"),
-    (lambda p: (p / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage") and str(p / "corrupt.wav"), "not readable audio"),
+    (lambda p: (p / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage") and str(p / "corrupt.wav"),
+     "not readable audio"),
     (lambda p: wav(p / "silent.wav", amplitude=0.0), "is silent"),
     (lambda p: wav(p / "phone.wav", sr=8000), "8000 Hz"),
     (lambda p: wav(p / "blip.wav", seconds=0.2), "0.20 s long"),
@@ -95,14 +97,56 @@ def test_prompts_file_with_a_missing_column(tmp_path):
         profiles.load_prompts(bad)
 
 
-def test_wrong_output_extension(tmp_path, capsys):
-    code = cli.main(["synth", "Hello.", "--source", "tiny", "--out", str(tmp_path / "x.mp3")])
-    assert code == 2 and "--out must name a .wav file" in capsys.readouterr().err
+@pytest.mark.parametrize("out, message", [
+    ("x.mp3", "--out must name a .wav file"),
+    ("missing/x.wav", "does not exist"),
+    ("folder.wav", "is a directory"),
+])
+def test_bad_output_path_is_refused_before_loading(tmp_path, capsys, out, message):
+    (tmp_path / "folder.wav").mkdir()
+    code = cli.main(["synth", "Hello.", "--source", "tiny", "--out", str(tmp_path / out)])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.part"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tokens", "0"], "expected at least 1"),
+    (["--tokens", "-5"], "expected at least 1"),
+    (["--source", "nosuch"], "unknown source 'nosuch'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_option_values_are_refused_by_the_parser(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["synth", "Hello.", *args, "--out", str(tmp_path / "x.wav")])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_prompt_files_from_spreadsheets_and_duplicates(tmp_path):
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("id,category,text\nmine,short,Hello.\n".encode("utf-8-sig"))
+    assert profiles.load_prompts(bom)[0]["id"] == "mine"
+    twice = tmp_path / "twice.csv"
+    twice.write_text("id,category,text\na,short,One.\na,short,Two.\n")
+    with pytest.raises(UserError, match="the id a more than once"):
+        profiles.load_prompts(twice)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("id,category,text\nx,short,Caf\xe9.\n".encode("cp1252"))
+    with pytest.raises(UserError, match="is not UTF-8"):
+        profiles.load_prompts(latin)
+
+
+def test_own_prompts_work_with_every_profile(tmp_path):
+    mine = tmp_path / "mine.csv"
+    mine.write_text("id,category,text\nq1,short,First one.\nq2,short,Second one.\nq3,long,A third.\nq4,x,Four.\n")
+    for name, profile in profiles.PROFILES.items():
+        chosen = profiles.prompts_for(profile, mine)
+        assert chosen and {p["id"] for p in chosen} <= {"q1", "q2", "q3", "q4"}, name
 
 
 def test_papermill_parameter_of_the_wrong_type(tmp_path):
     import papermill
-    from ttsopt import suite
+
+    from ttsopt.experiment import suite
 
     out = tmp_path / "out.ipynb"
     with pytest.raises(papermill.PapermillExecutionError) as err:

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from ttsopt import env
+from ttsopt.core import secrets
+from ttsopt.measure import env
 
 CANARY = "secret-canary"
 
@@ -45,17 +46,17 @@ def test_secret_values_come_from_secret_named_variables(monkeypatch, no_hf_files
     monkeypatch.setenv("DB_Password", "pw-canary")
     monkeypatch.setenv("TTSOPT_TEST_PLAIN_VARIABLE", "plain-value")
     monkeypatch.setenv("SHORT_TOKEN", "abc")
-    secrets = env.secret_values()
-    assert {CANARY, "key-canary", "pw-canary"} <= secrets
-    assert "plain-value" not in secrets
-    assert "abc" not in secrets
+    found = secrets.secret_values()
+    assert {CANARY, "key-canary", "pw-canary"} <= found
+    assert "plain-value" not in found
+    assert "abc" not in found
 
 
 def test_flag_values_are_not_secrets(monkeypatch, no_hf_files):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("MAX_NEW_TOKENS", "1000")
-    assert "false" not in env.secret_values()
-    assert env.redact({"x": "false", "n": '{"max": 1000}'}) == {"x": "false", "n": '{"max": 1000}'}
+    assert "false" not in secrets.secret_values()
+    assert secrets.redact({"x": "false", "n": '{"max": 1000}'}) == {"x": "false", "n": '{"max": 1000}'}
 
 
 def test_hf_token_files_are_secrets(monkeypatch, no_hf_files):
@@ -64,14 +65,14 @@ def test_hf_token_files_are_secrets(monkeypatch, no_hf_files):
     (no_hf_files / "hf").mkdir()
     (no_hf_files / "hf" / "token").write_text("hf_home_token")
     (no_hf_files / "hf" / "stored_tokens").write_text("[work]\nhf_token = hf_stored_token\n")
-    assert {"hf_home_cache_token", "hf_home_token", "hf_stored_token"} <= env.secret_values()
+    assert {"hf_home_cache_token", "hf_home_token", "hf_stored_token"} <= secrets.secret_values()
 
 
 def test_redact_replaces_secrets_deeply(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", CANARY)
-    assert env.redact({"x": "a secret-canary b"}) == {"x": "a [redacted] b"}
+    assert secrets.redact({"x": "a secret-canary b"}) == {"x": "a [redacted] b"}
     nested = {"a": [1, {"b": ("x", CANARY)}], CANARY: 2.5, "n": None}
-    redacted = env.redact(nested)
+    redacted = secrets.redact(nested)
     assert CANARY not in repr(redacted)
     assert redacted["a"][1]["b"] == ("x", "[redacted]")
     assert redacted["n"] is None
@@ -81,4 +82,4 @@ def test_redact_replaces_secrets_deeply(monkeypatch):
 def test_redact_catches_json_escaped_secrets(monkeypatch):
     monkeypatch.setenv("SOME_PASSWORD", 'pa"ss\\word')
     evidence = json.dumps({"cmd": 'login pa"ss\\word'})
-    assert "word" not in env.redact(evidence)
+    assert "word" not in secrets.redact(evidence)

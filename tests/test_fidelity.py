@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from ttsopt import fidelity, models, variants
-from ttsopt.pipeline import Pipeline
+from ttsopt import variants
+from ttsopt.engine import sources
+from ttsopt.engine.pipeline import Pipeline
+from ttsopt.experiment import probes
+from ttsopt.measure import fidelity
 
 
 def test_metric_directions():
@@ -23,23 +26,23 @@ def test_metric_directions():
 def reference(tiny_model, tmp_path_factory):
     base = Pipeline(tiny_model)
     out = base.synthesize("Hello world.", seed=0, n_tokens=12)
-    probed = fidelity.probe(base, "Hello world.", out.tokens, seed=0)
+    probed = probes.probe(base, "Hello world.", out.tokens, seed=0)
     directory = tmp_path_factory.mktemp("reference")
-    fidelity.save_reference(directory, "p", 0, out, probed)
-    return fidelity.load_reference(directory, "p", 0)
+    probes.save_reference(directory, "p", 0, out, probed)
+    return probes.load_reference(directory, "p", 0)
 
 
 @pytest.mark.parametrize("spec, lossless", [("fast-t3", True), ("static-kv-cache", True), ("cfm-steps-2", False)])
 def test_variant_fidelity_against_baseline(reference, spec, lossless):
-    pipeline = Pipeline(models.load("tiny", device="cpu"))
+    pipeline = Pipeline(sources.load("tiny", device="cpu"))
     variants.apply(pipeline, spec)
     out = pipeline.synthesize("Hello world.", seed=0, n_tokens=12)
-    result = {**fidelity.compare_output(reference, out),
-              **fidelity.compare_probe(reference, fidelity.probe(pipeline, "Hello world.", reference["tokens"], seed=0))}
+    probed, _ = fidelity.compare_probe(reference, probes.probe(pipeline, "Hello world.", reference["tokens"], seed=0))
+    result = {**fidelity.compare_output(reference["tokens"], reference["wav"].numpy(), out.tokens, out.wav), **probed}
     if lossless:
-        assert result["fid_token_match"] == 1.0
-        assert result["fid_logit_rel_err"] < 1e-4
-        assert result["fid_mel_rel_err"] < 1e-4
-        assert result["fid_wav_snr_db"] > 60
+        assert result["token_match"] == 1.0
+        assert result["logit_rel_err"] < 1e-4
+        assert result["mel_rel_err"] < 1e-4
+        assert result["wav_snr_db"] > 60
     else:
-        assert result["fid_mel_rel_err"] > 1e-3  # fewer flow steps change the mel, and it shows
+        assert result["mel_rel_err"] > 1e-3  # fewer flow steps change the mel, and it shows

@@ -2,7 +2,8 @@
 measured after a warm-up lap and at the end."""
 import gc
 
-from ttsopt import memory, profiles
+from ttsopt.experiment import profiles
+from ttsopt.measure import memory
 
 RSS_GROWTH_BOUND_MB = 64  # allocator and interpreter caches settle within a lap; a leak per trial does not
 TRIALS = 20
@@ -22,12 +23,12 @@ def test_full_prompt_set_times_twenty_runs_flat(tiny_pipeline):
 
     lap(0)  # warm-up: first-use allocations are not growth
     gc.collect()
-    start_rss, start_hooks = memory._rss_now_mb(), _hooks(tiny_pipeline.model.tts.t3)
+    start_rss, start_hooks = memory.rss_mb(), _hooks(tiny_pipeline.model.tts.t3)
     laps = []
     for trial in range(1, TRIALS):
         lap(trial)
         gc.collect()
-        laps.append(memory._rss_now_mb())
+        laps.append(memory.rss_mb())
     growth = laps[-1] - start_rss
     print(f"RSS after warm-up {start_rss:.1f} MB, after {TRIALS} laps {laps[-1]:.1f} MB, growth {growth:+.1f} MB")
     assert growth < RSS_GROWTH_BOUND_MB

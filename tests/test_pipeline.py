@@ -5,8 +5,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from ttsopt import models
-from ttsopt.pipeline import SAMPLES_PER_TOKEN, STAGES, Pipeline, Sampling, TextError, rtf
+from ttsopt.core.vocab import STAGES
+from ttsopt.engine import sources
+from ttsopt.engine.pipeline import SAMPLES_PER_TOKEN, Pipeline, Sampling, TextError, rtf
 
 
 @pytest.mark.parametrize("n", [8, 21])
@@ -49,7 +50,7 @@ def test_same_seed_same_output(tiny_pipeline):
 
 
 def test_local_dir_round_trip_reproduces_output(tiny_pipeline, tiny_dir):
-    reloaded = Pipeline(models.load(f"local:{tiny_dir}", device="cpu"))
+    reloaded = Pipeline(sources.load(f"local:{tiny_dir}", device="cpu"))
     assert reloaded.model.arch == "tiny" and reloaded.model.random_weights
     a = tiny_pipeline.synthesize("Round trip.", seed=2, n_tokens=15)
     b = reloaded.synthesize("Round trip.", seed=2, n_tokens=15)
@@ -73,13 +74,13 @@ def test_natural_stop_matches_upstream_t3_inference(tiny_pipeline):
 def test_local_dir_missing_files_are_named(tiny_dir, tmp_path):
     for f in ("ve.safetensors", "tokenizer.json"):
         (tmp_path / f).write_bytes((tiny_dir / f).read_bytes())
-    with pytest.raises(models.SourceError, match="t3_cfg.safetensors, s3gen.safetensors"):
-        models.load(f"local:{tmp_path}", device="cpu")
+    with pytest.raises(sources.SourceError, match="t3_cfg.safetensors, s3gen.safetensors"):
+        sources.load(f"local:{tmp_path}", device="cpu")
 
 
 def test_unknown_source_is_a_clear_error():
-    with pytest.raises(models.SourceError, match="unknown source 'nope'"):
-        models.load("nope")
+    with pytest.raises(sources.SourceError, match="unknown source 'nope'"):
+        sources.load("nope")
 
 
 @pytest.mark.parametrize("text", ["", "   \n\t"])
@@ -114,10 +115,10 @@ def test_random_weights_cache_reproduces_the_build(tmp_path, monkeypatch):
     """The first load builds and caches, the second reads the cache through local:DIR with random
     initialisation skipped: every parameter, buffer and conditional must come back equal."""
     monkeypatch.setenv("TTSOPT_CACHE", str(tmp_path))
-    built = models.load("tiny", device="cpu", seed=3)
+    built = sources.load("tiny", device="cpu", seed=3)
     entries = list(tmp_path.iterdir())
-    assert len(entries) == 1 and (entries[0] / models.ARCH_FILE).is_file()
-    cached = models.load("tiny", device="cpu", seed=3)
+    assert len(entries) == 1 and (entries[0] / sources.ARCH_FILE).is_file()
+    cached = sources.load("tiny", device="cpu", seed=3)
     for name in ("t3", "s3gen", "ve"):
         a, b = getattr(built.tts, name), getattr(cached.tts, name)
         for kind in ("named_parameters", "named_buffers"):
@@ -132,7 +133,7 @@ def test_random_weights_cache_reproduces_the_build(tmp_path, monkeypatch):
         if torch.is_tensor(value):
             assert torch.equal(value, cached.tts.conds.gen[key]), key
     # another seed is another entry, not a stale hit
-    other = models.load("tiny", device="cpu", seed=4)
+    other = sources.load("tiny", device="cpu", seed=4)
     assert len(list(tmp_path.iterdir())) == 2
     w = lambda m: next(m.tts.t3.parameters())  # noqa: E731
     assert not torch.equal(w(other), w(cached))
@@ -140,23 +141,23 @@ def test_random_weights_cache_reproduces_the_build(tmp_path, monkeypatch):
 
 def test_damaged_cache_entry_is_rebuilt_and_said(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TTSOPT_CACHE", str(tmp_path))
-    models.load("tiny", device="cpu", seed=5)
+    sources.load("tiny", device="cpu", seed=5)
     entry = next(tmp_path.iterdir())
     (entry / "t3_cfg.safetensors").write_bytes(b"truncated")
-    again = models.load("tiny", device="cpu", seed=5)
+    again = sources.load("tiny", device="cpu", seed=5)
     assert "rebuilding the cached tiny weights" in capsys.readouterr().err
-    (entry / models.CONDS_FILE).write_bytes(b"not a torch file")  # fails in torch.load, not ours
-    models.load("tiny", device="cpu", seed=5)
+    (entry / sources.CONDS_FILE).write_bytes(b"not a torch file")  # fails in torch.load, not ours
+    sources.load("tiny", device="cpu", seed=5)
     assert "rebuilding the cached tiny weights" in capsys.readouterr().err
-    assert again.random_weights and (entry / models.ARCH_FILE).is_file()
-    models.load("tiny", device="cpu", seed=5)  # and the rebuilt entry reads back cleanly
+    assert again.random_weights and (entry / sources.ARCH_FILE).is_file()
+    sources.load("tiny", device="cpu", seed=5)  # and the rebuilt entry reads back cleanly
     assert "rebuilding" not in capsys.readouterr().err
 
 
 def test_cache_off_builds_every_time(tmp_path, monkeypatch):
     monkeypatch.setenv("TTSOPT_CACHE", "off")
-    monkeypatch.setattr(models.Path, "home", lambda: tmp_path)
-    models.load("tiny", device="cpu", seed=6)
+    monkeypatch.setattr(sources.Path, "home", lambda: tmp_path)
+    sources.load("tiny", device="cpu", seed=6)
     assert not any(tmp_path.rglob("*.safetensors"))
 
 
@@ -166,8 +167,8 @@ def test_cache_keeps_the_two_most_recent_builds_per_seed(tmp_path, monkeypatch):
     for age, name in enumerate(["tiny-seed7-aaaa", "tiny-seed7-bbbb", "tiny-seed70-cccc", "full-seed7-dddd"]):
         (tmp_path / name).mkdir()
         os.utime(tmp_path / name, (1e9 - age, 1e9 - age))  # long ago; aaaa the newest of them
-    models.load("tiny", device="cpu", seed=7)
+    sources.load("tiny", device="cpu", seed=7)
     left = sorted(p.name for p in tmp_path.iterdir())
-    built = models.random_cache_dir("tiny", 7, models.REFERENCE_WAV).name
+    built = sources.random_cache_dir("tiny", 7, sources.REFERENCE_WAV).name
     # this build and the newest older tiny seed-7 entry stay; other seeds and archs are not touched
     assert left == sorted([built, "tiny-seed7-aaaa", "tiny-seed70-cccc", "full-seed7-dddd"])

@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from ttsopt import memory, timing
+from ttsopt.measure import memory, timing, weights
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="requires CUDA")
 
@@ -35,9 +35,8 @@ def test_stage_time_is_kept_when_the_stage_raises():
 def test_stages_are_labelled_in_profiler_traces():
     st = timing.StageTimes("cpu")
     cpu_only = [torch.profiler.ProfilerActivity.CPU]
-    with torch.profiler.profile(activities=cpu_only, acc_events=True) as prof:
-        with st.stage("t3_prefill"):
-            torch.ones(8) @ torch.ones(8)
+    with torch.profiler.profile(activities=cpu_only, acc_events=True) as prof, st.stage("t3_prefill"):
+        torch.ones(8) @ torch.ones(8)
     assert "t3_prefill" in {e.key for e in prof.key_averages()}
 
 
@@ -47,44 +46,79 @@ def test_wall_timer():
     assert 0.01 <= t.seconds < 1.0
 
 
-def test_cpu_memory_metrics_are_named_and_sane():
+def _touch(mib: int) -> mmap.mmap:
     # Fresh pages straight from the kernel: malloc may hand back memory that an earlier test
     # freed and that is still resident, and then the process (rightly) does not grow.
-    size = 64 * 2**20
-    with memory.track("cpu") as mem:
-        held = mmap.mmap(-1, size)
-        held.write(b"\1" * size)  # touched, alive past the block
+    held = mmap.mmap(-1, mib * 2**20)
+    chunk = b"\1" * 2**20
+    for _ in range(mib):  # a chunk at a time: one big bytes object would double the peak
+        held.write(chunk)
+    return held
+
+
+def test_synthesis_peak_sees_memory_held_only_during_the_block():
+    """200 MB allocated and freed inside one synthesis: its peak sees it though the process ends
+    the block no larger, and a peak reached before the block does not leak into the next one."""
+    earlier = _touch(300)
+    earlier.close()  # a high-water mark from before, like loading float32 weights before a cast
+    with memory.track("cpu", "synth") as mem:
+        transient = _touch(200)
+        transient.close()
     m = mem.as_dict()
-    assert set(m) == {"rss_peak_mb", "rss_mb", "rss_delta_mb"}
-    assert m["rss_peak_mb"] >= m["rss_mb"] > 0
-    assert m["rss_delta_mb"] > 32
-    held.close()
+    assert 190 <= m["rss_synth_peak_mb"] < 290, m
+    with memory.track("cpu", "synth") as quiet:
+        pass
+    assert quiet.as_dict()["rss_synth_peak_mb"] < 10
+
+
+def test_resident_after_a_load_counts_what_stays_not_what_was_freed():
+    with memory.track("cpu", "load") as mem:
+        kept = _touch(96)
+        freed = _touch(128)
+        freed.close()
+    m = mem.as_dict()
+    assert 90 <= m["rss_resident_mb"] < 120, m
+    assert m["rss_load_peak_mb"] >= 96 + 128 - 16
+    kept.close()
+
+
+def test_weights_by_dtype_count_quantized_linears_in_their_own_bytes(tiny_model):
+    import copy
+
+    from ttsopt.engine import quant
+    t3 = copy.deepcopy(tiny_model.t3)
+    before = weights.as_metrics({"t3": t3})
+    quant.quantize_linears(t3.tfmr)
+    after = weights.as_metrics({"t3": t3})
+    assert after["params_qint8_mb"] > 0 and "params_qint8_mb" not in before
+    assert after["params_mb"] < before["params_mb"]
+    assert before["params_mb"] == sum(v for k, v in before.items() if k != "params_mb")
 
 
 def test_memory_metrics_need_the_block_to_end():
-    with memory.track("cpu") as mem:
-        with pytest.raises(RuntimeError):
-            mem.as_dict()
+    with memory.track("cpu") as mem, pytest.raises(RuntimeError):
+        mem.as_dict()
 
 
 @cuda
 def test_cuda_stage_times_wait_for_the_device():
     st = timing.StageTimes("cuda")
     x = torch.randn(4096, 4096, device="cuda")
-    with timing.wall_timer("cuda") as wall:
-        with st.stage("matmul"):
-            for _ in range(20):
-                x = x @ x / 64
+    with timing.wall_timer("cuda") as wall, st.stage("matmul"):
+        for _ in range(20):
+            x = x @ x / 64
     # Launches alone take microseconds; events must see the device work.
     assert st.as_dict()["matmul"] > 0.2 * wall.seconds
 
 
 @cuda
 def test_cuda_memory_metrics():
-    with memory.track("cuda") as mem:
+    with memory.track("cuda", "load") as mem:
         x = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+        y = torch.empty(128 * 2**20, dtype=torch.uint8, device="cuda")
+        del y
     m = mem.as_dict()
-    assert m["torch_peak_allocated_mb"] >= 256
-    assert m["torch_peak_reserved_mb"] >= m["torch_peak_allocated_mb"]
+    assert m["cuda_load_peak_mb"] >= 384 and 255 <= m["cuda_resident_mb"] < 300
+    assert m["cuda_reserved_mb"] >= m["cuda_resident_mb"]
     assert "nvml_process_used_mb" in m or "nvml_process_used_mb_unavailable" in m
     del x

@@ -15,16 +15,17 @@ import os
 import pkgutil
 from dataclasses import dataclass, field
 
-from ..errors import UserError
+from ..core import claims as claims_mod
+from ..core.errors import UserError
+from ..core.vocab import Design
 from .base import NotApplicable, Variant
 
 BASELINE = "baseline"
-
-
 PLUGINS_ENV = "TTSOPT_VARIANT_MODULES"
 
 
-def registry() -> dict[str, Variant]:
+def registry(aliases: bool = False) -> dict[str, Variant]:
+    """Every registered variant by name (with ALIASES, also under each of its other names)."""
     found: dict[str, Variant] = {}
     modules = [f"{__name__}.{info.name}" for info in pkgutil.iter_modules(__path__)
                if info.name != "base" and not info.name.startswith("_")]
@@ -38,6 +39,8 @@ def registry() -> dict[str, Variant]:
             if v.name in found:
                 raise RuntimeError(f"variant {v.name} is defined twice")
             found[v.name] = v
+    if aliases:
+        found.update({a: v for v in list(found.values()) for a in v.aliases})
     return dict(sorted(found.items()))
 
 
@@ -46,14 +49,14 @@ def parse(spec: str) -> list[Variant]:
     spec = (spec or "").strip()
     if spec in ("", BASELINE):
         return []
-    known = registry()
+    known = registry(aliases=True)
     names = [n.strip() for n in spec.split("+")]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise UserError(f"unknown variant {', '.join(unknown)}; known: {', '.join(known)}")
-    if len(set(names)) != len(names):
-        raise UserError(f"variant spec {spec!r} names a variant twice")
+        raise UserError(f"unknown variant {', '.join(unknown)}; known: {', '.join(registry())}")
     chosen = [known[n] for n in names]
+    if len({v.name for v in chosen}) != len(chosen):
+        raise UserError(f"variant spec {spec!r} names a variant twice")
     for i, a in enumerate(chosen):
         for b in chosen[i + 1:]:
             if b.name in a.conflicts or a.name in b.conflicts:
@@ -61,13 +64,46 @@ def parse(spec: str) -> list[Variant]:
     return chosen
 
 
+def canonical(spec: str) -> str:
+    """SPEC with aliases replaced by the names they stand for."""
+    chosen = parse(spec)
+    return "+".join(v.name for v in chosen) if chosen else BASELINE
+
+
+def design(spec: str) -> tuple[Design, str]:
+    """The design SPEC's measurement needs, and why: cross-process if any part needs it."""
+    for v in parse(spec):
+        if v.design == Design.CROSS_PROCESS:
+            return Design.CROSS_PROCESS, f"{v.name}: {v.design_reason}"
+        if v.env:
+            return Design.CROSS_PROCESS, f"{v.name}: it sets {', '.join(v.env)} for its whole process"
+    return Design.IN_PROCESS, "each part changes only its own copy of the model and pipeline"
+
+
+def claims(spec: str) -> list[claims_mod.Claim]:
+    return [c for v in parse(spec) for c in v.claims]
+
+
 @dataclass
 class Applied:
     spec: str
-    variants: list[Variant] = field(default_factory=list)
+    parts: list[tuple[Variant, object]] = field(default_factory=list)  # (variant, its state)
 
     def evidence(self, pipeline) -> dict:
-        return {v.name: v.evidence(pipeline) for v in self.variants}
+        out = {v.name: v.evidence(pipeline, state) for v, state in self.parts}
+        if pipeline.changes:
+            out["pipeline_changes"] = [f"{stage} {how} by {by}" for stage, how, by in pipeline.changes]
+        return out
+
+    def engaged(self, evidence: dict) -> tuple[bool, str]:
+        """Every part of a composition must be engaged for the composition to be."""
+        verdicts = [(v.name, *v.engaged(evidence.get(v.name) or {})) for v, _ in self.parts]
+        if not verdicts:
+            return True, "the baseline"
+        idle = [f"{name}: {why}" for name, ok, why in verdicts if not ok]
+        if idle:
+            return False, "; ".join(idle)
+        return True, "; ".join(f"{name}: {why}" for name, _, why in verdicts)
 
     def evidence_json(self, pipeline) -> str:
         return json.dumps(self.evidence(pipeline), default=str, sort_keys=True)
@@ -89,11 +125,11 @@ def apply(pipeline, spec: str) -> Applied:
         reason = v.check(pipeline)
         if reason:
             raise NotApplicable(v.name, reason)
-    for v in chosen:
-        v.apply(pipeline)
-    for v in chosen:
-        v.after_load(pipeline)
-    return Applied(spec, chosen)
+    applied = Applied(spec, [(v, v.apply(pipeline)) for v in chosen])
+    for v, state in applied.parts:
+        v.after_load(pipeline, state)
+    return applied
 
 
-__all__ = ["BASELINE", "Applied", "NotApplicable", "Variant", "apply", "parse", "registry", "unavailable"]
+__all__ = ["BASELINE", "Applied", "NotApplicable", "Variant", "apply", "canonical", "claims", "design", "parse",
+           "registry", "unavailable"]

@@ -16,12 +16,12 @@ the head count there, and the evidence says so.
 from __future__ import annotations
 
 import contextlib
-import time
 
 from chatterbox.models.t3.inference import alignment_stream_analyzer as asa
 
-from ._t3_runner import lean_runner
-from .base import Variant
+from ..core.claims import Claim, less
+from ..measure.timing import Stopwatch
+from .base import Variant, lean_runner
 
 _FORCED_EOS = 2**15  # the logit upstream gives EOS when it forces a stop
 
@@ -67,10 +67,10 @@ class _Run:
             raise RuntimeError("the alignment analyzer saw no attention maps: its hooked layers did not "
                                "return attention weights (eager attention is required)")
         kept = logits.clone() if self.forced else None
-        t0 = time.perf_counter()
+        clock = Stopwatch(logits.device)
         out = self.inner.step(logits, next_token=next_token)
         log = self.log
-        log["step_s"] += time.perf_counter() - t0
+        log["step_s"] += clock.elapsed()
         if bool(out[..., self.eos].max() >= _FORCED_EOS):
             log["wanted_stop"] += 1
             if log["first_wanted_stop"] is None:
@@ -89,7 +89,8 @@ class _Run:
 
 class AlignmentAnalyzer(Variant):
     name = "alignment-analyzer"
-    claim = "claimed 32% faster sequential inference (alignment stream analyzer)"
+    claims = (Claim("time_to_stop", "claimed 32% faster sequential inference (alignment stream analyzer)",
+                    *less(32), source="assessment #1"),)
     requires = ("14+ transformer layers (upstream reads layers 9, 12 and 13)",)
     conflicts = ("flash-attention",)  # it needs attention maps, which only eager attention returns
 
@@ -100,13 +101,14 @@ class AlignmentAnalyzer(Variant):
                 return f"T3 has {layers} layers; upstream's analyzer reads layers 9, 12 and 13"
         return super().check(pipeline)
 
-    def apply(self, pipeline) -> None:
+    def apply(self, pipeline):
         runner = lean_runner(pipeline, self.name)
-        runner.alignment_log = log = {}
+        log = {"syntheses": 0}
         runner.analyzer_factory = lambda t3, len_cond, text_len: _Run(log, t3, len_cond, text_len)
+        return log
 
-    def evidence(self, pipeline) -> dict:
-        log = dict(getattr(pipeline.t3, "alignment_log", {}) or {"syntheses": 0})
+    def evidence(self, pipeline, log) -> dict:
+        log = dict(log)
         tfmr = pipeline.model.t3.tfmr
         # All forward hooks on the attention modules (transformers' own output recorders included):
         # flat across syntheses when the analyzer's hooks are removed each time.
@@ -115,6 +117,10 @@ class AlignmentAnalyzer(Variant):
         if log.get("steps"):
             log["step_ms_mean"] = round(1000 * log["step_s"] / log["steps"], 4)
         return log
+
+    def engaged(self, evidence):
+        steps = evidence.get("steps", 0)
+        return steps > 0, f"the analyzer read attention on {steps} step(s) of the last synthesis"
 
 
 VARIANTS = [AlignmentAnalyzer()]

@@ -1,12 +1,14 @@
-"""What every variant is: a name, the claim it is tested against, what it needs, how it is
-applied, and how it proves it is active."""
+"""What every variant is: a name, the claims it is tested against (as data), what it needs, the
+design its measurement needs, how it is applied, and how it proves it was active and engaged."""
 from __future__ import annotations
 
 import importlib.util
 
 import torch
 
-from ..errors import UserError
+from ..core.claims import Claim
+from ..core.errors import UserError
+from ..core.vocab import Design
 
 
 class NotApplicable(UserError):
@@ -18,19 +20,28 @@ class NotApplicable(UserError):
 
 
 class Variant:
-    """Subclass and override `apply` and `evidence` (and `check` for extra requirements).
+    """Subclass and override `apply`, `evidence` and `engaged` (and `check` for extra requirements).
 
-    `requires` lists human-readable requirements; the ones named "CUDA" and "package X" are
-    checked automatically. `env` holds environment variables the variant's process must have
-    before torch starts CUDA (the runner sets them first). `lossless` variants must give the
-    baseline's tokens for the same seed; tests hold them to it.
+    - `claims`: what the optimization is claimed to do, each on its own metric (`core.claims`).
+    - `requires`: human-readable requirements; "CUDA" and "package X" are checked automatically.
+    - `env`: environment variables its process must have before torch starts CUDA.
+    - `design`: `Design.CROSS_PROCESS` when it changes process-wide state (allocator settings,
+      environment variables) or its claim is about a fresh process (cold start); `design_reason`
+      says which. Otherwise it is measured beside a baseline copy in one process.
+    - `lossless`: must give the baseline's tokens for the same seed; tests hold it to that.
+    - `aliases`: other names that select it.
+    `apply` returns the application's own state (counters, handles): the pipeline carries no
+    variant's attributes, and `evidence` reads the state back.
     """
     name: str = ""
-    claim: str = ""
+    claims: tuple[Claim, ...] = ()
     requires: tuple[str, ...] = ()
     lossless: bool = False
     conflicts: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
     env: dict[str, str] = {}
+    design: Design = Design.IN_PROCESS
+    design_reason: str = "changes only its own copy of the model and pipeline"
 
     def check(self, pipeline=None) -> str | None:
         """Why this variant cannot run here, or None. With no pipeline only the cheap checks run
@@ -46,20 +57,29 @@ class Variant:
             return f"requires CUDA; the model runs on {pipeline.device}"
         return None
 
-    def apply(self, pipeline) -> None:
+    def apply(self, pipeline):
+        """Change PIPELINE in place; return this application's state (any object)."""
         raise NotImplementedError
 
-    def after_load(self, pipeline) -> None:
+    def after_load(self, pipeline, state) -> None:
         """Runs once after `apply`, inside the timed load (warm-up routines live here)."""
 
-    def evidence(self, pipeline) -> dict:
-        """Proof that the variant is active, read from the live pipeline after a synthesis:
-        kernel names, dtypes, module types and counts. Must not be empty when applied."""
+    def evidence(self, pipeline, state) -> dict:
+        """What the variant shows of itself after running: kernel names, dtypes, module types,
+        counters. Must not be empty."""
         raise NotImplementedError
 
+    def engaged(self, evidence: dict) -> tuple[bool, str]:
+        """Whether EVIDENCE shows the variant actually changed the work done in this regime, and why.
+        Applied but idle (a stream of one chunk, a conversion no call reached) is not engaged."""
+        if "active" in evidence:
+            return bool(evidence["active"]), str(evidence.get("reason", "its evidence says active"
+                                                              if evidence["active"] else "its evidence says inactive"))
+        return bool(evidence), "evidence recorded" if evidence else "no evidence"
+
     def describe(self) -> dict:
-        return {"name": self.name, "claim": self.claim, "requires": list(self.requires),
-                "lossless": self.lossless}
+        return {"name": self.name, "claims": [c.text for c in self.claims], "requires": list(self.requires),
+                "lossless": self.lossless, "design": str(self.design), "aliases": list(self.aliases)}
 
 
 def dtypes_of(module: torch.nn.Module) -> dict[str, int]:
@@ -69,3 +89,20 @@ def dtypes_of(module: torch.nn.Module) -> dict[str, int]:
         name = str(p.dtype).replace("torch.", "")
         counts[name] = counts.get(name, 0) + p.numel()
     return counts
+
+
+def lean_runner(pipeline, variant: str):
+    """The pipeline's LeanT3, put in place of upstream's runner on first use. Keeps an analyzer
+    factory already set, so the T3 variants apply in any order."""
+    from ..engine.t3.lean import LeanT3
+    from ..engine.t3.upstream import UpstreamT3
+    current = pipeline.t3
+    if isinstance(current, LeanT3):
+        return current
+    if type(current) is not UpstreamT3:
+        raise NotApplicable(variant, f"T3 is already run by {type(current).__name__}, "
+                            "which the T3 variants do not configure")
+    lean = LeanT3(current.t3)
+    lean.analyzer_factory = current.analyzer_factory
+    pipeline.replace("t3", lean, by=variant)
+    return lean

@@ -1,14 +1,17 @@
 """cuda-cache: `torch.cuda.empty_cache()` after every request, and the caching allocator in
 expandable-segments mode (`PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`), which must
-be set before CUDA starts: the runner sets `env` for the variant's own process. CUDA only;
-lossless."""
+be set before CUDA starts: the runner sets `env` for the variant's own process. Both change
+the whole process's allocator, so it is measured across processes. The `empty_cache` call is
+inside the synthesis, so its cost is timed and its effect is what the memory metrics see.
+CUDA only; lossless."""
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
 
+from ..core.claims import Claim, less
+from ..core.vocab import Design
 from .base import Variant
 
 ALLOC_CONF = "expandable_segments:True"
@@ -16,10 +19,13 @@ ALLOC_CONF = "expandable_segments:True"
 
 class CudaCache(Variant):
     name = "cuda-cache"
-    claim = "claimed 40–60% less VRAM (CUDA cache management)"
+    claims = (Claim("reserved_memory", "claimed 40–60% less VRAM (CUDA cache management)", *less(40, 60),
+                    source="assessment #11"),)
     requires = ("CUDA",)
     lossless = True
     env = {"PYTORCH_CUDA_ALLOC_CONF": ALLOC_CONF}
+    design = Design.CROSS_PROCESS
+    design_reason = "it changes the whole process's CUDA allocator (settings and cache)"
 
     def check(self, pipeline=None) -> str | None:
         reason = super().check(pipeline)
@@ -28,24 +34,26 @@ class CudaCache(Variant):
                     "run it through the runner (which sets the variant's env) or export it")
         return reason
 
-    def apply(self, pipeline) -> None:
-        synthesize = pipeline.synthesize
-        pipeline.empty_cache_calls = 0
+    def apply(self, pipeline):
+        state = {"empty_cache_calls": 0}
 
-        @functools.wraps(synthesize)
-        def then_empty_cache(*args, **kwargs):
+        def then_empty_cache(synthesize, text, **kw):
             try:
-                return synthesize(*args, **kwargs)
+                return synthesize(text, **kw)
             finally:
                 torch.cuda.empty_cache()
-                pipeline.empty_cache_calls += 1
+                state["empty_cache_calls"] += 1
 
-        pipeline.synthesize = then_empty_cache
+        pipeline.wrap_synthesis(then_empty_cache, by=self.name)
+        return state
 
-    def evidence(self, pipeline) -> dict:
-        return {"PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
-                "empty_cache_calls": pipeline.empty_cache_calls,
+    def evidence(self, pipeline, state) -> dict:
+        return {"PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"), **state,
                 "reserved_mb_now": round(torch.cuda.memory_reserved() / 2**20, 2)}
+
+    def engaged(self, evidence):
+        n = evidence.get("empty_cache_calls", 0)
+        return n > 0, f"empty_cache ran after {n} synthesis(es)"
 
 
 VARIANTS = [CudaCache()]

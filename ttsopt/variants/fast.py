@@ -1,74 +1,74 @@
-"""The fast path (ttsopt.fast) as variants: the architectural changes the assessment pointed at.
+"""The fast path (ttsopt.engine) as variants: the architectural changes that go past drop-in
+optimizations — a leaner T3 decode, a cheaper S3Gen flow, int8 linears, streaming.
 
 `batch` is not here: it changes what a run is (N prompts at once), not one stage of a
-single-prompt synthesis, so it is measured by `ttsopt.fast.batch.synthesize_batch` and
-`python -m ttsopt bench --batch N`.
+single-prompt synthesis, so it is measured by `ttsopt bench --batch N`.
 """
 from __future__ import annotations
 
 import torch
 
-from ..fast import int8
-from ..fast.stream import ChunkedS3Gen
-from ..fast.s3gen import UPSTREAM_CFM_STEPS, BucketedEstimator, FastFlow
-from ..fast.t3_decode import FastT3
+from ..core.claims import Claim
+from ..engine import quant
+from ..engine.s3gen import UPSTREAM_CFM_STEPS, BucketedEstimator, FlowStage
+from ..engine.stream import ChunkedS3Gen
+from ..engine.t3.fast import FastT3
+from ..measure import weights
 from .base import Variant, dtypes_of
+from .quantize import BNB_CLAIM
 
-
-def _flow_stage(pipeline):
-    """The flow that actually runs: the pipeline's, or the one inside streaming's chunker."""
-    chunked = getattr(pipeline.flow, "__self__", None)
-    return chunked.flow_stage if isinstance(chunked, ChunkedS3Gen) else pipeline.flow
-
-
-def _set_flow_stage(pipeline, flow) -> None:
-    chunked = getattr(pipeline.flow, "__self__", None)
-    if isinstance(chunked, ChunkedS3Gen):
-        chunked.flow_stage = flow
-    else:
-        pipeline.flow = flow
+_MIB = 2**20
 
 
 class FastT3Variant(Variant):
     name = "fast-t3"
-    claim = ("static KV cache + on-device sampling + no per-step host sync (+ CUDA graph on CUDA): "
-             "the assessment's route to 1.6x end to end / up to 4.6x per T3 token")
+    claims = (Claim("t3_decode", "static KV cache, on-device sampling and a step without per-module dispatch "
+                                 "(CUDA graph on CUDA): less T3 decode time for the same tokens"),)
     lossless = True
 
-    def apply(self, pipeline) -> None:
-        pipeline.t3 = FastT3(pipeline.model.t3)
+    def apply(self, pipeline):
+        runner = FastT3(pipeline.model.t3)
+        pipeline.replace("t3", runner, by=self.name)
+        return runner
 
-    def evidence(self, pipeline) -> dict:
-        t3 = pipeline.t3
-        if not isinstance(t3, FastT3):
-            return {"active": False, "reason": f"pipeline.t3 is {type(t3).__name__}"}
-        return {"active": True, "t3": type(t3).__name__, **t3.evidence()}
+    def evidence(self, pipeline, runner) -> dict:
+        return {"t3": type(runner).__name__, **runner.evidence()}
+
+    def engaged(self, evidence):
+        steps = evidence.get("steps", 0)
+        return steps > 0, f"{steps} decode steps on the static-KV path ({evidence.get('layer_step')})"
 
 
 class FastS3GenVariant(Variant):
     name = "fast-s3gen"
-    claim = ("CFM estimator (~95% of S3Gen flow time) in bfloat16, padded to length buckets and "
-             "replayed from CUDA graphs on CUDA; reduced precision is a fidelity trade-off, shown")
+    claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in bfloat16, padded to length "
+                                  "buckets and replayed from CUDA graphs on CUDA: less flow time, a fidelity "
+                                  "trade-off"),)
     lossless = False
     dtype = torch.bfloat16
 
-    def apply(self, pipeline) -> None:
-        # Only the estimator: the encoder is ~5% of the time, and keeping `mu` in float32 keeps
-        # the CFM noise (randn_like(mu)) the very values upstream draws for the same seed.
+    def apply(self, pipeline):
+        # Only the estimator: the encoder is a small share of the time, and keeping `mu` in float32
+        # keeps the CFM noise (randn_like(mu)) the very values upstream draws for the same seed.
         decoder = pipeline.model.s3gen.flow.decoder
         if not isinstance(decoder.estimator, BucketedEstimator):
             decoder.estimator = BucketedEstimator(decoder.estimator, graphs=pipeline.device.type == "cuda")
         decoder.estimator.to(self.dtype)
-        if not isinstance(_flow_stage(pipeline), FastFlow):
-            _set_flow_stage(pipeline, FastFlow(pipeline.model.s3gen))
+        return None
 
-    def evidence(self, pipeline) -> dict:
+    def evidence(self, pipeline, state) -> dict:
         flow = pipeline.model.s3gen.flow
         est = flow.decoder.estimator
+        stage = pipeline.find("flow", FlowStage)
         return {"estimator_dtypes": dtypes_of(est), "encoder_dtypes": dtypes_of(flow.encoder),
                 "vocoder_dtypes": dtypes_of(pipeline.model.s3gen.mel2wav),
                 "estimator": est.evidence() if isinstance(est, BucketedEstimator) else "not wrapped",
-                "flow_calls": getattr(_flow_stage(pipeline), "calls", None)}
+                "flow_calls": stage.calls if stage else None}
+
+    def engaged(self, evidence):
+        cast = evidence.get("estimator_dtypes", {}).get(str(self.dtype).replace("torch.", ""), 0)
+        calls = evidence.get("flow_calls") or 0
+        return cast > 0 and calls > 0, f"{cast} estimator parameters in bfloat16, {calls} flow call(s)"
 
 
 class CfmSteps(Variant):
@@ -77,21 +77,21 @@ class CfmSteps(Variant):
     def __init__(self, steps: int):
         self.steps = steps
         self.name = f"cfm-steps-{steps}"
-        self.claim = (f"{steps} CFM Euler steps instead of upstream's {UPSTREAM_CFM_STEPS}: "
-                      "quality trade-off, not lossless")
+        self.claims = (Claim("s3gen_flow", f"{steps} CFM Euler steps instead of upstream's {UPSTREAM_CFM_STEPS}: "
+                                           "less flow time; a quality trade-off, not lossless"),)
         self.conflicts = tuple(f"cfm-steps-{k}" for k in (2, 4, 6) if k != steps)
 
-    def apply(self, pipeline) -> None:
-        flow = _flow_stage(pipeline)
-        if isinstance(flow, FastFlow):
-            flow.n_timesteps = self.steps
-        else:
-            _set_flow_stage(pipeline, FastFlow(pipeline.model.s3gen, n_timesteps=self.steps))
+    def apply(self, pipeline):
+        stage = pipeline.find("flow", FlowStage)
+        stage.n_timesteps = self.steps
+        return stage
 
-    def evidence(self, pipeline) -> dict:
-        flow = _flow_stage(pipeline)
-        return {"n_cfm_timesteps": getattr(flow, "n_timesteps", None),
-                "upstream": UPSTREAM_CFM_STEPS, "flow_calls": getattr(flow, "calls", None)}
+    def evidence(self, pipeline, stage) -> dict:
+        return {"n_cfm_timesteps": stage.steps, "upstream": UPSTREAM_CFM_STEPS, "flow_calls": stage.calls}
+
+    def engaged(self, evidence):
+        ok = evidence.get("n_cfm_timesteps") == self.steps and evidence.get("flow_calls", 0) > 0
+        return ok, f"{evidence.get('flow_calls', 0)} flow call(s) with {evidence.get('n_cfm_timesteps')} steps"
 
 
 class CpuInt8(Variant):
@@ -100,12 +100,14 @@ class CpuInt8(Variant):
     requires = ("CPU (dynamic int8 kernels are CPU-only)",)
     lossless = False
 
-    def __init__(self, name: str, t3_only: bool):
-        self.name = name
-        self.t3_only = t3_only
+    def __init__(self, name: str, t3_only: bool, aliases: tuple[str, ...] = ()):
+        self.name, self.t3_only, self.aliases = name, t3_only, aliases
         where = "T3 transformer" if t3_only else "T3 transformer and S3Gen flow"
-        self.claim = f"dynamic int8 linear layers in the {where}; target: a T3 decode step 0.30 s -> 0.09 s on a 2-core CPU"
-        self.conflicts = ("fast-s3gen",) if not t3_only else ()
+        speed = Claim("t3_decode" if t3_only else "rtf", f"dynamic int8 linear layers in the {where}: a quarter "
+                      "of the weight bytes to read per step, so less time")
+        self.claims = (Claim(BNB_CLAIM.metric, BNB_CLAIM.text + "; int8 linears are its CPU counterpart",
+                             BNB_CLAIM.low, BNB_CLAIM.high, source=BNB_CLAIM.source), speed) if t3_only else (speed,)
+        self.conflicts = ("fast-s3gen", "bf16", "fp16") if not t3_only else ("bf16", "fp16")
 
     def check(self, pipeline=None):
         if pipeline is not None and pipeline.device.type != "cpu":
@@ -118,33 +120,48 @@ class CpuInt8(Variant):
             targets["s3gen.flow"] = pipeline.model.s3gen.flow
         return targets
 
-    def apply(self, pipeline) -> None:
+    def apply(self, pipeline):
+        before = {name: weights.linear_bytes(m) for name, m in self._targets(pipeline).items()}
         for module in self._targets(pipeline).values():
-            int8.quantize_linears(module)
+            quant.quantize_linears(module)
+        return before
 
-    def evidence(self, pipeline) -> dict:
-        return {name: {**int8.linear_counts(m), "linear_weight_mb": round(int8.linear_weight_bytes(m) / 2**20, 1)}
+    def evidence(self, pipeline, before) -> dict:
+        return {name: {"linear_types": weights.linear_counts(m), "linear_mb_before": round(before[name] / _MIB, 1),
+                       "linear_mb_after": round(weights.linear_bytes(m) / _MIB, 1)}
                 for name, m in self._targets(pipeline).items()}
+
+    def engaged(self, evidence):
+        n = sum(count for part in evidence.values() if isinstance(part, dict)
+                for kind, count in part.get("linear_types", {}).items() if "dynamic" in kind)
+        return n > 0, f"{n} dynamic int8 linear layers"
 
 
 class StreamVariant(Variant):
-    """As a stage swap, S3Gen renders the tokens chunk by chunk (the cost of streaming); time to
-    first audio needs T3's live stream: `ttsopt.fast.stream.synthesize_stream`, bench --stream."""
+    """As stage wrappers, S3Gen renders the tokens chunk by chunk (the cost of streaming); time to
+    first audio needs T3's live stream: `ttsopt.engine.stream.synthesize_stream`, bench --stream."""
     name = "stream"
-    claim = "first audio before T3 finishes: S3Gen renders T3's token stream in chunks of 25 tokens"
+    claims = (Claim("rtf", "S3Gen renders T3's tokens in chunks of 25 so audio can start before T3 finishes; "
+                           "as a whole synthesis it costs the chunks' repeated work"),)
     lossless = False
 
-    def apply(self, pipeline) -> None:
-        chunked = ChunkedS3Gen(pipeline)
-        pipeline.flow, pipeline.vocode = chunked.flow, chunked.vocode
+    def apply(self, pipeline):
+        chunked = ChunkedS3Gen(pipeline.model.s3gen)
+        pipeline.wrap("flow", chunked.flow, by=self.name)
+        pipeline.wrap("vocode", chunked.vocode, by=self.name)
+        return chunked
 
-    def evidence(self, pipeline) -> dict:
-        chunked = getattr(pipeline.flow, "__self__", None)
-        if not isinstance(chunked, ChunkedS3Gen):
-            return {"active": False, "reason": "pipeline.flow is not chunked"}
-        return {"active": True, "chunk_tokens": chunked.chunk_tokens, "flow_calls": chunked.chunks,
-                "mel_frames_per_chunk": chunked.segments}
+    def evidence(self, pipeline, chunked) -> dict:
+        return {"chunk_tokens": chunked.chunk_tokens, "flow_calls": chunked.flow_calls,
+                "most_chunks_per_utterance": chunked.most_chunks, "last_mel_frames_per_chunk": chunked.segments}
+
+    def engaged(self, evidence):
+        most = evidence.get("most_chunks_per_utterance", 0)
+        return most > 1, (f"utterances were rendered in up to {most} chunks" if most > 1 else
+                          f"every utterance fit in one chunk of {evidence.get('chunk_tokens')} tokens: "
+                          "rendered exactly as without streaming")
 
 
 VARIANTS = [FastT3Variant(), FastS3GenVariant(), CpuInt8("cpu-int8", t3_only=False),
-            CpuInt8("cpu-int8-t3", t3_only=True), CfmSteps(2), CfmSteps(4), CfmSteps(6), StreamVariant()]
+            CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)), CfmSteps(2), CfmSteps(4), CfmSteps(6),
+            StreamVariant()]

@@ -15,8 +15,8 @@ import importlib.util
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ._t3_runner import lean_runner
-from .base import NotApplicable, Variant
+from ..core.claims import Claim, less
+from .base import NotApplicable, Variant, lean_runner
 
 PROFILE_TEXT = "Flash check."
 
@@ -27,35 +27,41 @@ def _flash_sdpa():
 
 class FlashAttention(Variant):
     name = "flash-attention"
-    claim = "claimed 25–40% speedup (Flash Attention 2)"
+    claims = (Claim("rtf", "claimed 25–40% speedup (Flash Attention 2)", *less(25, 40), source="assessment #2"),)
     requires = ("CUDA",)
     # The analyzer needs attention maps; a static cache needs an explicit mask, which the
     # flash kernel does not take.
     conflicts = ("alignment-analyzer", "static-kv-cache")
 
-    def apply(self, pipeline) -> None:
+    def apply(self, pipeline):
         runner = lean_runner(pipeline, self.name)
         runner.attention_maps = False
+        state = {"kernels": None}
         if importlib.util.find_spec("flash_attn") is not None:
             pipeline.model.t3.tfmr.set_attn_implementation("flash_attention_2")
-            pipeline.flash_backend = "flash_attn package (transformers flash_attention_2)"
+            state["backend"] = "flash_attn package (transformers flash_attention_2)"
         else:
             runner.step_contexts.append(_flash_sdpa)
-            pipeline.flash_backend = "torch SDPA, flash kernel forced"
+            state["backend"] = "torch SDPA, flash kernel forced"
+        return state
 
-    def after_load(self, pipeline) -> None:
+    def after_load(self, pipeline, state) -> None:
         dtype = next(pipeline.model.t3.tfmr.parameters()).dtype
         if dtype == torch.float32:
             raise NotApplicable(self.name, "flash kernels take fp16/bf16 only and T3 runs float32: "
                                            "compose with a precision variant, e.g. bf16+flash-attention")
 
-    def evidence(self, pipeline) -> dict:
-        if not hasattr(pipeline, "flash_kernels"):
-            pipeline.flash_kernels = _profiled_kernels(pipeline)
-        flash = sorted(k for k in pipeline.flash_kernels if "flash" in k.lower())
-        return {"backend": pipeline.flash_backend, "attention_maps_requested": pipeline.t3.attention_maps,
-                "attn_implementation": pipeline.model.t3.tfmr.config._attn_implementation,
-                "flash_kernels": flash, "active": bool(flash)}
+    def evidence(self, pipeline, state) -> dict:
+        if state["kernels"] is None:
+            state["kernels"] = sorted(_profiled_kernels(pipeline))
+        flash = [k for k in state["kernels"] if "flash" in k.lower()]
+        return {"backend": state["backend"], "attention_maps_requested": pipeline.t3.attention_maps,
+                "attn_implementation": pipeline.model.t3.tfmr.config._attn_implementation, "flash_kernels": flash}
+
+    def engaged(self, evidence):
+        kernels = evidence.get("flash_kernels") or []
+        return bool(kernels), (f"the profiler saw {', '.join(kernels[:3])}" if kernels
+                               else "the profiler saw no flash kernel in a T3 pass")
 
 
 def _profiled_kernels(pipeline) -> set[str]:

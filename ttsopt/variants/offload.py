@@ -4,11 +4,8 @@ voice is prepared), so T3 decodes with them out of VRAM. Moves are synchronous a
 CUDA only; lossless (the same modules compute the same things)."""
 from __future__ import annotations
 
-import functools
-import time
-
-import torch
-
+from ..core.claims import Claim
+from ..measure.timing import wall_timer
 from .base import Variant
 
 _MIB = 2**20
@@ -16,53 +13,55 @@ _MIB = 2**20
 
 class CpuOffload(Variant):
     name = "cpu-offload"
-    claim = "claimed 400 MB less VRAM (CPU offloading)"
+    claims = (Claim("resident_memory", "claimed 400 MB less VRAM (CPU offloading)", -400.0, -400.0, unit="MiB",
+                    source="assessment #10"),)
     requires = ("CUDA",)
     lossless = True
 
-    def apply(self, pipeline) -> None:
+    def apply(self, pipeline):
         tts, s3gen, device = pipeline.model.tts, pipeline.model.s3gen, pipeline.device
-        log = pipeline.offload = {"moves": 0, "move_s": 0.0}
+        log = {"moves": 0, "move_s": 0.0}
         encoders = [tts.ve, s3gen.tokenizer, s3gen.speaker_encoder]
         log["offloaded_mb"] = round(sum(p.numel() * p.element_size() for m in encoders + [s3gen.flow, s3gen.mel2wav]
                                         for p in m.parameters()) / _MIB, 2)
 
         def move(modules, where):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for m in modules:
-                m.to(where)
-            torch.cuda.synchronize()
+            with wall_timer(device) as t:
+                for m in modules:
+                    m.to(where)
             log["moves"] += 1
-            log["move_s"] += time.perf_counter() - t0
+            log["move_s"] += t.seconds
 
-        def visiting(stage, modules):
-            @functools.wraps(stage)
-            def run(*args, **kwargs):
+        def visiting(modules):
+            def run(inner, *args, **kwargs):
                 move(modules, device)
                 try:
-                    return stage(*args, **kwargs)
+                    return inner(*args, **kwargs)
                 finally:
                     move(modules, "cpu")
             return run
 
         move(encoders + [s3gen.flow, s3gen.mel2wav], "cpu")
-        pipeline.flow = visiting(pipeline.flow, [s3gen.flow])
-        pipeline.vocode = visiting(pipeline.vocode, [s3gen.mel2wav])
-        conditioning = pipeline.conditioning
+        pipeline.wrap("flow", visiting([s3gen.flow]), by=self.name)
+        pipeline.wrap("vocode", visiting([s3gen.mel2wav]), by=self.name)
 
-        def conditioning_with_encoders(reference_wav=None):
+        def conditioning(inner, reference_wav=None):
             if reference_wav is None:
-                return conditioning(None)
-            return visiting(conditioning, encoders)(reference_wav)
+                return inner(None)
+            return visiting(encoders)(inner, reference_wav)
 
-        pipeline.conditioning = conditioning_with_encoders
+        pipeline.wrap("conditioning", conditioning, by=self.name)
+        return log
 
-    def evidence(self, pipeline) -> dict:
+    def evidence(self, pipeline, log) -> dict:
         s3gen = pipeline.model.s3gen
-        return {**pipeline.offload, "flow_device_now": str(next(s3gen.flow.parameters()).device),
+        return {**log, "flow_device_now": str(next(s3gen.flow.parameters()).device),
                 "vocoder_device_now": str(next(s3gen.mel2wav.parameters()).device),
                 "voice_encoder_device_now": str(next(pipeline.model.tts.ve.parameters()).device)}
+
+    def engaged(self, evidence):
+        ok = evidence.get("moves", 0) > 1 and evidence.get("flow_device_now") == "cpu"
+        return ok, f"{evidence.get('moves', 0)} moves between devices; flow now on {evidence.get('flow_device_now')}"
 
 
 VARIANTS = [CpuOffload()]

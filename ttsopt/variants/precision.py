@@ -12,46 +12,35 @@ variant runs anyway (that is a result worth measuring) and its evidence flags it
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 
-from ._t3_runner import lean_runner
-from .base import Variant, dtypes_of
+from ..core.claims import Claim, less
+from ..measure.env import cpu_flags
+from .base import Variant, dtypes_of, lean_runner
 
 _CPU_UNITS = {torch.bfloat16: ("avx512_bf16", "amx_bf16"), torch.float16: ("avx512_fp16", "amx_fp16")}
 
 
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass  # no /proc (macOS): nothing is known about the units
-    return set()
-
-
-def _autocast_stage(stage, device_type: str, dtype: torch.dtype):
-    @functools.wraps(stage)
-    def run(*args, **kwargs):
+def _autocast(device_type: str, dtype: torch.dtype):
+    def run(inner, *args, **kwargs):
         with torch.autocast(device_type, dtype=dtype):
-            return stage(*args, **kwargs)
+            return inner(*args, **kwargs)
     return run
 
 
 class MixedPrecision(Variant):
     def __init__(self, name: str, dtype: torch.dtype, groups: tuple[str, ...], why_not_vocoder: str = ""):
         self.name, self.dtype, self.groups, self.why_not_vocoder = name, dtype, groups, why_not_vocoder
-        self.claim = "claimed 20–35% faster (mixed precision)"
+        self.claims = (Claim("rtf", "claimed 20–35% faster (mixed precision)", *less(20, 35), source="assessment #3"),)
         # One precision at a time; dynamic int8 quantizes float32 linears only.
-        self.conflicts = ("torch-int8-t3",) + tuple(n for n in ("fp16", "bf16") if n != name)
+        self.conflicts = ("cpu-int8", "cpu-int8-t3") + tuple(n for n in ("fp16", "bf16") if n != name)
 
     def _modules(self, pipeline) -> dict[str, torch.nn.Module]:
         s3gen = pipeline.model.s3gen
         return {"t3": pipeline.model.t3, "flow": s3gen.flow, "vocoder": s3gen.mel2wav}
 
-    def apply(self, pipeline) -> None:
+    def apply(self, pipeline):
         device_type = pipeline.device.type
         modules = self._modules(pipeline)
         for group in self.groups:
@@ -65,11 +54,12 @@ class MixedPrecision(Variant):
             lean_runner(pipeline, self.name).step_contexts.append(
                 functools.partial(torch.autocast, device_type, dtype=self.dtype))
         if "flow" in self.groups:
-            pipeline.flow = _autocast_stage(pipeline.flow, device_type, self.dtype)
+            pipeline.wrap("flow", _autocast(device_type, self.dtype), by=self.name)
         if "vocoder" in self.groups:
-            pipeline.vocode = _autocast_stage(pipeline.vocode, device_type, self.dtype)
+            pipeline.wrap("vocode", _autocast(device_type, self.dtype), by=self.name)
+        return None
 
-    def evidence(self, pipeline) -> dict:
+    def evidence(self, pipeline, state) -> dict:
         ev = {f"{group}_dtypes": dtypes_of(m) for group, m in self._modules(pipeline).items()}
         ev["autocast_groups"] = list(self.groups)
         if self.why_not_vocoder:
@@ -81,6 +71,11 @@ class MixedPrecision(Variant):
                 ev["warning"] = (f"this CPU has none of {', '.join(_CPU_UNITS[self.dtype])}: "
                                  f"{str(self.dtype).replace('torch.', '')} arithmetic is emulated")
         return ev
+
+    def engaged(self, evidence):
+        name = str(self.dtype).replace("torch.", "")
+        cast = evidence.get("t3_dtypes", {}).get(name, 0)
+        return cast > 0, f"{cast} T3 parameters in {name}"
 
 
 VARIANTS = [

@@ -2,30 +2,35 @@
 keys and values grow by concatenation every step."""
 from __future__ import annotations
 
-from ._t3_runner import lean_runner
-from .base import Variant
+from ..core.claims import Claim, less
+from .base import Variant, lean_runner
 
 _MIB = 2**20
 
 
 class StaticKVCache(Variant):
     name = "static-kv-cache"
-    claim = "claimed 15–25% faster (KV-cache optimization)"
+    claims = (Claim("rtf", "claimed 15–25% faster (KV-cache optimization)", *less(15, 25), source="assessment #9"),)
     lossless = True
 
-    def apply(self, pipeline) -> None:
-        lean_runner(pipeline, self.name).cache = "static"
+    def apply(self, pipeline):
+        runner = lean_runner(pipeline, self.name)
+        runner.cache = "static"
+        return runner
 
-    def evidence(self, pipeline) -> dict:
-        runner = pipeline.t3
-        cache = getattr(runner, "last_cache", None)
+    def evidence(self, pipeline, runner) -> dict:
+        cache = runner.last_cache
         if cache is None:
-            return {"cache": "static (no synthesis yet)", "runner": type(runner).__name__}
-        layer = cache.layers[0]
-        nbytes = sum(l.keys.numel() * l.keys.element_size() * 2 for l in cache.layers if l.is_initialized)
-        return {"cache": type(cache).__name__, "layer": type(layer).__name__,
-                "max_cache_len": int(layer.max_cache_len), "used_len": int(cache.get_seq_length()),
+            return {"cache": "static", "syntheses": 0}
+        nbytes = sum(layer.keys.numel() * layer.keys.element_size() * 2 for layer in cache.layers
+                     if layer.is_initialized)
+        return {"cache": type(cache).__name__, "layer": type(cache.layers[0]).__name__,
+                "max_cache_len": int(cache.layers[0].max_cache_len), "used_len": int(cache.get_seq_length()),
                 "preallocated_mb": round(nbytes / _MIB, 3)}
+
+    def engaged(self, evidence):
+        ok = evidence.get("cache") == "StaticCache" and evidence.get("used_len", 0) > 0
+        return ok, ("decoded into a preallocated StaticCache" if ok else "no synthesis used a StaticCache")
 
 
 VARIANTS = [StaticKVCache()]

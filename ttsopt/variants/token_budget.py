@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from ..pipeline import Synthesis
+from ..core.claims import Claim, less
+from ..engine.pipeline import Synthesis
+from ..measure.timing import StageTimes, Stopwatch
 from .base import Variant
 
 TOKENS_PER_S = 25
@@ -52,39 +53,50 @@ def split_forced(n: int, chunks: list[str]) -> list[int]:
 
 class TokenBudget(Variant):
     name = "token-budget"
-    claim = "claimed 27% faster generation (token sequence optimization)"
+    claims = (Claim("time_to_stop", "claimed 27% faster generation (token sequence optimization)", *less(27),
+                    source="assessment #7"),)
 
-    def apply(self, pipeline) -> None:
-        whole = pipeline.synthesize
-        pipeline.token_budget_log = {}
+    def apply(self, pipeline):
+        log = {"syntheses": 0, "split": 0, "bound": 0, "last": {}}
 
-        def synthesize(text, *, seed=0, n_tokens=None, reference_wav=None, sampling=None):
+        def synthesize(inner, text, *, seed=0, n_tokens=None, reference_wav=None, sampling=None, timer=None):
             s = sampling or pipeline.sampling
             chunks = sentences(text) if isinstance(text, str) else []
             if len(chunks) <= 1 or (n_tokens is not None and n_tokens < len(chunks)):
                 chunks = [text]
             forced = split_forced(n_tokens, chunks) if n_tokens is not None else [None] * len(chunks)
             budgets = [max(budget(c, s.max_new_tokens), f or 0) for c, f in zip(chunks, forced)]
-            t0 = time.perf_counter()
-            parts = [whole(c, seed=seed + i, n_tokens=f, reference_wav=reference_wav if i == 0 else None,
-                           sampling=replace(s, max_new_tokens=b))
+            timer = timer if timer is not None else StageTimes(pipeline.device)
+            clock = Stopwatch(pipeline.device)
+            parts = [inner(c, seed=seed + i, n_tokens=f, reference_wav=reference_wav if i == 0 else None,
+                           sampling=replace(s, max_new_tokens=b), timer=timer)
                      for i, (c, f, b) in enumerate(zip(chunks, forced, budgets))]
-            wall = time.perf_counter() - t0
-            pipeline.token_budget_log = {"chunks": len(chunks), "budgets": budgets, "forced_shares": forced,
-                                         "tokens": [p.n_tokens for p in parts], "upstream_budget": s.max_new_tokens}
+            wall = clock.elapsed()
+            log["syntheses"] += 1
+            log["split"] += len(parts) > 1
+            # A budget binds when a natural-stop run used all of it: the cap cut a runaway short.
+            log["bound"] += sum(f is None and p.raw_tokens.numel() >= b for p, f, b in zip(parts, forced, budgets))
+            log["last"] = {"chunks": len(chunks), "budgets": budgets, "forced_shares": forced,
+                           "tokens": [p.n_tokens for p in parts], "upstream_budget": s.max_new_tokens}
             if len(parts) == 1:
                 return parts[0]
-            stages = {k: sum(p.stages[k] for p in parts) for k in parts[0].stages}
             return Synthesis(text=text, wav=np.concatenate([p.wav for p in parts]), sr=parts[0].sr,
                              tokens=torch.cat([p.tokens for p in parts]),
-                             raw_tokens=torch.cat([p.raw_tokens for p in parts]), stages=stages,
-                             wall_s=wall, forced=n_tokens is not None, extra={"chunks": len(parts)})
+                             raw_tokens=torch.cat([p.raw_tokens for p in parts]), stages=timer.as_dict(),
+                             wall_s=wall, t3_forwards=sum(p.t3_forwards or 0 for p in parts),
+                             extra={"chunks": len(parts)})
 
-        pipeline.synthesize = synthesize
+        pipeline.wrap_synthesis(synthesize, by=self.name)
+        return log
 
-    def evidence(self, pipeline) -> dict:
-        log = pipeline.token_budget_log
-        return log or {"chunks": 0, "note": "no synthesis yet"}
+    def evidence(self, pipeline, log) -> dict:
+        return dict(log)
+
+    def engaged(self, evidence):
+        split, bound = evidence.get("split", 0), evidence.get("bound", 0)
+        ok = split > 0 or bound > 0
+        return ok, (f"{split} synthesis(es) split into sentences, {bound} budget(s) reached" if ok else
+                    "every text was one sentence and no budget was reached: it changed nothing")
 
 
 VARIANTS = [TokenBudget()]

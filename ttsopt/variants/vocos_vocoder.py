@@ -5,12 +5,13 @@ Configured for S3Gen's mel: 80 bands at 24 kHz, 480 samples per mel frame (two f
 speech token, so still 960 samples per token); n_fft 1920 keeps the published 4:1 ratio of
 window to hop. No Vocos checkpoint was trained on this mel, so its weights are seeded
 random: the audio is noise whatever T3 and S3Gen produce. What it can show honestly is
-the vocoder's cost. (The assessment's 89% claim came from an RTF computed upside down.)
+the vocoder's cost. (The claim it is tested against came from an RTF computed upside down.)
 """
 from __future__ import annotations
 
 import torch
 
+from ..core.claims import Claim, less
 from .base import Variant
 
 N_MELS = 80
@@ -35,26 +36,32 @@ def build(device: torch.device) -> torch.nn.Module:
 
 class VocosVocoder(Variant):
     name = "vocos"
-    claim = "claimed 89% RTF improvement (the assessment found its RTF was computed upside down)"
+    claims = (Claim("rtf", "claimed 89% RTF improvement (Vocos vocoder; the assessment found its RTF was "
+                           "computed upside down)", *less(89), source="assessment #6"),)
     requires = ("package vocos",)
 
-    def apply(self, pipeline) -> None:
-        vocoder = build(pipeline.device)
+    def apply(self, pipeline):
+        state = {"vocoder": build(pipeline.device), "calls": 0}
         fade = pipeline.model.s3gen.trim_fade
-        pipeline.vocos = vocoder
 
         def vocode(mels: torch.Tensor) -> torch.Tensor:
-            wav = vocoder.decode(mels.float())
+            state["calls"] += 1
+            wav = state["vocoder"].decode(mels.float())
             return torch.cat([wav[:, :len(fade)] * fade, wav[:, len(fade):]], dim=1)  # upstream's fade-in
 
-        pipeline.vocode = vocode
+        pipeline.replace("vocode", vocode, by=self.name)
+        return state
 
-    def evidence(self, pipeline) -> dict:
-        v = pipeline.vocos
-        return {"vocoder": f"{type(v).__module__}.{type(v).__name__}", "parameters": sum(p.numel() for p in v.parameters()),
-                "mel_bands": N_MELS, "hop": HOP, "n_fft": N_FFT, "samples_per_token": 2 * HOP,
-                "weights": f"random (seed {SEED}): no Vocos checkpoint is trained on S3Gen's mel; audio is noise",
-                "vocode_stage": pipeline.vocode.__qualname__}
+    def evidence(self, pipeline, state) -> dict:
+        v = state["vocoder"]
+        return {"vocoder": f"{type(v).__module__}.{type(v).__name__}",
+                "parameters": sum(p.numel() for p in v.parameters()),
+                "mel_bands": N_MELS, "hop": HOP, "n_fft": N_FFT, "samples_per_token": 2 * HOP, "calls": state["calls"],
+                "weights": f"random (seed {SEED}): no Vocos checkpoint is trained on S3Gen's mel; audio is noise"}
+
+    def engaged(self, evidence):
+        n = evidence.get("calls", 0)
+        return n > 0, f"Vocos rendered {n} utterance(s)"
 
 
 VARIANTS = [VocosVocoder()]

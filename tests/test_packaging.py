@@ -1,0 +1,33 @@
+"""The project's own structure holds: a report needs no torch, and the conda environment names the
+same pins as pyproject.toml. (The floors contract and ruff run in `make test` before pytest.)"""
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_environment_yml_names_the_pinned_versions_of_pyproject():
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python="))
+    low, high = re.findall(r"3\.(\d+)", project["requires-python"])
+    assert int(low) <= int(python.split("=")[1].split(".")[1]) < int(high)
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert any(line.startswith("-e .") for line in pip), "the project itself, from pyproject.toml"
+    makefile = (REPO / "Makefile").read_text()
+    chatterbox = re.search(r"chatterbox-tts==[\d.]+", makefile).group(0)
+    assert f"--no-deps {chatterbox}" in pip
+
+
+def test_building_the_verdict_table_imports_no_torch(tmp_path):
+    code = ("import sys, json; from ttsopt.core import records; from ttsopt.report import table, html, plots; "
+            f"rows, facts = table.table(records.load({str(tmp_path)!r})); "
+            "bad = [m for m in ('torch', 'transformers', 'chatterbox') if m in sys.modules]; print(json.dumps(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

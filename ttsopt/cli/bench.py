@@ -1,0 +1,127 @@
+"""`ttsopt bench`: baseline and the fast path side by side in one process, one table of gains with
+their intervals, the fidelity of the fast side, T3's memory floor, and optionally streaming and
+batching. `--save DIR` keeps the printed text, the records of every trial and a figure."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from .options import add_model, count, positive
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="baseline vs the fast path, side by side, one table of gains")
+    add_model(p, default_source="synthetic")
+    p.add_argument("--tokens", type=positive, default=None,
+                   help="speech tokens per synthesis, both sides (default: scaled with the text as the full "
+                        "profile scales it, 1.2 per character)")
+    p.add_argument("--prompt", default=None, help="text to speak (default: medium-01 of data/prompts/prompts.csv)")
+    p.add_argument("--trials", type=positive, default=2, help="interleaved pairs (default: 2)")
+    p.add_argument("--seed", type=count, default=0, help="pair t uses seed SEED + t on both sides")
+    p.add_argument("--combo", default=None, help="variant spec (default per device: fast-t3+cpu-int8-t3+fast-s3gen on "
+                                                 "CPU, fast-t3+fast-s3gen on CUDA)")
+    p.add_argument("--stream", action="store_true", help="also time streaming (first audio, RTF of the rest)")
+    p.add_argument("--batch", type=count, default=0, help="also time N copies of the prompt in one T3 batch")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="also keep DIR/bench.txt (what is printed), the records (DIR/bench.jsonl) and DIR/bench.png")
+    p.set_defaults(func=run)
+
+
+def default_prompt() -> str:
+    from ..experiment import profiles
+    return next(r["text"] for r in profiles.load_prompts() if r["id"] == "medium-01")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import variants
+    from ..core.errors import UserError
+    from ..experiment import profiles
+
+    text = args.prompt if args.prompt is not None else default_prompt()
+    if not text.strip():
+        raise UserError("--prompt is empty: give at least one word to speak")
+    if args.combo:
+        variants.parse(args.combo)
+    tokens = args.tokens or profiles.token_budget(profiles.get("full"), text)
+    if args.save:
+        return _run(args, text, tokens, Path(args.save))
+    with tempfile.TemporaryDirectory(prefix="ttsopt-bench-") as tmp:
+        return _run(args, text, tokens, Path(tmp))
+
+
+def _run(args, text: str, tokens: int, directory: Path) -> int:
+    import json
+
+    import torch
+
+    from ..experiment import bench
+    from ..measure.env import cpu_model
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in ("bench.jsonl", "bench.env.json"):
+        (directory / stale).unlink(missing_ok=True)
+    result = bench.run(directory, source=args.source, device=args.device, combo=args.combo, text=text, tokens=tokens,
+                       trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch)
+    device = torch.device("cuda" if str(result.records["device"].dropna().iloc[0]).startswith("cuda") else "cpu")
+    where = torch.cuda.get_device_name() if device.type == "cuda" else \
+        f"{cpu_model() or 'unknown CPU'}, {torch.get_num_threads()} threads"
+    lines = [f"bench: source {args.source}, device {device} ({where}), {tokens} tokens"
+             f"{'' if args.tokens else ' (scaled with the text)'}, {args.trials} interleaved pair(s), "
+             f"prompt {text!r}", f"       combo {result.combo}", "",
+             bench.table(result.records).to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
+             *bench.fidelity_lines(result.records), "", *_floor_lines(result.floor), *_extra_lines(result.records),
+             "", f"evidence: {json.dumps(result.evidence, default=str, sort_keys=True)}"]
+    print("\n".join(lines))
+    if args.save:
+        (directory / "bench.txt").write_text("$ " + shlex.join(["ttsopt", *sys.argv[1:]]) + "\n" + "\n".join(lines)
+                                             + "\n", encoding="utf-8")
+        _figure(directory, result)
+        print(f"saved {directory / 'bench.txt'}, the records in {directory} and {directory / 'bench.png'}")
+    return 0
+
+
+def _floor_lines(f: dict) -> list[str]:
+    b, x = f["baseline"], f["variant"]
+    return [
+        f"{'T3 step memory floor':32s} {'baseline':>12s} {'fast':>12s}",
+        f"{'  weights read per step MiB':32s} {b['weight_mb']:12.1f} {x['weight_mb']:12.1f}",
+        f"{'  + KV cache at mean length MiB':32s} {b['step_mb'] - b['weight_mb']:12.1f} "
+        f"{x['step_mb'] - x['weight_mb']:12.1f}",
+        f"{'  measured ms per token':32s} {b['step_ms']:12.2f} {x['step_ms']:12.2f}",
+        f"{'  achieved read rate GB/s':32s} {b['achieved_gb_s']:12.1f} {x['achieved_gb_s']:12.1f}",
+        f"{'  floor at device bandwidth ms':32s} {b['floor_ms']:12.2f} {x['floor_ms']:12.2f}",
+        f"device read bandwidth {f['read_bandwidth_gb_s']:.1f} GB/s ({f['bandwidth_probe']}); "
+        f"{f['prefill_positions']} positions before the first speech token",
+        f"=> reading these bytes, no fast step can beat the measured baseline by more than "
+        f"{f['t3_gain_ceiling']:.2f}x on this device",
+    ]
+
+
+def _extra_lines(records) -> list[str]:
+    out = []
+    for _, r in records[records["phase"] == "stream"].iterrows():
+        out.append(f"stream: first audio after {r['x_first_audio_s']:.2f} s, {r['x_chunks']:.0f} chunks, RTF of the "
+                   f"rest {r['x_rest_rtf']:.3f}, whole {r['wall_s']:.2f} s for {r['audio_s']:.2f} s of audio")
+    for _, r in records[records["phase"] == "batch"].iterrows():
+        out.append(f"batch of {r['x_prompts']:.0f}: {r['audio_s']:.2f} s of audio in {r['wall_s']:.2f} s (T3 "
+                   f"{r['x_t3_s']:.2f} s) = {r['x_audio_s_per_wall_s']:.2f} audio s per wall s")
+    return out
+
+
+def _figure(directory: Path, result) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from ..core.vocab import STAGES
+    from ..report.plots import bench_figure, save
+
+    trials = result.records[(result.records["phase"] == "trial")]
+    sides = {}
+    for side, name in (("baseline", "baseline"), ("variant", "fast")):
+        rows = trials[trials["side"] == side]
+        sides[name] = [{"stages": {s: float(r.get(f"stage_{s}", 0.0) or 0.0) for s in STAGES}, "wall_s": r["wall_s"]}
+                       for r in rows.to_dict("records")]
+    floor = dict(result.floor, fast=result.floor["variant"])
+    save(bench_figure(sides, floor), directory / "bench.png")

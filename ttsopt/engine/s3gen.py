@@ -1,0 +1,99 @@
+"""S3Gen's flow as a pipeline stage (`FlowStage`), which variants configure: fewer CFM steps
+(cfm-steps-K), a reduced-precision estimator padded to length buckets and, on CUDA, replayed
+from CUDA graphs captured per bucket (fast-s3gen).
+
+Where the time goes (the baseline notebook's profiler pass shows it): the CFM estimator, run
+10 Euler steps x a CFG batch of 2, is nearly all of the flow; the conformer encoder is the rest.
+
+What is *not* cached, and why: upstream recomputes the reference prompt every call (the
+prompt's tokens go through the encoder, its mel frames through every estimator step), but
+neither pass can be cached exactly. The encoder attends over prompt and new tokens together
+(full attention, no chunk mask), so the prompt's encodings depend on the new tokens; the
+estimator sees fresh noise at the prompt frames on every call. What does depend only on the
+voice — the reference tensors moved to the flow's device and dtype — upstream already keeps,
+because `S3Token2Mel.forward` converts `ref_dict` in place on the first call.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .graphs import capture
+
+UPSTREAM_CFM_STEPS = 10
+
+
+class FlowStage:
+    """The pipeline's flow stage: upstream's `flow_inference`, with N_TIMESTEPS CFM steps (None:
+    upstream's own default). Counts its calls, so variants can show they ran."""
+
+    def __init__(self, s3gen, n_timesteps: int | None = None):
+        self.s3gen = s3gen
+        self.n_timesteps = n_timesteps
+        self.calls = 0
+
+    def __call__(self, tokens: torch.Tensor, conds, finalize: bool = True) -> torch.Tensor:
+        self.calls += 1
+        return self.s3gen.flow_inference(tokens, ref_dict=conds.gen, finalize=finalize,
+                                         n_cfm_timesteps=self.n_timesteps)
+
+    @property
+    def steps(self) -> int:
+        return self.n_timesteps or UPSTREAM_CFM_STEPS
+
+
+class BucketedEstimator(nn.Module):
+    """Wraps the CFM estimator. On CUDA: pads the frame axis to a multiple of `bucket` (exact —
+    the estimator's convolutions are causal and its attention masks padded frames) and replays
+    one CUDA graph per (bucket, batch, dtype). Without graphs it calls the estimator as is."""
+
+    def __init__(self, estimator: nn.Module, bucket: int = 64, graphs: bool = False):
+        super().__init__()
+        self.estimator = estimator
+        self.bucket = bucket
+        self.use_graphs = graphs
+        self._graphs: dict[tuple, tuple] = {}
+        self.replays = 0
+
+    @property
+    def dtype(self):  # read by upstream's solve_euler to cast its inputs
+        return self.estimator.dtype
+
+    def forward(self, x, mask, mu, t, spks=None, cond=None, r=None):
+        if not self.use_graphs:  # without graphs, padding would only add frames to compute
+            return self.estimator(x, mask, mu, t, spks, cond, r=r)
+        T = x.size(2)
+        args = self.padded(x, mask, mu, t, spks, cond)
+        padded = args[0].size(2)
+        if r is not None:
+            return self.estimator(*args, r=r)[..., :T]
+        key = (padded, x.size(0), x.dtype)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(args)
+        graph, static_in, static_out = self._graphs[key]
+        for buf, a in zip(static_in, args):
+            buf.copy_(a)
+        graph.replay()
+        self.replays += 1
+        return static_out[..., :T].clone()
+
+    def padded(self, x, mask, mu, t, spks, cond):
+        """The estimator's inputs with the frame axis padded up to the next bucket."""
+        T = x.size(2)
+        padded = -(-T // self.bucket) * self.bucket
+
+        def pad(a):
+            return F.pad(a, (0, padded - T))
+
+        return pad(x), pad(mask), pad(mu), t, spks, pad(cond)
+
+    def _capture(self, args):
+        static_in = tuple(a.clone() for a in args)
+        graph, static_out = capture(lambda: self.estimator(*static_in))
+        return graph, static_in, static_out
+
+    def evidence(self) -> dict:
+        return {"bucket": self.bucket if self.use_graphs else None, "graphs": self.use_graphs,
+                "captured": len(self._graphs),
+                "replays": self.replays}

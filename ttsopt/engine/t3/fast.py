@@ -1,0 +1,155 @@
+"""fast-t3: upstream's T3 sampling loop without its overheads.
+
+What upstream pays per token and this loop does not: a transformers forward that records 31
+hidden states and asks for attention maps, a KV cache grown by `torch.cat` (a copy of the
+whole cache per layer per step), a fresh backend object per utterance, logits processors that
+gather a growing id list, and a host read of the sampled token at every step.
+
+Here: a static KV cache written in place (`llama_step`), sampling as device tensor ops
+(`sampling`), EOS read back every `eos_every` steps with the overshoot discarded, and on CUDA
+the whole step — forward, CFG, processors and the draw — replayed as one CUDA graph
+(`cuda_graph`). Same seed, same tokens as `pipeline.UpstreamT3` on CPU, natural stop included.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import llama_step, sampling
+from .lean import output_cache
+from .upstream import prefill_inputs
+
+
+@dataclass
+class FastState:
+    cache: llama_step.StaticKV
+    logits: torch.Tensor   # (2, V) logits of the first step, cond row then uncond row
+    length: int            # cache slots filled: conditioning, text and the start-of-speech token
+    len_cond: int
+    text_len: int
+    cfg_weight: float
+
+
+class FastT3:
+    """Drop-in for `pipeline.t3`: `prefill(t3_cond, text_tokens, s)`, `decode(state, s, n_tokens)`.
+
+    `eos_every`: how many steps pass between host reads of the sampled tokens in natural-stop
+    runs. On CPU reading a token costs nothing and extra draws would shift the global RNG that
+    S3Gen's noise comes from, so the default is 1 there; on CUDA it is 8 (a sync per 8 tokens).
+    `graphs`: capture the decode step as a CUDA graph (CUDA only).
+    """
+    name = "fast-t3"
+
+    def __init__(self, t3, *, eos_every: int | None = None, graphs: bool | None = None):
+        self.t3 = t3
+        cuda = t3.device.type == "cuda"
+        self.eos_every = eos_every or (8 if cuda else 1)
+        self.graphs = cuda if graphs is None else graphs
+        if self.graphs and not cuda:
+            raise ValueError("CUDA graphs need the model on a CUDA device")
+        self.graph = None          # cuda_graph.GraphDecoder, built on first use
+        self.steps = 0             # decode steps run (eager and replayed), for evidence
+        self.host_reads = 0        # times the sampled tokens were read back by the host
+        self.forwards = 0          # transformer forwards after prefill
+
+    # --- prefill -------------------------------------------------------------------------
+    def prefill(self, t3_cond, text_tokens: torch.Tensor, s) -> FastState:
+        """Upstream's prefill (same embeddings, same LlamaModel call), then its K/V copied into
+        a cache with room for the whole utterance."""
+        t3 = self.t3
+        if s.cfg_weight <= 0 or torch.atleast_2d(text_tokens).size(0) != 2:
+            raise ValueError("fast-t3 decodes with classifier-free guidance: cfg_weight > 0 and "
+                             "two text rows (as the pipeline's text_to_tokens stage makes them)")
+        inputs, _, len_cond, text_tokens = prefill_inputs(t3, t3_cond, text_tokens, s.cfg_weight)
+        out = t3.tfmr(inputs_embeds=inputs, use_cache=True)
+        length = inputs.size(1)
+        capacity = self.capacity_for(length, s.max_new_tokens)
+        if self.graphs:
+            cache = self._graph_decoder(capacity).cache
+        else:
+            cache = llama_step.StaticKV(t3.tfmr.config, 2, capacity, inputs.dtype, inputs.device, zeroed=False)
+        for i, layer in enumerate(output_cache(out).layers):
+            cache.k[i, :, :, :length] = layer.keys
+            cache.v[i, :, :, :length] = layer.values
+        logits = t3.speech_head(out.last_hidden_state[:, -1:])[:, -1]
+        return FastState(cache, logits, length, len_cond, text_tokens.size(-1), s.cfg_weight)
+
+    @staticmethod
+    def capacity_for(length: int, max_new_tokens: int) -> int:
+        # Rounded up so CUDA graphs are captured per bucket, not per utterance.
+        return -(-(length + max_new_tokens + 1) // 256) * 256
+
+    # --- decode ----------------------------------------------------------------------------
+    def decode(self, state: FastState, s, n_tokens: int | None = None) -> torch.Tensor:
+        """Raw tokens (1, n): with N, exactly N speech tokens then the stop token; without,
+        up to and including the first stop token, or max_new_tokens tokens."""
+        if self.graphs:
+            return self._graph_decoder(state.cache.capacity).decode(self, state, s, n_tokens)
+        return torch.cat(list(self.blocks(state, s, n_tokens)), dim=1)
+
+    def blocks(self, state: FastState, s, n_tokens: int | None = None):
+        """Eager decode as a stream: yields (1, b) token blocks as soon as they are final
+        (every step when forced, every `eos_every` steps otherwise). Streaming reads this."""
+        t3 = self.t3
+        stop = t3.hp.stop_speech_token
+        forced = n_tokens is not None
+        steps = n_tokens if forced else s.max_new_tokens
+        seen = torch.zeros(1, state.logits.size(-1), dtype=torch.bool, device=state.logits.device)
+        seen[0, t3.hp.start_speech_token] = True
+        logits, pending = state.logits, []
+        for i in range(steps):
+            probs = torch.softmax(sampling.warp(sampling.cfg_combine(logits, s.cfg_weight), seen, s, forced), dim=-1)
+            token = sampling.draw(probs)
+            pending.append(token)
+            seen.scatter_(1, token, True)
+            self.steps += 1
+            if forced:
+                yield pending.pop()
+            elif len(pending) == self.eos_every or i == steps - 1:
+                block = torch.cat(pending, dim=1)
+                pending = []
+                stops = (block[0] == stop).nonzero()
+                self.host_reads += 1
+                if stops.numel():
+                    yield block[:, :int(stops[0]) + 1]  # the overshoot past the stop is dropped
+                    return
+                yield block
+            # After the last forced token too: upstream runs this forward, whose logits a natural
+            # run reads its stop token from, so both do the same work for the same length.
+            embed = t3.speech_emb(token) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
+            h = llama_step.forward(t3.tfmr, embed.expand(2, -1, -1), state.cache, state.length + i)
+            self.forwards += 1
+            logits = t3.speech_head(h)[:, -1]
+        if forced:
+            yield torch.full_like(state.logits[:1, :1], stop, dtype=torch.long)
+
+    # --- teacher-forced scoring ------------------------------------------------------------
+    def score(self, state: FastState, tokens: torch.Tensor) -> torch.Tensor:
+        """CFG-combined logits (n, V) for each step of a given token sequence: row j is what
+        step j samples from (before the processors). One forward over all n - 1 inputs."""
+        t3 = self.t3
+        tokens = torch.atleast_2d(tokens).to(device=state.logits.device, dtype=torch.long)
+        n = tokens.size(1)
+        rows = [state.logits]
+        if n > 1:
+            prev = tokens[:, :n - 1]
+            pos = torch.arange(1, n, device=prev.device)
+            embed = t3.speech_emb(prev) + t3.speech_pos_emb.emb(pos)[None]
+            h = llama_step.forward(t3.tfmr, embed.expand(2, -1, -1), state.cache, state.length)
+            rows.append(t3.speech_head(h).transpose(0, 1).reshape(-1, state.logits.size(-1)))
+        # interleaved (cond, uncond) pairs per step, as cfg_combine expects
+        return sampling.cfg_combine(torch.cat(rows), state.cfg_weight)
+
+    # --- CUDA ----------------------------------------------------------------------------------
+    def _graph_decoder(self, capacity: int):
+        from .cuda_graph import GraphDecoder
+        if self.graph is None or self.graph.cache.capacity < capacity:
+            self.graph = GraphDecoder(self.t3, capacity)
+        return self.graph
+
+    def evidence(self) -> dict:
+        return {"decode": "cuda-graph" if self.graphs else "eager static-kv",
+                "layer_step": llama_step.plan_for(self.t3.tfmr).kind, "steps": self.steps,
+                "host_reads": self.host_reads, "forwards": self.forwards, "eos_every": self.eos_every,
+                **({"graph": self.graph.evidence()} if self.graph is not None else {})}

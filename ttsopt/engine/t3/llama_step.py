@@ -1,0 +1,229 @@
+"""A minimal Llama forward over a static KV cache, built from T3's own LlamaModel modules.
+
+Each decoder layer's q/k/v/o projections, rotary embedding, RMSNorms and MLP compute what
+the modules compute, op for op (so cast or quantized weights just work); only the cache and
+the attention call are ours. No attention maps and no per-layer hidden states are returned:
+upstream asks for both at every step and throws them away.
+
+A decode step is 30 layers of small ops on two rows, so Python costs show: `Module.__call__`
+(hook dispatch) around each of the fifteen or so modules per layer is a measurable share of an
+int8 CPU step. `Plan` resolves every layer's weights once and calls the ops directly: float linears as
+`F.linear` on the module's own weight, dynamic int8 linears as the quantized op on their own
+packed weights (exactly what each module's forward runs), RMSNorm as its five ops. A module
+that carries hooks, or that is neither kind (bitsandbytes, say), is still called as a module.
+On CPU, when every layer is plain (all-float or all-int8 linears, no hooks), each layer runs
+as one TorchScript function instead (`scripted`): the same ops from C++. `Plan.kind` says which
+path runs; fast-t3's evidence reports it, and `ttsopt bench` what the step costs.
+
+Two ways to address the cache:
+- `start` an int: the new tokens go to slots [start, start + T) and attention reads exactly
+  the filled slots — the same tensors, in the same order, as upstream's growing cache.
+- `start` a (B,) tensor of per-row slots (T == 1): a scatter writes each row's token and a
+  mask hides the unfilled tail, so every step has the same shapes (CUDA graphs, batches of
+  prompts with different lengths).
+"""
+from __future__ import annotations
+
+import warnings
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
+
+
+class StaticKV:
+    """Preallocated keys and values, (layers, batch, kv_heads, capacity, head_dim) each."""
+
+    def __init__(self, config, batch: int, capacity: int, dtype, device, zeroed: bool = True):
+        # Masked attention reads every slot, so unfilled ones must hold zeros (0 x garbage can
+        # be NaN); sliced attention reads filled slots only and can skip zeroing a cache sized
+        # for the longest utterance, whose pages the OS then commits only as they are written.
+        new = torch.zeros if zeroed else torch.empty
+        shape = (config.num_hidden_layers, batch, config.num_key_value_heads, capacity, config.head_dim)
+        self.k = new(shape, dtype=dtype, device=device)
+        self.v = new(shape, dtype=dtype, device=device)
+
+    @property
+    def capacity(self) -> int:
+        return self.k.size(3)
+
+
+def _has_hooks(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks)
+
+
+def _reduce_range(m) -> bool:
+    """The reduce_range a dynamic int8 Linear's own forward passes to the quantized op."""
+    return not (m.version is None or m.version < 4)
+
+
+def _linear(m: nn.Module):
+    """A callable that computes m(x) without `Module.__call__`, or the module itself."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    if _has_hooks(m):
+        return m
+    if type(m) is nn.Linear:
+        return lambda x: F.linear(x, m.weight, m.bias)
+    if type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8:
+        reduce_range = _reduce_range(m)
+        op = torch.ops.quantized.linear_dynamic
+        return lambda x: op(x, m._packed_params._packed_params, reduce_range).to(x.dtype)
+    return m
+
+
+def _norm(m: nn.Module):
+    if _has_hooks(m) or type(m) is not LlamaRMSNorm:
+        return m
+
+    def norm(x):  # LlamaRMSNorm.forward, op for op
+        dtype = x.dtype
+        x = x.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + m.variance_epsilon)
+        return m.weight * x.to(dtype)
+    return norm
+
+
+def _act(m: nn.Module):
+    from transformers.activations import SiLUActivation  # forward: F.silu(input)
+    plain = type(m) in (nn.SiLU, SiLUActivation) and "forward" not in vars(m) and not getattr(m, "inplace", False)
+    return F.silu if plain and not _has_hooks(m) else m
+
+
+class Plan:
+    """Per layer: (input norm, q, k, v, o, post-attention norm, gate, up, act, down, attn).
+    Built from the modules as they are now; `current` tells whether it still matches them."""
+
+    def __init__(self, tfmr):
+        self.tfmr = tfmr
+        self.modules = self._modules(tfmr)
+        self.layers = []
+        for layer in tfmr.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            self.layers.append((_norm(layer.input_layernorm), _linear(a.q_proj), _linear(a.k_proj),
+                                _linear(a.v_proj), _linear(a.o_proj), _norm(layer.post_attention_layernorm),
+                                _linear(mlp.gate_proj), _linear(mlp.up_proj), _act(mlp.act_fn),
+                                _linear(mlp.down_proj), a))
+        self.norm = _norm(tfmr.norm)
+        self.scripted, self.kind = self._script(tfmr)
+
+    @staticmethod
+    def _script(tfmr):
+        """Per-layer arguments of a TorchScript layer (`scripted`) when every layer is plain
+        Llama on the CPU with all-float or all-dynamic-int8 linears and no hooks; else None."""
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        if next(tfmr.parameters()).device.type != "cpu":
+            return None, "eager"  # graphs (CUDA) remove the per-op cost; scripting is measured on CPU only
+        layers, kinds = [], set()
+        for layer in tfmr.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            lins = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+            norms = (layer.input_layernorm, layer.post_attention_layernorm)
+            plain = (all(type(n) is LlamaRMSNorm for n in norms) and _act(mlp.act_fn) is F.silu
+                     and a.num_key_value_groups == 1
+                     and not any(_has_hooks(m) for m in (*lins, *norms)))  # the layer's own modules are never called
+            if not plain:
+                return None, "eager"
+            if all(type(m) is nn.Linear and m.bias is None for m in lins):
+                kinds.add("float")
+                weights = [m.weight for m in lins]
+            elif all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in lins):
+                kinds.add("int8")
+                ranges = {_reduce_range(m) for m in lins}
+                if len(ranges) != 1:
+                    return None, "eager"
+                weights = [m._packed_params._packed_params for m in lins] + [ranges.pop()]
+            else:
+                return None, "eager"
+            norm1, norm2 = norms
+            layers.append((norm1.weight, norm1.variance_epsilon, norm2.weight, norm2.variance_epsilon, *weights))
+        if len(kinds) != 1:
+            return None, "eager"
+        with warnings.catch_warnings():  # deprecation notice on every scripted function; see scripted.py
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
+            from . import scripted
+        kind = kinds.pop()
+        fn = scripted.layer_int8 if kind == "int8" else scripted.layer_float
+        return (fn, layers), f"torchscript-{kind}"
+
+    @staticmethod
+    def _modules(tfmr) -> list:
+        out = [tfmr.norm]
+        for layer in tfmr.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            out += [layer.input_layernorm, a, a.q_proj, a.k_proj, a.v_proj, a.o_proj,
+                    layer.post_attention_layernorm, mlp.gate_proj, mlp.up_proj, mlp.act_fn, mlp.down_proj]
+        return out
+
+    def current(self) -> bool:
+        """The same module objects as when built (a variant that swaps a module invalidates it).
+        Hooks registered since are not seen: build plans after the variants are applied."""
+        return all(a is b for a, b in zip(self.modules, self._modules(self.tfmr)))
+
+
+_PLANS: weakref.WeakKeyDictionary[nn.Module, Plan] = weakref.WeakKeyDictionary()
+
+
+def plan_for(tfmr) -> Plan:
+    """The cached plan for TFMR, rebuilt when its modules changed."""
+    plan = _PLANS.get(tfmr)
+    if plan is None or not plan.current():
+        plan = _PLANS[tfmr] = Plan(tfmr)
+    return plan
+
+
+def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = None) -> torch.Tensor:
+    """Run inputs_embeds H (B, T, D) through every layer and the final norm; returns (B, T, D).
+    PLAN: `Plan(tfmr)` made once per utterance by the caller (default: `plan_for(tfmr)`)."""
+    plan = plan or plan_for(tfmr)
+    B, T, _ = h.shape
+    limit = None
+    if isinstance(start, int):
+        positions = torch.arange(start, start + T, device=h.device).unsqueeze(0)
+        mask = None
+        if T > 1:  # token t sees the cache before `start` and new tokens up to itself
+            mask = torch.arange(start + T, device=h.device)[None, :] <= positions.view(T, 1)
+    else:
+        positions = start.view(B, 1)
+        limit = cache.capacity  # CUDA graphs need every step to read the same shapes
+        if h.device.type == "cpu":  # nothing to keep static: read up to the longest row's new slot only
+            limit = int(start.max()) + 1
+        mask = (torch.arange(limit, device=h.device)[None, :] <= positions).view(B, 1, 1, -1)
+        if h.device.type == "cpu" and bool(mask.all()):
+            mask = None  # rows of equal length: nothing to hide, and SDPA runs faster without a mask
+    cos, sin = tfmr.rotary_emb(h, positions)
+    if plan.scripted is not None and isinstance(start, int):
+        fn, layers = plan.scripted
+        attn = tfmr.layers[0].self_attn
+        for i, args in enumerate(layers):
+            h = fn(h, *args, cos, sin, cache.k[i], cache.v[i], start, mask, attn.scaling, attn.head_dim)
+        return plan.norm(h)
+    for i, (norm1, q_proj, k_proj, v_proj, o_proj, norm2, gate, up, act, down, attn) in enumerate(plan.layers):
+        h = h + _attention(attn, q_proj, k_proj, v_proj, o_proj, norm1(h), cos, sin,
+                           cache.k[i], cache.v[i], start, mask, limit)
+        x = norm2(h)
+        h = h + down(act(gate(x)) * up(x))
+    return plan.norm(h)
+
+
+def _attention(attn, q_proj, k_proj, v_proj, o_proj, x, cos, sin, k_cache, v_cache, start, mask, limit):
+    B, T, _ = x.shape
+    shape = (B, T, -1, attn.head_dim)
+    q = q_proj(x).view(shape).transpose(1, 2)
+    k = k_proj(x).view(shape).transpose(1, 2)
+    v = v_proj(x).view(shape).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    if isinstance(start, int):
+        k_cache[:, :, start:start + T] = k
+        v_cache[:, :, start:start + T] = v
+        keys, values = k_cache[:, :, :start + T], v_cache[:, :, :start + T]
+    else:
+        index = start.view(B, 1, 1, 1).expand(B, k.size(1), 1, k.size(3))
+        k_cache.scatter_(2, index, k)
+        v_cache.scatter_(2, index, v)
+        keys, values = k_cache[:, :, :limit], v_cache[:, :, :limit]
+    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
+                                         enable_gqa=attn.num_key_value_groups > 1)
+    return o_proj(out.transpose(1, 2).reshape(B, T, -1))

@@ -1,0 +1,85 @@
+"""One T3 decoder layer as a TorchScript function, for CPU decode steps.
+
+Why: a CPU decode step is some seventy small ops per layer on two rows. Run from Python, each op
+pays the interpreter and the Python-to-C++ crossing, a visible share of an int8 step; `ttsopt
+bench` shows the step time either way (`layer_step` in fast-t3's evidence). TorchScript runs the same ops from
+C++. It is in maintenance mode upstream, but it is the one tool in torch 2.11 that takes the
+dynamic int8 linears' packed weights as they are: `torch.compile` traces neither those
+weights nor, without a GPU, anything it could replay.
+
+Each function is `llama_step`'s layer op for op (RMSNorm as `LlamaRMSNorm.forward`, rotary
+as `apply_rotary_pos_emb`, the int8 linear as `DynamicLinear.forward`), and CPU fusion in the
+TorchScript executor is off by default, so the results are bit for bit the eager ones
+(tests pin this). Only the int-slot cache form is scripted; per-row slots use the eager step.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@torch.jit.script
+def rms(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    dtype = x.dtype
+    x = x.to(torch.float32)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+@torch.jit.script
+def _rotate_half(x: Tensor) -> Tensor:
+    half = x.size(-1) // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+@torch.jit.script
+def attend(q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor,
+           start: int, mask: Tensor | None, scale: float, head_dim: int) -> Tensor:
+    """Projections in, attention output out (before o_proj): rotary, cache write, SDPA."""
+    B, T = q.size(0), q.size(1)
+    q = q.view(B, T, -1, head_dim).transpose(1, 2)
+    k = k.view(B, T, -1, head_dim).transpose(1, 2)
+    v = v.view(B, T, -1, head_dim).transpose(1, 2)
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    q = (q * cos) + (_rotate_half(q) * sin)
+    k = (k * cos) + (_rotate_half(k) * sin)
+    k_cache[:, :, start:start + T] = k
+    v_cache[:, :, start:start + T] = v
+    out = F.scaled_dot_product_attention(q, k_cache[:, :, :start + T], v_cache[:, :, :start + T],
+                                         attn_mask=mask, scale=scale)
+    return out.transpose(1, 2).reshape(B, T, -1)
+
+
+@torch.jit.script
+def _qlinear(x: Tensor, w: torch.classes.quantized.LinearPackedParamsBase, reduce_range: bool) -> Tensor:
+    return torch.ops.quantized.linear_dynamic(x, w, reduce_range).to(x.dtype)
+
+
+@torch.jit.script
+def layer_int8(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: float,
+               q: torch.classes.quantized.LinearPackedParamsBase, k: torch.classes.quantized.LinearPackedParamsBase,
+               v: torch.classes.quantized.LinearPackedParamsBase, o: torch.classes.quantized.LinearPackedParamsBase,
+               gate: torch.classes.quantized.LinearPackedParamsBase, up: torch.classes.quantized.LinearPackedParamsBase,
+               down: torch.classes.quantized.LinearPackedParamsBase, reduce_range: bool,
+               cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, start: int, mask: Tensor | None,
+               scale: float, head_dim: int) -> Tensor:
+    x = rms(h, norm1, eps1)
+    a = attend(_qlinear(x, q, reduce_range), _qlinear(x, k, reduce_range), _qlinear(x, v, reduce_range),
+               cos, sin, k_cache, v_cache, start, mask, scale, head_dim)
+    h = h + _qlinear(a, o, reduce_range)
+    x = rms(h, norm2, eps2)
+    return h + _qlinear(F.silu(_qlinear(x, gate, reduce_range)) * _qlinear(x, up, reduce_range), down, reduce_range)
+
+
+@torch.jit.script
+def layer_float(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: float,
+                q: Tensor, k: Tensor, v: Tensor, o: Tensor, gate: Tensor, up: Tensor, down: Tensor,
+                cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, start: int,
+                mask: Tensor | None, scale: float, head_dim: int) -> Tensor:
+    x = rms(h, norm1, eps1)
+    a = attend(F.linear(x, q), F.linear(x, k), F.linear(x, v), cos, sin, k_cache, v_cache, start, mask, scale,
+               head_dim)
+    h = h + F.linear(a, o)
+    x = rms(h, norm2, eps2)
+    return h + F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down)

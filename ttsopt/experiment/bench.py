@@ -1,0 +1,138 @@
+"""`ttsopt bench`: the upstream-equivalent baseline and a fast combination, side by side in one
+process, interleaved — the in-process design of a suite's runs, on one prompt — plus what only
+a live pipeline can show: T3's memory floor, streaming's first audio, a batch's throughput.
+
+Every trial is a `TrialRecord` in a results store (the run `bench`), so a saved bench is read
+like any suite's records; the printed table is computed from those records, each gain with
+its interval over the pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core import stats
+from ..core.records import load
+from ..core.vocab import Design, Phase, Side, Stage
+from ..engine.batch import synthesize_batch
+from ..engine.pipeline import Sampling
+from ..engine.stream import synthesize_stream
+from ..engine.t3.fast import FastT3
+from ..measure import roofline
+from . import profiles
+from .runner import RunConfig, _Run, measure_pairs
+
+BEST = {"cpu": "fast-t3+cpu-int8-t3+fast-s3gen", "cuda": "fast-t3+fast-s3gen"}
+RUN_ID = "bench"
+
+
+@dataclass
+class Bench:
+    records: pd.DataFrame
+    floor: dict
+    evidence: dict
+    combo: str
+
+
+def run(out_dir, *, source: str, device: str, combo: str | None, text: str, tokens: int, trials: int, seed: int,
+        stream: bool, batch: int) -> Bench:
+    from ..engine.sources import resolve_device
+    combo = combo or BEST[resolve_device(device).type]
+    profile = profiles.Profile("bench", None, tuple(range(seed, seed + trials)), trials=1, rounds=0, cross_trials=0,
+                               warmup_tokens=min(4, tokens), tokens=tokens, time_limit_s=0, fidelity_prompts=1)
+    cfg = RunConfig(out_dir=str(out_dir), variant=combo, source=source, device=device, run_id=RUN_ID,
+                    profile="smoke", save_audio=False)
+    run_ = _Run(cfg, Design.IN_PROCESS, profile)
+    base, fast, applied = measure_pairs(run_, [{"id": "bench", "category": "bench", "text": text}])
+    floor = memory_floor(base, fast, run_, text, tokens)
+    if stream:
+        _stream(run_, fast, text, seed, tokens)
+    if batch:
+        _batch(run_, fast, text, seed, tokens, batch)
+    return Bench(load(out_dir), floor, applied.evidence(fast), combo)
+
+
+def _stream(run_: _Run, pipeline, text: str, seed: int, tokens: int) -> None:
+    out = synthesize_stream(pipeline, text, seed=seed, n_tokens=tokens)
+    run_.write(run_.record(Phase.STREAM, Side.VARIANT, prompt_id="bench", seed=seed, wall_s=out.wall_s,
+                           audio_s=out.audio_s, n_tokens=int(out.tokens.numel()),
+                           extra={"first_audio_s": out.first_audio_s, "chunks": len(out.chunks),
+                                  "rest_rtf": out.rest_rtf}))
+
+
+def _batch(run_: _Run, pipeline, text: str, seed: int, tokens: int, n: int) -> None:
+    out = synthesize_batch(pipeline, [text] * n, [seed + i for i in range(n)], tokens)
+    run_.write(run_.record(Phase.BATCH, Side.VARIANT, prompt_id="bench", seed=seed, wall_s=out.wall_s,
+                           audio_s=out.audio_s, extra={"prompts": n, "t3_s": out.t3_s,
+                                                       "audio_s_per_wall_s": out.audio_s_per_wall_s}))
+
+
+def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int) -> dict:
+    """Bytes each side's T3 step must read, this device's read bandwidth, and what follows."""
+    with torch.inference_mode():  # prefill length: conditioning + text + start-of-speech
+        t3 = FastT3(base.model.t3, graphs=False)
+        prefill_len = t3.prefill(base.conditioning().t3, base.text_to_tokens(text), Sampling()).length
+    bandwidth = roofline.read_bandwidth(base.device)
+    df = load(run_.cfg.out_dir)
+    trials = df[(df["phase"] == Phase.TRIAL) & (df["run_id"] == RUN_ID)]
+    out = {"prefill_positions": prefill_len, "read_bandwidth_gb_s": bandwidth / 1e9,
+           "bandwidth_probe": f"best of 5 sums over a 256 MiB float32 tensor on {base.device}"}
+    for side, p in ((Side.BASELINE, base), (Side.VARIANT, fast)):
+        step_s = 1 / float(trials.loc[trials["side"] == side, "tokens_per_s"].median())
+        nbytes = roofline.step_bytes(p.model.t3, prefill_len, n_tokens)
+        out[str(side)] = {"step_mb": nbytes / 2**20, "weight_mb": roofline.weight_bytes(p.model.t3) / 2**20,
+                          "step_ms": step_s * 1e3, "achieved_gb_s": nbytes / step_s / 1e9,
+                          "floor_ms": nbytes / bandwidth * 1e3}
+    out["t3_gain_ceiling"] = out["baseline"]["step_ms"] / out["variant"]["floor_ms"]
+    return out
+
+
+# --- the table -------------------------------------------------------------------------------------
+ROWS = (  # label, column, phase, higher is better
+    ("T3 tokens/s", "tokens_per_s", Phase.TRIAL, True),
+    ("T3 decode s", f"stage_{Stage.T3_DECODE}", Phase.TRIAL, False),
+    ("S3Gen flow s", f"stage_{Stage.S3GEN_FLOW}", Phase.TRIAL, False),
+    ("vocoder s", f"stage_{Stage.VOCODER}", Phase.TRIAL, False),
+    ("end-to-end wall s", "wall_s", Phase.TRIAL, False),
+    ("end-to-end RTF", "rtf", Phase.TRIAL, False),
+    ("model weights MiB", "mem_params_mb", Phase.LOAD, False),
+    ("resident after load MiB", "mem_rss_resident_mb", Phase.LOAD, False),
+    ("synthesis peak above resident MiB", "mem_rss_synth_peak_mb", Phase.TRIAL, False),
+)
+
+
+def table(records: pd.DataFrame) -> pd.DataFrame:
+    """Median per side and the gain (baseline / fast for times, fast / baseline for throughput)
+    with its interval over the pairs; memory columns show their values without a gain."""
+    df = records[records["run_id"] == RUN_ID]
+    rows = []
+    for label, column, phase, higher in ROWS:
+        if column not in df.columns:
+            continue
+        sel = df[df["phase"] == phase]
+        b = pd.to_numeric(sel.loc[sel["side"] == Side.BASELINE, column], errors="coerce").median()
+        f = pd.to_numeric(sel.loc[sel["side"] == Side.VARIANT, column], errors="coerce").median()
+        gain = low = high = np.nan
+        if phase == Phase.TRIAL and not column.startswith("mem_"):
+            c = stats.compare(df, column, metric=column, design=Design.IN_PROCESS)
+            gain, low, high = (c.ratio, c.ci_low, c.ci_high) if higher else (1 / c.ratio, 1 / c.ci_high, 1 / c.ci_low)
+        rows.append({"metric (median)": label, "baseline": b, "fast": f, "gain": gain, "gain 95% CI low": low,
+                     "gain 95% CI high": high})
+    return pd.DataFrame(rows)
+
+
+def fidelity_lines(records: pd.DataFrame) -> list[str]:
+    df = records[(records["run_id"] == RUN_ID) & (records["side"] == Side.VARIANT)]
+    trials, probes = df[df["phase"] == Phase.TRIAL], df[df["phase"] == Phase.FIDELITY]
+    lines = []
+    if "fid_token_match" in trials.columns:
+        lines.append(f"token match rate (same seed): {trials['fid_token_match'].mean():.4f} "
+                     f"over {len(trials)} trial(s)")
+    for col, label in (("fid_mel_rel_err", "mel rel. error (baseline tokens, same noise)"),
+                       ("fid_logit_rel_err", "T3 teacher-forced logit rel. error")):
+        if col in probes.columns and probes[col].notna().any():
+            lines.append(f"{label}: {probes[col].max():.3g}")
+    return lines

@@ -1,0 +1,98 @@
+"""Where the time goes: a torch.profiler pass, separate from the measured trials.
+
+Profiling slows every operator down, so no timing in a verdict ever comes from here. The
+pass runs after a run's trials, on one prompt: `wait` steps ignored, `warmup` steps traced
+and thrown away (the profiler's own start-up cost lands there), `active` steps kept. Stages
+show up as `record_function` labels (`ttsopt.timing.StageTimes` sets them), so the trace
+opens in Perfetto or chrome://tracing with the pipeline's stages on the timeline.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.profiler import ProfilerActivity, profile, schedule
+
+from ..core.vocab import STAGES
+
+WAIT, WARMUP, ACTIVE = 1, 1, 1
+# Above this a Chrome trace is gzipped; Perfetto and chrome://tracing open .json.gz directly.
+GZIP_ABOVE_BYTES = 8 * 2**20
+TOP_N = 15
+
+
+@dataclass
+class Profiled:
+    operators: pd.DataFrame   # one row per operator, most expensive first
+    stages: pd.DataFrame      # one row per pipeline stage label
+    trace_path: Path | None
+
+
+def _activities(device: torch.device) -> list[ProfilerActivity]:
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+
+
+def _table(averages, device: torch.device) -> pd.DataFrame:
+    cuda = device.type == "cuda"
+    rows = []
+    for e in averages:
+        row = {"name": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+               "cpu_total_ms": e.cpu_time_total / 1e3}
+        if cuda:
+            row["self_device_ms"] = e.self_device_time_total / 1e3
+            row["device_total_ms"] = e.device_time_total / 1e3
+        rows.append(row)
+    sort = "self_device_ms" if cuda else "self_cpu_ms"
+    return pd.DataFrame(rows).sort_values(sort, ascending=False, ignore_index=True)
+
+
+def save_trace(prof, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(path))
+    if path.stat().st_size > GZIP_ABOVE_BYTES:
+        gz = path.with_suffix(path.suffix + ".gz")
+        with open(path, "rb") as src, gzip.open(gz, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.unlink(path)
+        return gz
+    return path
+
+
+def profile_synthesis(pipeline, text: str, *, seed: int = 0, n_tokens: int | None = None,
+                      trace_path=None, wait: int = WAIT, warmup: int = WARMUP, active: int = ACTIVE) -> Profiled:
+    """Profile `wait + warmup + active` syntheses of TEXT; tables and trace cover the active ones."""
+    saved: list[Path] = []
+
+    def ready(prof):
+        if trace_path is not None:
+            saved.append(save_trace(prof, trace_path))
+
+    cycle = schedule(wait=wait, warmup=warmup, active=active, repeat=1)
+    with profile(activities=_activities(pipeline.device), schedule=cycle,
+                 on_trace_ready=ready, acc_events=True) as prof:  # one cycle; silences the per-cycle warning
+        for _ in range(wait + warmup + active):
+            pipeline.synthesize(text, seed=seed, n_tokens=n_tokens)
+            prof.step()
+    table = _table(prof.key_averages(), pipeline.device)
+    is_stage = table["name"].isin(STAGES)
+    stages = table[is_stage].set_index("name").reindex([s for s in STAGES if s in set(table["name"])]).reset_index()
+    operators = table[~is_stage & ~table["name"].str.startswith("ProfilerStep")].head(TOP_N).reset_index(drop=True)
+    return Profiled(operators, stages, saved[0] if saved else None)
+
+
+def cost_by_length(pipeline, prompts: list[dict], *, seed: int = 0, tokens_for=None) -> pd.DataFrame:
+    """One synthesis per prompt: characters, tokens, wall time, RTF and stage seconds, to see how
+    cost grows with the text. TOKENS_FOR(text) forces a length (random weights need one)."""
+    rows = []
+    for p in prompts:
+        out = pipeline.synthesize(p["text"], seed=seed, n_tokens=tokens_for(p["text"]) if tokens_for else None)
+        rows.append({"prompt_id": p["id"], "chars": len(p["text"]), "n_tokens": out.n_tokens,
+                     "audio_s": out.audio_s, "wall_s": out.wall_s, "rtf": out.rtf,
+                     **{f"stage_{k}": v for k, v in out.stages.items()}})
+    return pd.DataFrame(rows)
