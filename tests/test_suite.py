@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import nbformat
@@ -14,6 +15,7 @@ from ttsopt import variants
 from ttsopt.core import records
 from ttsopt.core.errors import UserError
 from ttsopt.experiment import runner, suite
+from ttsopt.report import html
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -44,10 +46,17 @@ def test_suite_runs_every_registered_variant_and_links_each_run(suite_dir):
     assert positions["aa-in-process"] == 0 and sorted(positions) == list(range(len(expected)))
     index = (suite_dir / "index.html").read_text()
     for run_id in expected:
-        assert f"href='html/{run_id}.html'" in index, run_id
+        assert f'href="html/{run_id}.html"' in index, run_id
         assert (suite_dir / "html" / f"{run_id}.html").is_file()
-    for ref in re.findall(r"""(?:src|href)='([^']+)'""", index):
-        assert (suite_dir / ref).is_file(), f"index refers to missing {ref}"
+    refs = re.findall(r'(?:src|href)="([^"]+)"', index)
+    assert refs
+    for ref in refs:
+        assert (suite_dir / urllib.parse.unquote(ref)).is_file(), f"index refers to missing {ref}"
+    rows = {r["run_id"]: r for r in html.json_lines(suite_dir)}
+    assert rows["channels-last"]["verdict"] == "not exercised here"  # a fixed voice: no converted call
+    assert rows["token-budget"]["verdict"] == rows["alignment-analyzer"]["verdict"] == "needs real weights"
+    assert rows["warmup"]["metric"] == "cold_start" and rows["warmup"]["design"] == "cross-process"
+    assert rows["fast-t3"]["engaged"] and rows["fast-t3"]["metric"] == "t3_decode"
     # Not applicable here means no kernel was started for it, and the page says why.
     for run_id in df[df["status"] == "not applicable"]["run_id"].unique():
         assert not (suite_dir / "notebooks" / f"{run_id}.ipynb").exists()

@@ -101,11 +101,12 @@ def _floor_lines(f: dict) -> list[str]:
 
 
 def _extra_lines(records) -> list[str]:
+    from ..core.vocab import Phase
     out = []
-    for _, r in records[records["phase"] == "stream"].iterrows():
+    for _, r in records[records["phase"] == Phase.STREAM].iterrows():
         out.append(f"stream: first audio after {r['x_first_audio_s']:.2f} s, {r['x_chunks']:.0f} chunks, RTF of the "
                    f"rest {r['x_rest_rtf']:.3f}, whole {r['wall_s']:.2f} s for {r['audio_s']:.2f} s of audio")
-    for _, r in records[records["phase"] == "batch"].iterrows():
+    for _, r in records[records["phase"] == Phase.BATCH].iterrows():
         out.append(f"batch of {r['x_prompts']:.0f}: {r['audio_s']:.2f} s of audio in {r['wall_s']:.2f} s (T3 "
                    f"{r['x_t3_s']:.2f} s) = {r['x_audio_s_per_wall_s']:.2f} audio s per wall s")
     return out
@@ -114,12 +115,11 @@ def _extra_lines(records) -> list[str]:
 def _figure(directory: Path, result) -> None:
     import matplotlib
     matplotlib.use("Agg")
-    from ..core.vocab import STAGES
+    from ..core.vocab import STAGES, Phase, Side
     from ..report.plots import bench_figure, save
-
-    trials = result.records[(result.records["phase"] == "trial")]
+    trials = result.records[(result.records["phase"] == Phase.TRIAL)]
     sides = {}
-    for side, name in (("baseline", "baseline"), ("variant", "fast")):
+    for side, name in ((Side.BASELINE, "baseline"), (Side.VARIANT, "fast")):
         rows = trials[trials["side"] == side]
         sides[name] = [{"stages": {s: float(r.get(f"stage_{s}", 0.0) or 0.0) for s in STAGES}, "wall_s": r["wall_s"]}
                        for r in rows.to_dict("records")]

@@ -289,6 +289,21 @@ def load_env(dir) -> dict[str, dict]:
     return out
 
 
+NO_TRIAL = "no measured trial was recorded"
+
+
+def run_status(rows: list[dict]) -> tuple[str, str]:
+    """(status, reason) of one run from its records: the first not-applicable or failed record
+    decides; a run without a measured trial failed."""
+    for status in (Status.NOT_APPLICABLE, Status.FAILED):
+        bad = [r for r in rows if r.get("status") == status]
+        if bad:
+            return status, bad[0].get("error") or ""
+    if not any(r.get("phase") == Phase.TRIAL for r in rows):
+        return Status.FAILED, NO_TRIAL
+    return Status.OK, ""
+
+
 def completed_keys(dir, run_id: str | None = None) -> set[tuple]:
     """KEY_COLUMNS of the records already measured ok, to resume a run."""
     # Built from the records rather than the DataFrame, where missing ids become NaN

@@ -93,13 +93,7 @@ def _records(cfg: RunConfig) -> list[dict]:
 def run_status(cfg: RunConfig) -> tuple[str, str]:
     """(status, reason) of a finished run, read back from its records."""
     rows = _records(cfg)
-    if not rows:
-        return Status.FAILED, NO_RECORDS
-    for status in (Status.NOT_APPLICABLE, Status.FAILED):
-        bad = [r for r in rows if r.get("status") == status]
-        if bad:
-            return status, bad[0].get("error") or ""
-    return Status.OK, ""
+    return records.run_status(rows) if rows else (Status.FAILED, NO_RECORDS)
 
 
 def finished_ok(cfg: RunConfig) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import claims as claims_mod
-from ..core import stats
+from ..core import records, stats
 from ..core.vocab import Phase, Role, Side, Status, Verdict
 
 ROLE_ORDER = {Role.AA: 0, Role.VARIANT: 1}
@@ -42,13 +42,7 @@ def verdict_text(verdict: str, n: int | None = None, unit: str = "") -> str:
 
 
 def _status(recs: pd.DataFrame) -> tuple[str, str]:
-    for status in (Status.NOT_APPLICABLE, Status.FAILED):
-        bad = recs[recs["status"] == status]
-        if len(bad):
-            return status, str(bad["error"].iloc[0] or "")
-    if not (recs["phase"] == Phase.TRIAL).any():
-        return Status.FAILED, "no measured trial was recorded"
-    return Status.OK, ""
+    return records.run_status(recs[["status", "phase", "error"]].to_dict("records"))
 
 
 def _first(recs: pd.DataFrame, column: str, phase: str | None = None):

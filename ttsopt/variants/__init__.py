@@ -6,6 +6,12 @@ processes and kernels a suite starts, since they inherit the environment.
 
 A spec names one variant or a composition joined by `+` (`bf16+static-kv-cache`), applied
 left to right. `baseline` is the empty spec.
+
+Eleven of the variants re-measure the optimizations of an earlier campaign to speed up
+Chatterbox, whose own assessment found most of its claimed gains were measurement errors or did
+not exist; each quotes that campaign's claim as data (`core.claims.Claim`, source "assessment
+#N": the Nth optimization of that assessment), so a report shows claimed against measured. The
+others are this workbench's own fast path; their claims state a direction, not a figure.
 """
 from __future__ import annotations
 

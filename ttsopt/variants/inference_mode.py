@@ -1,4 +1,4 @@
-"""no-grad and channels-last: the two halves of the assessment's "inference mode & channels
+"""no-grad and channels-last: the two halves of the campaign's "inference mode & channels
 last" (6–10% claimed together).
 
 The baseline already runs under `torch.inference_mode()`, so `no-grad` measures the other

@@ -1,4 +1,4 @@
-"""token-budget: our concrete reading of the assessment's "token sequence optimization".
+"""token-budget: a concrete reading of the campaign's "token sequence optimization" (assessment #7).
 
 Upstream lets T3 run up to a fixed 1000 speech tokens (40 s of audio) whatever the text; a
 run that fails to stop costs all of them. This variant gives each sentence a budget from

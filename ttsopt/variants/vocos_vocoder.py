@@ -36,8 +36,8 @@ def build(device: torch.device) -> torch.nn.Module:
 
 class VocosVocoder(Variant):
     name = "vocos"
-    claims = (Claim("rtf", "claimed 89% RTF improvement (Vocos vocoder; the assessment found its RTF was "
-                           "computed upside down)", *less(89), source="assessment #6"),)
+    claims = (Claim("rtf", "claimed 89% RTF improvement (Vocos vocoder; the campaign's own assessment found its "
+                           "RTF was computed upside down)", *less(89), source="assessment #6"),)
     requires = ("package vocos",)
 
     def apply(self, pipeline):
