@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import time
 
 import pytest
 import soundfile as sf
@@ -23,6 +24,19 @@ def test_stage_times_are_positive_and_within_wall(tiny_pipeline):
     assert tuple(out.stages) == STAGES
     assert all(t > 0 for t in out.stages.values())
     assert sum(out.stages.values()) <= out.wall_s
+
+
+def test_a_wrapper_around_the_synthesis_is_inside_its_wall_time(tiny_model):
+    pipeline = Pipeline(tiny_model)
+
+    def then_clean_up(synthesize, text, **kw):
+        out = synthesize(text, **kw)
+        time.sleep(0.3)  # a clean-up after the inner synthesis, as cuda-cache's empty_cache
+        return out
+
+    pipeline.wrap_synthesis(then_clean_up, by="test")
+    out = pipeline.synthesize("Hello world.", seed=1, n_tokens=4)
+    assert out.wall_s >= sum(out.stages.values()) + 0.3
 
 
 def test_rtf_is_wall_over_audio():

@@ -146,6 +146,19 @@ def test_header_names_the_environment_and_warns_of_random_weights_and_a_busy_mac
     assert "Noise of the in-process design" in glance and "±5%" in glance and "Spearman rho" in glance
 
 
+def test_header_says_how_long_the_records_took_to_measure(tmp_path):
+    _write_run(tmp_path, "aa-in-process", "baseline", "aa", 1.0, jitter=0.01)
+    path = tmp_path / "aa-in-process.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows[0]["time_utc"], rows[-1]["time_utc"] = "2026-01-01T09:00:00+00:00", "2026-01-01T10:30:00+00:00"
+    path.unlink()
+    store = records.Store(tmp_path, "aa-in-process")
+    for row in rows:
+        store.append({k: v for k, v in row.items() if k != "_crc"})
+    text = html.build(tmp_path, pages=False).read_text()
+    assert "90 min (2026-01-01 09:00 to 10:30 UTC)" in text
+
+
 def test_not_exercised_gets_its_own_verdict_and_reason(index):
     text = index.read_text()
     idle = _summary_row(text, "idle")

@@ -218,14 +218,20 @@ class Pipeline:
     # --- the whole thing ------------------------------------------------------------------------
     def synthesize(self, text: str, *, seed: int = 0, n_tokens: int | None = None, reference_wav=None,
                    sampling: Sampling | None = None, timer: StageTimes | None = None) -> Synthesis:
-        """Synthesize TEXT; TIMER (default: a new `StageTimes`) is filled stage by stage."""
+        """Synthesize TEXT; TIMER (default: a new `StageTimes`) is filled stage by stage. With a
+        variant's wrapper around the synthesis, the wall time is the wrapper's: what it does
+        before and after the inner synthesis (a cache clean-up, chunk joins) is part of the cost."""
         if n_tokens is not None and not 1 <= n_tokens <= self.sampling.max_new_tokens:
             raise ValueError(f"n_tokens must be between 1 and {self.sampling.max_new_tokens}, got {n_tokens}")
         call = self._synthesize_one
         for around in reversed(self.around):
             call = functools.partial(around, call)
-        return call(text, seed=seed, n_tokens=n_tokens, reference_wav=reference_wav, sampling=sampling,
-                    timer=timer)
+        with wall_timer(self.device) as wall:
+            out = call(text, seed=seed, n_tokens=n_tokens, reference_wav=reference_wav, sampling=sampling,
+                       timer=timer)
+        if self.around:
+            out.wall_s = wall.seconds
+        return out
 
     def _synthesize_one(self, text: str, *, seed: int = 0, n_tokens: int | None = None, reference_wav=None,
                         sampling: Sampling | None = None, timer: StageTimes | None = None) -> Synthesis:

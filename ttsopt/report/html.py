@@ -96,10 +96,22 @@ def _environment(df: pd.DataFrame, env: dict, rows: pd.DataFrame) -> list[tuple[
     return [("Weights", _distinct(df, "source")), ("Device", _distinct(df, "device")),
             ("Hardware", first.get("gpu_name") or first.get("cpu_model") or "–"),
             ("GPU driver", first.get("gpu_driver")), ("Run profile", _distinct(df, "profile")),
-            ("torch", first.get("torch")), ("CUDA", first.get("cuda")),
+            ("torch", first.get("torch")), ("torch built for CUDA", first.get("cuda")),
             ("chatterbox-tts", first.get("chatterbox_tts")), ("transformers", first.get("transformers")),
             ("ttsopt", first.get("ttsopt")), ("Python", first.get("python")),
-            ("Date (UTC)", first.get("date_utc")), ("Git commit", commit)]
+            ("Date (UTC)", first.get("date_utc")), ("Measured over", _span(df)), ("Git commit", commit)]
+
+
+def _span(df: pd.DataFrame) -> str | None:
+    """From the first record to the last, in minutes: how long the suite took where it ran."""
+    if "time_utc" not in df:
+        return None
+    times = pd.to_datetime(df["time_utc"], utc=True, errors="coerce").dropna()
+    if times.empty:
+        return None
+    first, last = times.min(), times.max()
+    minutes = (last - first).total_seconds() / 60
+    return f"{minutes:.0f} min ({first:%Y-%m-%d %H:%M} to {last:%H:%M} UTC)"
 
 
 def _memory(r: dict) -> list[tuple[str, str, str]]:
