@@ -4,7 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ttsopt.core import records
+from ttsopt.experiment import bench
+from ttsopt.measure.env import cpu_flags
 
 
 def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
@@ -19,7 +23,8 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
                 "no fast step can beat",
                 "resident after load MiB"):
         assert row in proc.stdout, row
-    assert "combo fast-t3+cpu-int8-t3+fast-s3gen" in proc.stdout
+    combo, why = bench.best_combo("cpu", cpu_flags())
+    assert f"combo {combo} ({why})" in proc.stdout
     printed = (out / "bench.txt").read_text()
     assert printed.startswith("$ ttsopt bench") and "--tokens 6" in printed.splitlines()[0]
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -56,3 +61,16 @@ def test_step_bytes_count_int8_weights_at_one_byte(tiny_model):
     c = t3.tfmr.config
     per_position = 2 * c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * 4
     assert roofline.step_bytes(t3, 100, 20) - after == per_position * 110
+
+
+@pytest.mark.parametrize("flags, flow_in_bf16", [({"avx2", "avx512f", "amx_bf16", "amx_tile"}, True),
+                                                 ({"avx2", "avx512f", "avx512_bf16"}, True),
+                                                 ({"avx2", "fma"}, False), (set(), False)])
+def test_the_cpu_default_puts_the_flow_in_bfloat16_only_with_bf16_units(flags, flow_in_bf16):
+    combo, why = bench.best_combo("cpu", flags)
+    assert ("fast-s3gen" in combo.split("+")) is flow_in_bf16
+    assert "cpu-int8-t3" in combo.split("+") and ("emulated" in why) is not flow_in_bf16
+
+
+def test_the_cuda_default_keeps_the_bf16_flow():
+    assert bench.best_combo("cuda", set())[0] == "fast-t3+fast-s3gen"

@@ -21,8 +21,9 @@ def register(sub) -> None:
     p.add_argument("--prompt", default=None, help="text to speak (default: medium-01 of data/prompts/prompts.csv)")
     p.add_argument("--trials", type=positive, default=2, help="interleaved pairs (default: 2)")
     p.add_argument("--seed", type=count, default=0, help="pair t uses seed SEED + t on both sides")
-    p.add_argument("--combo", default=None, help="variant spec (default per device: fast-t3+cpu-int8-t3+fast-s3gen on "
-                                                 "CPU, fast-t3+fast-s3gen on CUDA)")
+    p.add_argument("--combo", default=None, help="variant spec (default per device: fast-t3+cpu-int8-t3 on a CPU, "
+                                                 "+fast-s3gen where it has avx512_bf16 or amx_bf16; "
+                                                 "fast-t3+fast-s3gen on CUDA)")
     p.add_argument("--stream", action="store_true", help="also time streaming (first audio, RTF of the rest)")
     p.add_argument("--batch", type=count, default=0, help="also time N copies of the prompt in one T3 batch")
     p.add_argument("--save", default=None, metavar="DIR",
@@ -70,7 +71,7 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
         f"{cpu_model() or 'unknown CPU'}, {torch.get_num_threads()} threads"
     lines = [f"bench: source {args.source}, device {device} ({where}), {tokens} tokens"
              f"{'' if args.tokens else ' (scaled with the text)'}, {args.trials} interleaved pair(s), "
-             f"prompt {text!r}", f"       combo {result.combo}", "",
+             f"prompt {text!r}", f"       combo {result.combo} ({result.why})", "",
              bench.table(result.records).to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
              *bench.fidelity_lines(result.records), "", *_floor_lines(result.floor), *_extra_lines(result.records),
              "", f"evidence: {json.dumps(result.evidence, default=str, sort_keys=True)}"]

@@ -25,7 +25,22 @@ from ..measure import roofline
 from . import profiles
 from .runner import RunConfig, _Run, measure_pairs
 
-BEST = {"cpu": "fast-t3+cpu-int8-t3+fast-s3gen", "cuda": "fast-t3+fast-s3gen"}
+BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithmetic
+
+
+def best_combo(device_type: str, flags: set[str]) -> tuple[str, str]:
+    """The fast combination for a device and CPU FLAGS, and why. `fast-s3gen` runs the flow
+    estimator in bfloat16, which a CPU without bf16 units emulates, slower than float32: there
+    the flow stays as upstream runs it."""
+    if device_type == "cuda":
+        return "fast-t3+fast-s3gen", "CUDA: the T3 step and the flow estimator in bfloat16 with CUDA graphs"
+    units = [f for f in BF16_UNITS if f in flags]
+    if units:
+        return ("fast-t3+cpu-int8-t3+fast-s3gen",
+                f"this CPU has {', '.join(units)}: int8 T3 linears, the flow estimator in bfloat16")
+    return ("fast-t3+cpu-int8-t3",
+            f"this CPU has none of {', '.join(BF16_UNITS)}: int8 T3 linears; the flow stays float32, "
+            "since emulated bfloat16 is slower than float32")
 RUN_ID = "bench"
 
 
@@ -35,12 +50,16 @@ class Bench:
     floor: dict
     evidence: dict
     combo: str
+    why: str  # why this combination: the user's choice, or the device's default and its reason
 
 
 def run(out_dir, *, source: str, device: str, combo: str | None, text: str, tokens: int, trials: int, seed: int,
         stream: bool, batch: int) -> Bench:
     from ..engine.sources import resolve_device
-    combo = combo or BEST[resolve_device(device).type]
+    from ..measure.env import cpu_flags
+    why = "chosen with --combo"
+    if not combo:
+        combo, why = best_combo(resolve_device(device).type, cpu_flags())
     profile = profiles.Profile("bench", None, tuple(range(seed, seed + trials)), trials=1, rounds=0, cross_trials=0,
                                warmup_tokens=min(4, tokens), tokens=tokens, time_limit_s=0, fidelity_prompts=1)
     cfg = RunConfig(out_dir=str(out_dir), variant=combo, source=source, device=device, run_id=RUN_ID,
@@ -52,7 +71,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
         _stream(run_, fast, text, seed, tokens)
     if batch:
         _batch(run_, fast, text, seed, tokens, batch)
-    return Bench(load(out_dir), floor, applied.evidence(fast), combo)
+    return Bench(load(out_dir), floor, applied.evidence(fast), combo, why)
 
 
 def _stream(run_: _Run, pipeline, text: str, seed: int, tokens: int) -> None:
