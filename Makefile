@@ -32,7 +32,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 lab: setup
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 report: setup
 	$(BIN)/python -m ttsopt report $(OUT)

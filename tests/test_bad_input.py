@@ -112,6 +112,7 @@ def test_bad_output_path_is_refused_before_loading(tmp_path, capsys, out, messag
 @pytest.mark.parametrize("args, message", [
     (["--tokens", "0"], "expected at least 1"),
     (["--tokens", "-5"], "expected at least 1"),
+    (["--tokens", "1000000"], "expected at most 1000"),
     (["--source", "nosuch"], "unknown source 'nosuch'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
 ])
@@ -155,3 +156,88 @@ def test_papermill_parameter_of_the_wrong_type(tmp_path):
     assert err.value.ename == "UserError"
     assert "parameter variant must be str, got 3 (int)" in err.value.evalue
     assert not (tmp_path / "store").exists()  # nothing written half-way
+
+
+def test_the_parsers_token_cap_is_the_pipelines():
+    from ttsopt.cli import options
+    from ttsopt.engine.pipeline import Sampling
+
+    assert Sampling().max_new_tokens == options.MAX_TOKENS
+
+
+def test_prompt_files_with_a_nul_byte_or_no_rows(tmp_path):
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"id,category,text\nq1,short,Hel\x00lo.\n")
+    with pytest.raises(UserError, match="NUL byte in q1"):
+        profiles.load_prompts(nul)
+    utf16 = tmp_path / "utf16.csv"
+    utf16.write_bytes("id,category,text\nq1,short,Hello.\n".encode("utf-16"))
+    with pytest.raises(UserError, match="not UTF-8|NUL byte"):
+        profiles.load_prompts(utf16)
+    header = tmp_path / "header.csv"
+    header.write_text("id,category,text\n")
+    with pytest.raises(UserError, match="has no prompts"):
+        profiles.load_prompts(header)
+
+
+def _copy_weights(tiny_dir, target, change=None):
+    target.mkdir()
+    for f in tiny_dir.iterdir():
+        (target / f.name).write_bytes(f.read_bytes())
+    if change:
+        change(target)
+    return target
+
+
+def _wrong_shape(folder):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "t3_cfg.safetensors"))
+    name = next(k for k, v in state.items() if v.ndim == 2)
+    state[name] = state[name][:-1].contiguous()
+    save_file(state, str(folder / "t3_cfg.safetensors"))
+
+
+@pytest.mark.parametrize("change, file", [
+    (lambda d: (d / "tokenizer.json").write_text("{not json"), "tokenizer.json"),
+    (lambda d: (d / "ttsopt-arch.json").write_text("{not json"), "ttsopt-arch.json"),
+    (lambda d: (d / "ttsopt-arch.json").write_text('{"arch": "huge"}'), "ttsopt-arch.json"),
+    (lambda d: (d / "conds.pt").write_bytes(b"garbage, not a pickle"), "conds.pt"),
+    (_wrong_shape, "t3_cfg.safetensors"),
+])
+def test_local_dir_with_a_corrupt_or_foreign_file_names_it(tmp_path, capsys, tiny_dir, change, file):
+    broken = _copy_weights(tiny_dir, tmp_path / "weights", change)
+    code, line, out = synth(tmp_path, capsys, "Hello.", "--source", f"local:{broken}")
+    assert code == 2 and line.startswith("ttsopt synth: error: cannot use") and file in line, line
+    assert "weights_only" not in line and not out.exists()
+
+
+def test_a_weights_folder_without_a_voice_asks_for_a_reference_clip(tmp_path, capsys, tiny_dir):
+    voiceless = _copy_weights(tiny_dir, tmp_path / "weights", lambda d: (d / "conds.pt").unlink())
+    code, line, out = synth(tmp_path, capsys, "Hello.", "--source", f"local:{voiceless}")
+    assert code == 2 and "no built-in voice" in line and "--reference" in line and not out.exists()
+
+
+def test_accented_names_are_read_by_the_generated_tokenizer(tmp_path, capsys):
+    code, line, out = synth(tmp_path, capsys, "From São Paulo to Zürich, Ångström’s café.")
+    assert code == 0 and out.exists(), line
+
+
+@pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("false", False), ("True", True),
+                                             ("0", False), ("yes", True)])
+def test_boolean_notebook_parameters_read_the_strings_a_shell_gives(value, expected):
+    from ttsopt.experiment.runner import flag
+
+    assert flag(value, "profiling") is expected
+
+
+def test_a_boolean_notebook_parameter_that_is_neither_is_refused():
+    from ttsopt.experiment.runner import flag
+
+    with pytest.raises(UserError, match="parameter profiling must be true or false, got 'maybe'"):
+        flag("maybe", "profiling")
+
+
+def test_synth_seed_does_not_change_the_random_weights():
+    args = cli.build_parser().parse_args(["synth", "Hi.", "--out", "x.wav", "--seed", "7"])
+    assert (args.seed, args.model_seed) == (7, 0)

@@ -21,7 +21,7 @@ def no_hf_files(monkeypatch, tmp_path):
 def test_capture_names_the_environment():
     captured = env.capture(source="tiny")
     for key in (
-        "date_utc", "python", "platform", "cpu_model", "cpu_count", "torch", "cuda",
+        "date_utc", "python", "platform", "cpu_model", "cpu_units", "cpu_count", "torch", "cuda",
         "cuda_available", "gpu_name", "gpu_driver", "chatterbox_tts", "transformers",
         "numpy", "ttsopt", "git_commit", "git_dirty", "source",
     ):  # fmt: skip
@@ -30,6 +30,16 @@ def test_capture_names_the_environment():
     assert captured["numpy"]
     assert captured["date_utc"].endswith("+00:00")
     json.dumps(captured)  # stored as JSON as it is
+
+
+@pytest.mark.parametrize("flags, units", [
+    ({"avx2", "fma"}, "AVX2"),
+    ({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "AVX512-BF16, AVX512-VNNI, AVX-512, AVX2"),
+    ({"avx2", "avx512f", "amx_bf16", "amx_tile"}, "AMX-BF16, AVX-512, AVX2"),
+    (set(), None),
+])
+def test_cpu_units_tell_two_cpus_of_one_name_apart(flags, units):
+    assert env.cpu_units(flags) == units
 
 
 def test_capture_does_not_copy_the_environment(monkeypatch):

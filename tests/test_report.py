@@ -180,6 +180,9 @@ def test_index_references_only_local_files_that_exist(index):
     refs = re.findall(r"""(?:src|href)="([^"]+)\"""", text)
     assert any(r.startswith("plots/") for r in refs) and any(r.startswith("audio/") for r in refs)
     for ref in refs:
+        if ref.startswith("#"):  # a link within the page: its target must be there
+            assert f'id="{ref[1:]}"' in text, ref
+            continue
         assert (index.parent / ref).is_file(), ref
 
 
@@ -222,6 +225,21 @@ def test_report_of_a_missing_directory_is_one_line(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "ttsopt", "report", str(target)], capture_output=True, text=True,
                               cwd=REPO)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_damaged_folder_still_gives_a_report_and_says_what_it_could_not_read(store_dir, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(store_dir, damaged, ignore=shutil.ignore_patterns("html", "index.html"))
+    (damaged / "notebooks").mkdir(exist_ok=True)
+    (damaged / "notebooks" / "halver.ipynb").write_text('{"cells": [')  # cut off mid-write
+    (damaged / "prompts.csv").write_bytes(b"id,category,text\n\xff\xfe,\x00\n")
+    env = next(damaged.glob("*.env.json"))
+    env.write_text(json.dumps({"0": {"git_commit": 12345, "torch": ["not", "a", "version"]}}))
+    with pytest.warns(UserWarning) as caught:
+        index = html.build(damaged)
+    said = " ".join(str(w.message) for w in caught)
+    assert "halver.ipynb: cannot be exported" in said and "prompts.csv: unreadable" in said
+    assert index.is_file() and (damaged / "html" / "halver.html").is_file()
 
 
 def test_notebook_page_has_no_code_no_stderr_no_cdn(tmp_path):

@@ -183,3 +183,10 @@ def test_unstable_aa_and_drift():
     rho, p = stats.drift([0, 1, 2, 3, 4, 5], [1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
     assert rho == pytest.approx(1.0) and p < 0.05
     assert math.isnan(stats.drift([0, 1], [1.0, 2.0])[0])
+
+
+def test_a_zero_value_is_not_a_replicate_and_gives_no_infinite_ratio():
+    rows = [dict(phase="trial", status="ok", side=s, pair=p, mem=v)
+            for p in range(6) for s, v in (("baseline", 400.0), ("variant", 0.0 if p < 2 else 200.0))]
+    c = stats.compare(pd.DataFrame(rows), "mem", kind="memory")
+    assert c.n == 4 and math.isfinite(c.ratio) and c.ratio == pytest.approx(0.5)

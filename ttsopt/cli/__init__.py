@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
-from ..core.errors import UserError
+from ..core.errors import Interrupted, StorageError, UserError, raise_on_sigterm
 
 # command name -> module holding `register(subparsers)`; each registers a `func(args) -> int`.
 COMMANDS = {
@@ -28,13 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_BAD_INPUT, EXIT_STORAGE = 2, 74  # 74: EX_IOERR of sysexits.h
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = [*(sys.argv[1:] if argv is None else argv)]  # (`list` here is the list command's module)
+    previous = raise_on_sigterm()
     try:
         return args.func(args) or 0
+    except StorageError as exc:
+        print(f"ttsopt {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_STORAGE
     except UserError as exc:
         print(f"ttsopt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"ttsopt {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt as exc:
+        signal_name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"ttsopt {args.command}: interrupted ({signal_name})", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -9,15 +9,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .options import add_model, count, positive
+from .options import MAX_TOKENS, add_model, count, positive, tokens
 
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="baseline vs the fast path, side by side, one table of gains")
     add_model(p, default_source="synthetic")
-    p.add_argument("--tokens", type=positive, default=None,
-                   help="speech tokens per synthesis, both sides (default: scaled with the text as the full "
-                        "profile scales it, 1.2 per character)")
+    p.add_argument("--tokens", type=tokens, default=None,
+                   help=f"speech tokens per synthesis, both sides, 1 to {MAX_TOKENS} (default: scaled with the "
+                        "text as the full profile scales it, 1.2 per character)")
     p.add_argument("--prompt", default=None, help="text to speak (default: medium-01 of data/prompts/prompts.csv)")
     p.add_argument("--trials", type=positive, default=2, help="interleaved pairs (default: 2)")
     p.add_argument("--seed", type=count, default=0, help="pair t uses seed SEED + t on both sides")
@@ -37,7 +37,7 @@ def default_prompt() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import variants
+    from ..core import catalog
     from ..core.errors import UserError
     from ..experiment import profiles
 
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     if not text.strip():
         raise UserError("--prompt is empty: give at least one word to speak")
     if args.combo:
+        catalog.check(args.combo)  # before torch is imported
+        from .. import variants
         variants.parse(args.combo)
     tokens = args.tokens or profiles.token_budget(profiles.get("full"), text)
     if args.save:
@@ -59,7 +61,7 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
     import torch
 
     from ..experiment import bench
-    from ..measure.env import cpu_model
+    from ..measure.env import cpu_model, cpu_units
 
     directory.mkdir(parents=True, exist_ok=True)
     for stale in ("bench.jsonl", "bench.env.json"):
@@ -68,7 +70,7 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
                        trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch)
     device = torch.device("cuda" if str(result.records["device"].dropna().iloc[0]).startswith("cuda") else "cpu")
     where = torch.cuda.get_device_name() if device.type == "cuda" else \
-        f"{cpu_model() or 'unknown CPU'}, {torch.get_num_threads()} threads"
+        f"{cpu_model() or 'unknown CPU'} ({cpu_units() or 'no vector units known'}), {torch.get_num_threads()} threads"
     lines = [f"bench: source {args.source}, device {device} ({where}), {tokens} tokens"
              f"{'' if args.tokens else ' (scaled with the text)'}, {args.trials} interleaved pair(s), "
              f"prompt {text!r}", f"       combo {result.combo} ({result.why})", "",

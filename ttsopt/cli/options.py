@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 SOURCE_HELP = "hub, local:DIR, synthetic or tiny"
+MAX_TOKENS = 1000  # upstream's cap on speech tokens (40 s of speech); the pipeline enforces the same
 
 
 def source(value: str) -> str:
@@ -31,6 +32,14 @@ def _whole(value: str, minimum: int) -> int:
 
 def positive(value: str) -> int:
     return _whole(value, 1)
+
+
+def tokens(value: str) -> int:
+    """A forced speech-token count, 1 to MAX_TOKENS (25 tokens are one second of speech)."""
+    n = _whole(value, 1)
+    if n > MAX_TOKENS:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_TOKENS} (upstream's cap, 40 s of speech), got {n}")
+    return n
 
 
 def count(value: str) -> int:

@@ -9,7 +9,8 @@ from .options import count
 
 def register(sub) -> None:
     p = sub.add_parser("prepare", help="build and cache the random weights of the synthetic or tiny source")
-    p.add_argument("source", choices=("synthetic", "tiny"))
+    p.add_argument("source", choices=("synthetic", "tiny"),
+                   help="which random weights to build: synthetic (full size) or tiny")
     p.add_argument("--seed", type=count, default=0, help="weights seed (default: 0)")
     p.set_defaults(func=run)
 

@@ -4,18 +4,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..core import catalog
 from ..core.errors import UserError
-from .options import add_model, count, positive
+from .options import MAX_TOKENS, add_model, count, tokens
 
 
 def register(sub) -> None:
     p = sub.add_parser("synth", help="synthesize one text and print where the time went")
-    p.add_argument("text")
+    p.add_argument("text", help="the English text to speak (quote it)")
     add_model(p, default_source="tiny")
     p.add_argument("--out", required=True, help="wav file to write")
-    p.add_argument("--tokens", type=positive, default=None,
-                   help="force exactly N speech tokens (needed for random weights to stop)")
-    p.add_argument("--seed", type=count, default=0)
+    p.add_argument("--tokens", type=tokens, default=None,
+                   help=f"force exactly N speech tokens, 1 to {MAX_TOKENS}; 25 are one second of speech "
+                        "(needed for random weights to stop; default: the model's natural stop)")
+    p.add_argument("--seed", type=count, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--model-seed", type=count, default=0,
+                   help="seed of the random weights of the synthetic and tiny sources (default: 0)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="precision of T3 and the S3Gen flow (default: float32)")
     p.add_argument("--reference", default=None, help="reference voice clip (default: the model's own voice)")
@@ -38,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     _check_out(args.out)
     if not args.text.strip():
         raise UserError("text is empty: give at least one word to speak")
+    catalog.check(args.variant)  # a misspelt name is refused before torch is imported
     from .. import variants
     if args.variant:
         variants.parse(args.variant)  # unknown names are refused before the model loads
@@ -46,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.pipeline import Pipeline
     from ..measure.timing import StageTimes
 
-    model = sources.load(args.source, device=args.device, dtype=args.dtype, seed=args.seed)
+    model = sources.load(args.source, device=args.device, dtype=args.dtype, seed=args.model_seed)
     pipeline = Pipeline(model)
     applied = variants.apply(pipeline, args.variant) if args.variant else None
     if model.random_weights and args.tokens is None:

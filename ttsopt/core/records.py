@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import StorageError
 from .secrets import redact
 from .vocab import Design, Phase, Role, Side, Status
 
@@ -175,6 +176,15 @@ def validate(record: dict) -> None:
         raise ValueError("a record needs a variant")
 
 
+def storage_error(path: Path, exc: OSError, created: bool) -> StorageError:
+    """The one-line error for a failed write; a file the write itself created and left empty is
+    removed, so no 0-byte record file is left behind. A torn last line is ended on the next open."""
+    if created and path.exists() and path.stat().st_size == 0:
+        path.unlink()
+    return StorageError(f"cannot write {path}: {exc.strerror or exc}; free space (or choose another --out), "
+                        "then run again with --resume")
+
+
 class Store:
     def __init__(self, dir, run_id: str):
         self.dir = Path(dir)
@@ -206,10 +216,13 @@ class Store:
         clean = redact({**record, "schema": SCHEMA_VERSION, "run_id": self.run_id})
         line = _canonical({**clean, "_crc": _crc(clean)}) + "\n"
         created = not self.path.exists()
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise storage_error(self.path, exc, created) from None
         if created:
             _fsync_dir(self.dir)
 
@@ -224,8 +237,10 @@ class Store:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.env_path)
-        except BaseException:
+        except BaseException as exc:
             os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise storage_error(self.env_path, exc, created=False) from None
             raise
         _fsync_dir(self.dir)
 

@@ -69,10 +69,14 @@ class Comparison:
 
 
 def _ok(df: pd.DataFrame, phase: str, column: str) -> pd.DataFrame:
+    """The ok records of PHASE with a positive COLUMN: a ratio needs a positive value on both sides,
+    and a zero (a synthesis that grew no memory above resident, say) cannot be one. The replicate
+    count then shows how many were left."""
     df = df[(df["phase"] == phase) & (df["status"] == Status.OK)]
     if column not in df.columns:
         return df.iloc[0:0]
-    return df.assign(_v=pd.to_numeric(df[column], errors="coerce")).dropna(subset=["_v"])
+    d = df.assign(_v=pd.to_numeric(df[column], errors="coerce")).dropna(subset=["_v"])
+    return d[d["_v"] > 0]
 
 
 def log_ratios(df: pd.DataFrame, column: str, phase: str, design: str) -> tuple[np.ndarray, str, float, float]:

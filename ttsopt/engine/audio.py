@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ..core.errors import UserError
+from ..core.errors import StorageError, UserError
 
 MIN_REFERENCE_S = 1.0
 MIN_REFERENCE_SR = 16_000   # the S3 tokenizer and voice encoder work at 16 kHz
@@ -40,6 +40,12 @@ def write_wav(path, wav: np.ndarray, sr: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    sf.write(str(tmp), np.asarray(wav, dtype=np.float32).reshape(-1), sr, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    try:
+        sf.write(str(tmp), np.asarray(wav, dtype=np.float32).reshape(-1), sr, subtype="PCM_16", format="WAV")
+        tmp.replace(path)
+    except BaseException as exc:  # disk full, or an interruption mid-write
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, (OSError, RuntimeError)):  # soundfile reports a failed write as RuntimeError
+            raise StorageError(f"cannot write {path}: {exc}") from None
+        raise
     return path

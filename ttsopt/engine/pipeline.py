@@ -41,6 +41,10 @@ class TextError(UserError):
     """Text the model cannot speak; the message says why."""
 
 
+class VoiceError(UserError):
+    """No voice to speak in: the weights carry none and no reference clip was given."""
+
+
 class SynthesisError(RuntimeError):
     """A synthesis that produced nothing usable."""
 
@@ -199,7 +203,8 @@ class Pipeline:
         if reference_wav is not None:
             prepare_voice(tts, reference_wav, exaggeration=s.exaggeration)
         elif tts.conds is None:
-            raise SynthesisError("this model has no built-in voice (conds.pt): give a reference clip")
+            raise VoiceError("this model has no built-in voice (its folder has no conds.pt): "
+                             "give a reference clip (--reference)")
         if s.exaggeration != tts.conds.t3.emotion_adv[0, 0, 0]:
             c = tts.conds.t3
             tts.conds.t3 = T3Cond(speaker_emb=c.speaker_emb, cond_prompt_speech_tokens=c.cond_prompt_speech_tokens,

@@ -18,12 +18,14 @@ conditionals costs ~10 s on a 2-core CPU, in every fresh process of a suite.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,8 +120,8 @@ def build_random(arch: str, seed: int, device: torch.device, reference_wav) -> C
     t3, s3gen, ve = arch_mod.build(arch, seed)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = EnTokenizer(str(write_tokenizer(Path(tmp) / "tokenizer.json")))
-    tts = ChatterboxTTS(t3.to(device).eval(), s3gen.to(device).eval(), ve.to(device).eval(),
-                        tokenizer, str(device))
+    tts = _quietly(ChatterboxTTS, t3.to(device).eval(), s3gen.to(device).eval(), ve.to(device).eval(),
+                   tokenizer, str(device))
     prepare_voice(tts, reference_wav)
     return tts
 
@@ -230,28 +232,57 @@ def _load_local(directory: Path, device: torch.device):
     if missing:
         raise SourceError(f"local weights directory {directory} is missing {', '.join(missing)} "
                           f"(expected {', '.join(LOCAL_FILES)})")
-    meta = json.loads((directory / ARCH_FILE).read_text()) if (directory / ARCH_FILE).is_file() else {}
-    arch, random_weights = meta.get("arch", "full"), meta.get("random_weights", False)
-    t3, s3gen, ve = arch_mod.build(arch, init=False)  # every parameter is loaded below, strictly
+    with _reading(directory / ARCH_FILE):
+        meta = json.loads((directory / ARCH_FILE).read_text()) if (directory / ARCH_FILE).is_file() else {}
+        arch, random_weights = meta.get("arch", "full"), meta.get("random_weights", False)
+        t3, s3gen, ve = arch_mod.build(arch, init=False)  # every parameter is loaded below, strictly
 
-    ve.load_state_dict(_read_safetensors(directory / "ve.safetensors"))
-    t3_state = _read_safetensors(directory / "t3_cfg.safetensors")
-    if "model" in t3_state:  # some upstream checkpoints nest the state dict
-        t3_state = t3_state["model"][0]
-    t3.load_state_dict(t3_state)
-    result = s3gen.load_state_dict(_read_safetensors(directory / "s3gen.safetensors"), strict=False)
+    with _reading(directory / "ve.safetensors"):
+        ve.load_state_dict(_read_safetensors(directory / "ve.safetensors"))
+    with _reading(directory / "t3_cfg.safetensors"):
+        t3_state = _read_safetensors(directory / "t3_cfg.safetensors")
+        if "model" in t3_state:  # some upstream checkpoints nest the state dict
+            t3_state = t3_state["model"][0]
+        t3.load_state_dict(t3_state)
+    with _reading(directory / "s3gen.safetensors"):
+        result = s3gen.load_state_dict(_read_safetensors(directory / "s3gen.safetensors"), strict=False)
     # Upstream loads S3Gen non-strictly because the tokenizer's mel filters are rebuilt, not stored.
     unexpected_missing = [k for k in result.missing_keys if k not in s3gen.ignore_state_dict_missing]
     if unexpected_missing or result.unexpected_keys:
         raise SourceError(f"{directory / 's3gen.safetensors'} does not match S3Gen: "
                           f"{len(unexpected_missing)} missing and {len(result.unexpected_keys)} "
                           f"unexpected tensors (e.g. {(unexpected_missing + result.unexpected_keys)[:3]})")
-    tokenizer = EnTokenizer(str(directory / "tokenizer.json"))
-    tts = ChatterboxTTS(t3.to(device).eval(), s3gen.to(device).eval(), ve.to(device).eval(),
-                        tokenizer, str(device))
+    with _reading(directory / "tokenizer.json"):
+        tokenizer = EnTokenizer(str(directory / "tokenizer.json"))
+    tts = _quietly(ChatterboxTTS, t3.to(device).eval(), s3gen.to(device).eval(), ve.to(device).eval(),
+                   tokenizer, str(device))
     if (directory / CONDS_FILE).is_file():
-        tts.conds = Conditionals.load(directory / CONDS_FILE, map_location="cpu").to(device)
+        # torch's own message would advise weights_only=False, which is no cure for a corrupt file
+        with _reading(directory / CONDS_FILE, "not the conditionals Chatterbox saves"):
+            tts.conds = Conditionals.load(directory / CONDS_FILE, map_location="cpu").to(device)
     return tts, arch, random_weights
+
+
+def _quietly(make, *args):
+    """MAKE(*ARGS) without what it prints: upstream's watermarker prints a line on every load,
+    which would bury the stage table a user asked for."""
+    with redirect_stdout(io.StringIO()):
+        return make(*args)
+
+
+@contextmanager
+def _reading(path: Path, what: str | None = None):
+    """Any failure to read or fit one file of a weights folder becomes one line naming the file:
+    a wrong shape, corrupt JSON, a pickle that is not Chatterbox's conditionals. WHAT replaces
+    the library's own message where that message gives advice that is wrong here."""
+    try:
+        yield
+    except SourceError:
+        raise
+    except Exception as exc:
+        detail = what or (str(exc).strip().splitlines() or [""])[0][:200]
+        raise SourceError(f"cannot use {path} ({type(exc).__name__}: {detail}): it is corrupt, or from another "
+                          "model; copy it again from the model's repository") from None
 
 
 def _read_safetensors(path: Path) -> dict:
@@ -282,7 +313,10 @@ def write_tokenizer(path: Path) -> Path:
     from tokenizers import AddedToken, Tokenizer
     from tokenizers.models import BPE
 
-    chars = [chr(c) for c in range(33, 127)] + list("àâçéèêëîïôûüñäöß’“”—–…")
+    # Printable ASCII, every Latin-1 letter (place and person names: São Paulo, Zürich, Ångström)
+    # and the typographic punctuation word processors put in; ids stay below [START]'s 255.
+    letters = [chr(c) for c in range(0xC0, 0x100) if chr(c).isalpha()]
+    chars = [chr(c) for c in range(33, 127)] + letters + list("’‘“”—–…")
     vocab = {tok: i for i, tok in enumerate(_SPECIALS_LOW + chars)}
     vocab.update({tok: 255 + i for i, tok in enumerate(_SPECIALS_HIGH)})
     tokenizer = Tokenizer(BPE(vocab=vocab, merges=[], unk_token="[UNK]"))

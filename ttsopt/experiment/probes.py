@@ -68,7 +68,7 @@ def profile_run(cfg, prompt: dict | None = None) -> Profiled:
     prompt, save the trace as OUT_DIR/traces/RUN_ID.json(.gz). Never used for timings."""
     from .. import variants
     profile_ = profiles.get(cfg.profile)
-    prompt = prompt or profiles.load_prompts(cfg.prompts_csv, profile_.prompt_ids)[0]
+    prompt = prompt or profiles.prompts_for(profile_, cfg.prompts_csv)[0]  # a prompt set of the user's too
     model = sources.load(cfg.source, device=cfg.device, dtype=cfg.dtype, seed=cfg.model_seed)
     pipeline = Pipeline(model)
     variants.apply(pipeline, cfg.variant)

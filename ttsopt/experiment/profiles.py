@@ -61,7 +61,19 @@ def get(name: str) -> Profile:
 
 
 def load_prompts(path=PROMPTS_CSV, ids=None) -> list[dict]:
+    """The rows of a prompt file, checked; with IDS, those rows in that order."""
     path = Path(path)
+    rows = _check_rows(path, _read_rows(path))
+    if ids is not None:
+        by_id = {r["id"]: r for r in rows}
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise UserError(f"prompts file {path} has no prompt {', '.join(unknown)}")
+        rows = [by_id[i] for i in ids]
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"prompts file {path} does not exist")
     try:  # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark
@@ -71,25 +83,29 @@ def load_prompts(path=PROMPTS_CSV, ids=None) -> list[dict]:
             if missing:
                 raise UserError(f"prompts file {path} lacks column(s) {', '.join(missing)} "
                                 f"(expected {','.join(PROMPT_COLUMNS)})")
-            rows = [{c: (row[c] or "").strip() for c in PROMPT_COLUMNS} for row in reader]
+            return [{c: (row[c] or "").strip() for c in PROMPT_COLUMNS} for row in reader]
     except UnicodeDecodeError as exc:
         raise UserError(f"prompts file {path} is not UTF-8 ({exc.reason} at byte {exc.start}): "
                         "save it as UTF-8") from exc
-    empty = [r["id"] or f"row {i + 2}" for i, r in enumerate(rows) if not r["id"] or not r["text"]]
-    if empty:
-        raise UserError(f"prompts file {path} has rows without id or text: {', '.join(empty[:5])}")
+    except csv.Error as exc:
+        raise UserError(f"prompts file {path} is not a readable CSV ({exc})") from exc
+
+
+def _check_rows(path: Path, rows: list[dict]) -> list[dict]:
+    def named(bad):
+        return ", ".join([r["id"] or f"row {i + 2}" for i, r in enumerate(rows) if bad(r)][:5])
+
+    if nul := named(lambda r: any("\x00" in v for v in r.values())):
+        raise UserError(f"prompts file {path} has a NUL byte in {nul}: "
+                        "it is probably not a text file, or was saved as UTF-16; save it as UTF-8")
+    if empty := named(lambda r: not r["id"] or not r["text"]):
+        raise UserError(f"prompts file {path} has rows without id or text: {empty}")
     ids_seen = [r["id"] for r in rows]
     twice = sorted({i for i in ids_seen if ids_seen.count(i) > 1})
     if twice:
         raise UserError(f"prompts file {path} has the id {', '.join(twice)} more than once")
     if not rows:
         raise UserError(f"prompts file {path} has no prompts")
-    if ids is not None:
-        by_id = {r["id"]: r for r in rows}
-        unknown = [i for i in ids if i not in by_id]
-        if unknown:
-            raise UserError(f"prompts file {path} has no prompt {', '.join(unknown)}")
-        rows = [by_id[i] for i in ids]
     return rows
 
 

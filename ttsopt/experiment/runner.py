@@ -92,6 +92,19 @@ class RunSummary:
     audio: list[str] = field(default_factory=list)
 
 
+def flag(value, name: str) -> bool:
+    """A boolean notebook parameter: papermill hands `-p profiling false` over as a string, and
+    every non-empty string is true in Python."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise UserError(f"parameter {name} must be true or false, got {value!r}")
+
+
 def run_id_for(variant: str, role: str, design: str = "") -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", variant or variants.BASELINE)
     if role == Role.AA:

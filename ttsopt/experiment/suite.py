@@ -13,7 +13,6 @@ of the machine cannot line up with the alphabet; the report shows the drift.
 """
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import subprocess
@@ -31,13 +30,17 @@ from ..core.errors import UserError
 from ..core.vocab import Design, Phase, Role, Side, Status
 from ..engine import sources
 from ..measure import guard
-from . import profiles, runner
+from . import folder, profiles, runner
 from .runner import RunConfig
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "experiment.ipynb"
 # jupyter_client starts a kernelspec whose argv[0] is "python" with the interpreter that runs
 # papermill, so "python3" is always this environment's Python — no kernelspec install needed.
 KERNEL = "python3"
+# A kernel's own stderr (ipykernel's start-up warnings, messages that C++ libraries print, its
+# log) goes to DIR/logs/<run_id>.kernel.log, not to the terminal: it says nothing about the run
+# unless the kernel dies, and then nbclient reports it and the log is there to read.
+KERNEL_LOGS = "logs"
 NO_RECORDS = "the notebook finished without writing any record"
 SKIPPED = "skipped"
 # A run may take this many times what the same work takes the baseline before it is stopped.
@@ -47,6 +50,17 @@ KERNEL_START_S = 60  # a kernel's (or process's) start and imports, on top of th
 
 class SuiteStopped(UserError):
     """The reference run failed: nothing can be compared, so the suite stops."""
+
+
+class SuiteInterrupted(Exception):
+    """Ctrl-C or SIGTERM arrived during a run: that run is recorded as failed, the rest not started."""
+
+    def __init__(self, outcomes: list, run_id: str, signal_name: str, exit_code: int):
+        super().__init__(f"{signal_name} during {run_id}")
+        self.outcomes, self.run_id, self.signal_name, self.exit_code = outcomes, run_id, signal_name, exit_code
+
+
+INTERRUPTED = "interrupted before it finished"
 
 
 @dataclass
@@ -134,7 +148,9 @@ def execute_in_kernel(cfg: RunConfig, profiling: bool, timeout_s: float, noteboo
     try:
         papermill.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name=KERNEL,
                                    execution_timeout=int(timeout_s + 0.999), progress_bar=False,
-                                   cwd=str(Path(notebook).resolve().parent))
+                                   cwd=str(Path(notebook).resolve().parent),
+                                   kernel_manager_class=logged_kernel_manager(
+                                       Path(cfg.out_dir) / KERNEL_LOGS / f"{cfg.run_id}.kernel.log"))
     except CellTimeoutError:
         reason = f"timed out: a notebook cell ran longer than the {timeout_s:.0f} s limit"
     except DeadKernelError:
@@ -143,12 +159,30 @@ def execute_in_kernel(cfg: RunConfig, profiling: bool, timeout_s: float, noteboo
         reason = f"notebook error in cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
     except Exception as exc:  # the kernel did not start, the notebook could not be written, ...
         reason = f"could not run the notebook: {type(exc).__name__}: {str(exc).strip()[:300]}"
+        if out.is_file() and out.stat().st_size == 0:  # a full disk leaves no empty notebook behind
+            out.unlink()
     else:
         status, reason = run_status(cfg)
         if reason != NO_RECORDS:
             return status, reason
     runner.record_failure(cfg, reason)
     return Status.FAILED, reason
+
+
+def logged_kernel_manager(log_path: Path):
+    """A kernel manager class whose kernels write their stderr to LOG_PATH."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def _async_start_kernel(self, **kw):
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as log:  # the kernel holds its own copy of the descriptor
+                kw.setdefault("stderr", log)
+                return await super()._async_start_kernel(**kw)
+
+        start_kernel = _async_start_kernel
+
+    return LoggedKernelManager
 
 
 def prepare_weights(runs: list[RunConfig], say=print) -> None:
@@ -195,10 +229,10 @@ def check_machine(wait_quiet: bool, say=print, timeout_s: float = 3600) -> guard
     return load
 
 
-def _write_plan(runs: list[RunConfig], order_seed: int) -> None:
-    path = Path(runs[0].out_dir) / "suite.json"
-    path.write_text(json.dumps({"order_seed": order_seed, "order": [r.run_id for r in runs],
-                                "profile": runs[0].profile, "source": runs[0].source}, indent=1), encoding="utf-8")
+def identity(runs: list[RunConfig]) -> dict:
+    """What the suite's folder must hold for RUNS to be compared with its records."""
+    first = runs[0]
+    return folder.identity(first.profile, first.source, first.device, first.prompts_csv)
 
 
 def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = True, time_limit_s: float | None = None,
@@ -207,10 +241,12 @@ def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = 
     if not runs:
         return []
     out_dir = Path(runs[0].out_dir)
+    ident = identity(runs)
+    folder.check(out_dir, ident)  # `ttsopt run` checked (and with --force cleared) it already
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_plan(runs, order_seed)
+    folder.write_manifest(out_dir, ident, [r.run_id for r in runs], order_seed, resume)
     # The report shows prompt texts beside the audio; the records only name their ids.
-    copy = out_dir / "prompts.csv"
+    copy = out_dir / folder.PROMPTS_COPY
     if Path(runs[0].prompts_csv).resolve() != copy.resolve():
         shutil.copyfile(runs[0].prompts_csv, copy)
     prepare_weights(runs, say)
@@ -219,7 +255,14 @@ def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = 
     bar = tqdm(runs, desc="suite", unit="run", file=sys.stderr, disable=not progress)
     for cfg in bar:
         bar.set_postfix_str(cfg.run_id)
-        outcome = _one(cfg, runs[0], resume, profiling, time_limit_s, notebook, wait_quiet, say)
+        try:
+            outcome = _one(cfg, runs[0], resume, profiling, time_limit_s, notebook, wait_quiet, say)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through errors.raise_on_sigterm
+            bar.close()
+            stop_children()  # the run's kernel and its processes write nothing after the record below
+            runner.record_failure(cfg, f"{INTERRUPTED} ({exc.args[0] if exc.args else 'SIGINT'})")
+            raise SuiteInterrupted(outcomes, cfg.run_id, str(exc.args[0] if exc.args else "SIGINT"),
+                                   getattr(exc, "exit_code", 130)) from None
         outcomes.append(outcome)
         bar.write(f"{cfg.run_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else "")
                   + f" in {outcome.seconds:.0f} s", file=sys.stderr)
@@ -227,6 +270,25 @@ def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = 
             raise SuiteStopped(f"the reference run ({cfg.run_id}) did not complete, so nothing can be "
                                f"compared: {outcome.reason}")
     return outcomes
+
+
+def stop_children(grace_s: float = 10.0) -> None:
+    """Terminate this process's children (a run's kernel and the processes it started), then
+    kill what is left after GRACE_S."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _one(cfg, reference, resume, profiling, time_limit_s, notebook, wait_quiet, say) -> Outcome:

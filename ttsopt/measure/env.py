@@ -45,6 +45,18 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# The units that decide which kernels are fast here, widest first: one "AMD EPYC" may have AVX2
+# only and another AVX-512 with bfloat16, and their numbers differ several-fold.
+CPU_UNITS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512_vnni", "AVX512-VNNI"),
+             ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
+def cpu_units(flags: set[str] | None = None) -> str | None:
+    """The vector and matrix units of this CPU that matter for torch's kernels, e.g. 'AVX-512, AVX2'."""
+    flags = cpu_flags() if flags is None else flags
+    return ", ".join(label for flag, label in CPU_UNITS if flag in flags) or None
+
+
 def _gpu() -> tuple[str | None, str | None]:
     """(GPU name, driver version); the driver needs NVML, torch does not expose it."""
     if not torch.cuda.is_available():
@@ -87,6 +99,7 @@ def capture(source: str | None = None) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_model": cpu_model(),
+        "cpu_units": cpu_units(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

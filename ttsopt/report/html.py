@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import urllib.parse
+import warnings
 from pathlib import Path
 
 import jinja2
@@ -67,9 +68,15 @@ def _pages(directory: Path, rows: list[dict], css: str) -> dict[str, str]:
     pages = {}
     for r in rows:
         ipynb, page = directory / "notebooks" / f"{r['run_id']}.ipynb", directory / "html" / f"{r['run_id']}.html"
-        if ipynb.is_file():
+        try:
+            if not ipynb.is_file():
+                raise FileNotFoundError(ipynb)
             export_notebook(ipynb, page)
-        else:
+        except FileNotFoundError:
+            page.write_text(plain.render(r=r, css=css), encoding="utf-8")
+        except Exception as exc:  # a notebook cut off mid-write, or edited by hand
+            warnings.warn(f"{ipynb}: cannot be exported ({type(exc).__name__}: {exc}); its page shows the "
+                          "table's row instead", stacklevel=2)
             page.write_text(plain.render(r=r, css=css), encoding="utf-8")
         pages[r["run_id"]] = f"html/{_href(r['run_id'])}.html"
     return pages
@@ -80,7 +87,11 @@ def _prompts(directory: Path) -> dict[str, str]:
     path = directory / "prompts.csv"
     if not path.is_file():
         return {}
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        warnings.warn(f"{path}: unreadable ({exc}); the report shows prompt ids without their texts", stacklevel=2)
+        return {}
     return dict(zip(frame["id"], frame["text"])) if {"id", "text"} <= set(frame.columns) else {}
 
 
@@ -92,14 +103,20 @@ def _environment(df: pd.DataFrame, env: dict, rows: pd.DataFrame) -> list[tuple[
     """The header's (name, value) pairs: what the records say for every run, the first run's
     environment for the versions (one suite, one machine)."""
     first = next((env[r] for r in rows["run_id"] if r in env), next(iter(env.values()), {}))
-    commit = (first.get("git_commit") or "–")[:12] + (" (uncommitted changes)" if first.get("git_dirty") else "")
+    commit = str(first.get("git_commit") or "–")[:12] + (" (uncommitted changes)" if first.get("git_dirty") else "")
     return [("Weights", _distinct(df, "source")), ("Device", _distinct(df, "device")),
-            ("Hardware", first.get("gpu_name") or first.get("cpu_model") or "–"),
+            ("Hardware", first.get("gpu_name") or _cpu(first)),
             ("GPU driver", first.get("gpu_driver")), ("Run profile", _distinct(df, "profile")),
             ("torch", first.get("torch")), ("torch built for CUDA", first.get("cuda")),
             ("chatterbox-tts", first.get("chatterbox_tts")), ("transformers", first.get("transformers")),
             ("ttsopt", first.get("ttsopt")), ("Python", first.get("python")),
             ("Date (UTC)", first.get("date_utc")), ("Measured over", _span(df)), ("Git commit", commit)]
+
+
+def _cpu(env: dict) -> str:
+    """'AMD EPYC (AVX512-BF16, AVX-512, AVX2)': the model name alone hides which units it has."""
+    model, units = env.get("cpu_model") or "–", env.get("cpu_units")
+    return f"{model} ({units})" if units else model
 
 
 def _span(df: pd.DataFrame) -> str | None:
@@ -267,6 +284,7 @@ def build(dir, pages: bool = True) -> Path:
     index = directory / INDEX
     index.write_text(_env().get_template("index.html.j2").render(css=css, min_band=DEFAULTS.min_effect,
                                                                  confidence=DEFAULTS.confidence,
+                                                                 pause_minutes=table.PAUSE_S // 60,
                                                                  memory_labels=plots.MEMORY_LABELS, **context),
                      encoding="utf-8")
     return index

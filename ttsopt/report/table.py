@@ -21,6 +21,10 @@ from ..core.vocab import Phase, Role, Side, Status, Verdict
 
 ROLE_ORDER = {Role.AA: 0, Role.VARIANT: 1}
 MEMORY_METRICS = ("resident_memory", "synthesis_peak_memory")
+# Between two runs of one sitting there is only a kernel start, a load and at most a profiler
+# pass; a longer silence in the records means the suite was stopped and resumed (or waited for a
+# busy machine), and the machine the later runs met may not be the one the reference met.
+PAUSE_S = 30 * 60
 
 
 def fmt_ratio(ratio: float, low: float, high: float, n: int | None = None) -> str:
@@ -254,7 +258,8 @@ def _claims_verdicts(row, claims, recs, design, device_type, offsets, engaged) -
 
 def table(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """(one row per run, facts about the whole store: A/A per design, stability, drift, notes)."""
-    facts: dict = {"aa": {}, "unstable": [], "notes": [], "drift": None, "busy_runs": [], "bands": {}}
+    facts: dict = {"aa": {}, "unstable": [], "notes": [], "drift": None, "busy_runs": [], "bands": {},
+                   "paused_runs": {}}
     if df.empty:
         return pd.DataFrame(), facts
     runs = {rid: recs for rid, recs in df.groupby("run_id", sort=False)}
@@ -273,10 +278,34 @@ def table(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     out["fidelity"] = [describe_fidelity(r) for r in out.to_dict("records")]
     out["sentence"] = [sentence(r) for r in out.to_dict("records")]
     facts["busy_runs"] = [r["run_id"] for r in rows if r["busy"]]
+    facts["paused_runs"] = after_pause(runs)
+    for r in rows:
+        if r["run_id"] in facts["paused_runs"]:
+            later = f"measured {facts['paused_runs'][r['run_id']] / 3600:.1f} h after the reference run, after a pause"
+            r["note"] = f"{r['note']}; {later}" if r["note"] else later
     facts["drift"] = _drift(out)
     order = out["role"].map(ROLE_ORDER).fillna(2)
     out = out.assign(_o=order, _p=out["suite_position"].fillna(1e9)).sort_values(["_o", "variant", "_p"])
     return out.drop(columns=["_o", "_p"]).reset_index(drop=True), facts
+
+
+def after_pause(runs: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """{run_id: seconds from the reference run's last record to its first} for every run that
+    started after a silence of over PAUSE_S since all earlier runs (a resumed suite)."""
+    spans = []
+    for rid, recs in runs.items():
+        t = pd.to_datetime(recs.get("time_utc", pd.Series(dtype=object)), errors="coerce", utc=True).dropna()
+        if len(t):
+            spans.append((t.min(), t.max(), rid, (recs["suite_position"] == 0).any()))
+    spans.sort()
+    reference_end = next((end for _, end, _, ref in spans if ref), spans[0][1] if spans else None)
+    out, latest, paused = {}, None, False
+    for start, end, rid, _ in spans:
+        paused |= latest is not None and (start - latest).total_seconds() > PAUSE_S
+        if paused:
+            out[rid] = max(0.0, (start - reference_end).total_seconds())
+        latest = end if latest is None else max(latest, end)
+    return out
 
 
 def _drift(out: pd.DataFrame) -> dict | None:

@@ -21,13 +21,13 @@ import os
 import pkgutil
 from dataclasses import dataclass, field
 
+from ..core import catalog
 from ..core import claims as claims_mod
 from ..core.errors import UserError
 from ..core.vocab import Design
 from .base import NotApplicable, Variant
 
-BASELINE = "baseline"
-PLUGINS_ENV = "TTSOPT_VARIANT_MODULES"
+BASELINE, PLUGINS_ENV = catalog.BASELINE, catalog.PLUGINS_ENV
 
 
 def registry(aliases: bool = False) -> dict[str, Variant]:
