@@ -13,6 +13,7 @@ of the machine cannot line up with the alphabet; the report shows the drift.
 """
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 import subprocess
@@ -259,6 +260,7 @@ def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = 
             outcome = _one(cfg, runs[0], resume, profiling, time_limit_s, notebook, wait_quiet, say)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM through errors.raise_on_sigterm
             bar.close()
+            quiet_abandoned_kernel()
             stop_children()  # the run's kernel and its processes write nothing after the record below
             runner.record_failure(cfg, f"{INTERRUPTED} ({exc.args[0] if exc.args else 'SIGINT'})")
             raise SuiteInterrupted(outcomes, cfg.run_id, str(exc.args[0] if exc.args else "SIGINT"),
@@ -270,6 +272,14 @@ def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = 
             raise SuiteStopped(f"the reference run ({cfg.run_id}) did not complete, so nothing can be "
                                f"compared: {outcome.reason}")
     return outcomes
+
+
+def quiet_abandoned_kernel() -> None:
+    """After an interruption the cut-off run's kernel is stopped on purpose; nbclient's pending
+    task then reports "Kernel died" and asyncio prints that task's traceback at exit. Both say
+    what the interruption record already says, so their loggers keep quiet from here on."""
+    for name in ("asyncio", "papermill", "nbclient", "traitlets"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def stop_children(grace_s: float = 10.0) -> None:
