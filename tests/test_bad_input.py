@@ -122,18 +122,24 @@ def test_bad_option_values_are_refused_by_the_parser(tmp_path, capsys, args, mes
     assert stop.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_prompt_files_from_spreadsheets_and_duplicates(tmp_path):
+def test_a_prompt_file_from_a_spreadsheet_is_read(tmp_path):
     bom = tmp_path / "bom.csv"
     bom.write_bytes("id,category,text\nmine,short,Hello.\n".encode("utf-8-sig"))
     assert profiles.load_prompts(bom)[0]["id"] == "mine"
-    twice = tmp_path / "twice.csv"
-    twice.write_text("id,category,text\na,short,One.\na,short,Two.\n")
-    with pytest.raises(UserError, match="the id a more than once"):
-        profiles.load_prompts(twice)
-    latin = tmp_path / "latin.csv"
-    latin.write_bytes("id,category,text\nx,short,Caf\xe9.\n".encode("cp1252"))
-    with pytest.raises(UserError, match="is not UTF-8"):
-        profiles.load_prompts(latin)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"id,category,text\na,short,One.\na,short,Two.\n", "the id a more than once"),
+    ("id,category,text\nx,short,Caf\xe9.\n".encode("cp1252"), "is not UTF-8"),
+    (b"id,category,text\nq1,short,Hel\x00lo.\n", "NUL byte in q1"),
+    ("id,category,text\nq1,short,Hello.\n".encode("utf-16"), "not UTF-8|NUL byte"),
+    (b"id,category,text\n", "has no prompts"),
+])
+def test_a_bad_prompt_file_is_one_clear_error(tmp_path, content, message):
+    bad = tmp_path / "prompts.csv"
+    bad.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        profiles.load_prompts(bad)
 
 
 def test_own_prompts_work_with_every_profile(tmp_path):
@@ -163,21 +169,6 @@ def test_the_parsers_token_cap_is_the_pipelines():
     from ttsopt.engine.pipeline import Sampling
 
     assert Sampling().max_new_tokens == options.MAX_TOKENS
-
-
-def test_prompt_files_with_a_nul_byte_or_no_rows(tmp_path):
-    nul = tmp_path / "nul.csv"
-    nul.write_bytes(b"id,category,text\nq1,short,Hel\x00lo.\n")
-    with pytest.raises(UserError, match="NUL byte in q1"):
-        profiles.load_prompts(nul)
-    utf16 = tmp_path / "utf16.csv"
-    utf16.write_bytes("id,category,text\nq1,short,Hello.\n".encode("utf-16"))
-    with pytest.raises(UserError, match="not UTF-8|NUL byte"):
-        profiles.load_prompts(utf16)
-    header = tmp_path / "header.csv"
-    header.write_text("id,category,text\n")
-    with pytest.raises(UserError, match="has no prompts"):
-        profiles.load_prompts(header)
 
 
 def _copy_weights(tiny_dir, target, change=None):

@@ -7,7 +7,7 @@ import importlib
 import signal
 import sys
 
-from ..core.errors import Interrupted, StorageError, UserError, raise_on_sigterm
+from ..core.errors import StorageError, UserError, interruption, raise_on_sigterm
 
 # command name -> module holding `register(subparsers)`; each registers a `func(args) -> int`.
 COMMANDS = {
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ttsopt {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
-        signal_name = exc.args[0] if isinstance(exc, Interrupted) else "SIGINT"
+        signal_name, code = interruption(exc)
         print(f"ttsopt {args.command}: interrupted ({signal_name})", file=sys.stderr)
-        return getattr(exc, "exit_code", 130)
+        return code
     finally:
         signal.signal(signal.SIGTERM, previous)

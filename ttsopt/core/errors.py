@@ -30,3 +30,8 @@ def raise_on_sigterm():
     def handler(signum, frame):
         raise Interrupted(signum)
     return signal.signal(signal.SIGTERM, handler)
+
+
+def interruption(exc: KeyboardInterrupt) -> tuple[str, int]:
+    """(signal name, exit code) of an interruption: SIGTERM through `raise_on_sigterm`, else Ctrl-C."""
+    return (exc.args[0], exc.exit_code) if isinstance(exc, Interrupted) else ("SIGINT", 128 + signal.SIGINT)

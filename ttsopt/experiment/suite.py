@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .. import variants
 from ..core import records
-from ..core.errors import UserError
+from ..core.errors import UserError, interruption
 from ..core.vocab import Design, Phase, Role, Side, Status
 from ..engine import sources
 from ..measure import guard
@@ -262,9 +262,9 @@ def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = 
             bar.close()
             quiet_abandoned_kernel()
             stop_children()  # the run's kernel and its processes write nothing after the record below
-            runner.record_failure(cfg, f"{INTERRUPTED} ({exc.args[0] if exc.args else 'SIGINT'})")
-            raise SuiteInterrupted(outcomes, cfg.run_id, str(exc.args[0] if exc.args else "SIGINT"),
-                                   getattr(exc, "exit_code", 130)) from None
+            signal_name, code = interruption(exc)
+            runner.record_failure(cfg, f"{INTERRUPTED} ({signal_name})")
+            raise SuiteInterrupted(outcomes, cfg.run_id, signal_name, code) from None
         outcomes.append(outcome)
         bar.write(f"{cfg.run_id}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else "")
                   + f" in {outcome.seconds:.0f} s", file=sys.stderr)
