@@ -4,6 +4,7 @@ import pytest
 import soundfile as sf
 
 from ttsopt import cli, variants
+from ttsopt.core import params
 from ttsopt.core.errors import UserError
 from ttsopt.experiment import profiles
 from ttsopt.variants.base import Variant
@@ -217,16 +218,51 @@ def test_accented_names_are_read_by_the_generated_tokenizer(tmp_path, capsys):
 @pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("false", False), ("True", True),
                                              ("0", False), ("yes", True)])
 def test_boolean_notebook_parameters_read_the_strings_a_shell_gives(value, expected):
-    from ttsopt.experiment.runner import flag
-
-    assert flag(value, "profiling") is expected
+    assert params.check("profiling", value, params.flag) is expected
 
 
-def test_a_boolean_notebook_parameter_that_is_neither_is_refused():
-    from ttsopt.experiment.runner import flag
+@pytest.mark.parametrize("name, value, rule, message", [
+    ("profiling", "maybe", params.flag, "parameter profiling: expected true or false, got 'maybe'"),
+    ("max_tokens", 0, params.tokens, "parameter max_tokens: expected at least 1, got 0"),
+    ("max_tokens", 5000, params.tokens, "parameter max_tokens: expected at most 1000"),
+    ("seed", True, params.count, "parameter seed: expected a whole number, got True"),
+    ("seed", "one", params.count, "parameter seed: expected a whole number, got 'one'"),
+    ("source", "nosuch", params.source, "parameter source: unknown source 'nosuch'"),
+    ("device", "gpu", params.device, "parameter device: unknown device 'gpu'"),
+])
+def test_a_notebook_parameter_outside_its_rule_is_one_error_naming_it(name, value, rule, message):
+    with pytest.raises(UserError) as err:
+        params.check(name, value, rule)
+    assert str(err.value).startswith(message), err.value
 
-    with pytest.raises(UserError, match="parameter profiling must be true or false, got 'maybe'"):
-        flag("maybe", "profiling")
+
+@pytest.mark.parametrize("field, value, message", [
+    ("variant", "nosuch", "parameter variant: unknown variant nosuch"),
+    ("profile", "huge", "parameter profile: unknown profile 'huge'"),
+    ("source", "nosuch", "parameter source: unknown source"),
+    ("dtype", "int3", "parameter dtype: unknown dtype 'int3'"),
+    ("prompts_csv", "/nonexistent/prompts.csv", "parameter prompts_csv: prompts file /nonexistent/prompts.csv"),
+])
+def test_a_run_with_a_value_no_run_can_use_is_refused_before_anything_is_written(tmp_path, field, value, message):
+    from ttsopt.experiment.runner import RunConfig
+
+    with pytest.raises(UserError) as err:
+        RunConfig(out_dir=str(tmp_path / "store"), **{field: value})
+    assert str(err.value).startswith(message), err.value
+    assert not (tmp_path / "store").exists()
+
+
+def test_the_baseline_notebook_refuses_a_token_cap_out_of_range(tmp_path):
+    import papermill
+
+    from ttsopt.experiment import suite
+
+    notebook = suite.NOTEBOOK.with_name("baseline.ipynb")
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), kernel_name=suite.KERNEL,
+                                   progress_bar=False, parameters={"max_tokens": 0, "out_dir": str(tmp_path / "o")})
+    assert err.value.ename == "UserError" and "parameter max_tokens: expected at least 1" in err.value.evalue
+    assert not (tmp_path / "o").exists()
 
 
 def test_synth_seed_does_not_change_the_random_weights():

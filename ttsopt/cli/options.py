@@ -1,52 +1,35 @@
-"""Options several commands share, declared once with the same defaults and validators, so a
-bad value is refused by argparse before anything is imported or loaded."""
+"""Options several commands share, declared once with the same defaults, so a bad value is refused
+by argparse before anything is imported or loaded. The rules themselves are `core.params`, which
+the notebooks' parameters follow too."""
 from __future__ import annotations
 
 import argparse
 
-SOURCE_HELP = "hub, local:DIR, synthetic or tiny"
-MAX_TOKENS = 1000  # upstream's cap on speech tokens (40 s of speech); the pipeline enforces the same
+from ..core import params
+from ..core.errors import UserError
+from ..core.params import MAX_TOKENS, SOURCE_HELP
+
+__all__ = ["MAX_TOKENS", "SOURCE_HELP", "add_model", "count", "device", "positive", "source", "tokens"]
 
 
-def source(value: str) -> str:
-    if value in ("hub", "synthetic", "tiny") or (value.startswith("local:") and len(value) > len("local:")):
-        return value
-    raise argparse.ArgumentTypeError(f"unknown source {value!r}: expected {SOURCE_HELP}")
+def _argument(rule):
+    """RULE as an argparse type: its message becomes argparse's "argument --x: ..." line."""
+    def parse(value: str):
+        try:
+            return rule(value)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = rule.__name__
+    return parse
 
 
-def device(value: str) -> str:
-    if value in ("auto", "cpu") or value == "cuda" or value.startswith("cuda:"):
-        return value
-    raise argparse.ArgumentTypeError(f"unknown device {value!r}: expected auto, cpu or cuda")
-
-
-def _whole(value: str, minimum: int) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < minimum:
-        raise argparse.ArgumentTypeError(f"expected at least {minimum}, got {n}")
-    return n
-
-
-def positive(value: str) -> int:
-    return _whole(value, 1)
-
-
-def tokens(value: str) -> int:
-    """A forced speech-token count, 1 to MAX_TOKENS (25 tokens are one second of speech)."""
-    n = _whole(value, 1)
-    if n > MAX_TOKENS:
-        raise argparse.ArgumentTypeError(f"expected at most {MAX_TOKENS} (upstream's cap, 40 s of speech), got {n}")
-    return n
-
-
-def count(value: str) -> int:
-    """A whole number from 0."""
-    return _whole(value, 0)
+source = _argument(params.source)
+device = _argument(params.device)
+positive = _argument(params.positive)
+tokens = _argument(params.tokens)
+count = _argument(params.count)
 
 
 def add_model(p: argparse.ArgumentParser, default_source: str) -> None:
     p.add_argument("--source", type=source, default=default_source, help=f"{SOURCE_HELP} (default: {default_source})")
-    p.add_argument("--device", type=device, default="auto", help="auto, cpu or cuda (default: auto)")
+    p.add_argument("--device", type=device, default="auto", help=f"{params.DEVICE_HELP} (default: auto)")

@@ -27,6 +27,7 @@ import torch
 
 from .. import variants
 from ..core import claims as claims_mod
+from ..core import params
 from ..core.errors import UserError
 from ..core.records import Store, TrialRecord, completed_keys
 from ..core.vocab import Design, Phase, Role, Side, Status
@@ -77,10 +78,23 @@ class RunConfig:
             raise UserError(f"parameter role must be one of {', '.join(Role)}, got {self.role!r}")
         if self.design and self.design not in tuple(Design):
             raise UserError(f"parameter design must be empty or one of {', '.join(Design)}, got {self.design!r}")
+        self._check_values()
         if not self.run_id:
             self.run_id = run_id_for(self.variant, self.role, self.design)
         if not self.reference_dir:
             self.reference_dir = str(Path(self.out_dir) / "reference")
+
+    def _check_values(self) -> None:
+        """Refuse a value no run could use before anything is written: a notebook run with
+        `-p variant nosuch` fails at its first cell instead of recording a failed run."""
+        params.check("source", self.source, params.source)
+        params.check("device", self.device, params.device)
+        params.check("dtype", self.dtype, params.dtype)
+        for name in ("model_seed", "process_timeout_s"):
+            params.check(name, getattr(self, name), params.count)
+        params.check("variant", self.variant, variants.design)
+        profile = params.check("profile", self.profile, profiles.get)
+        params.check("prompts_csv", self.prompts_csv, lambda path: profiles.prompts_for(profile, path))
 
 
 @dataclass
@@ -90,19 +104,6 @@ class RunSummary:
     records: int = 0
     error: str = ""
     audio: list[str] = field(default_factory=list)
-
-
-def flag(value, name: str) -> bool:
-    """A boolean notebook parameter: papermill hands `-p profiling false` over as a string, and
-    every non-empty string is true in Python."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise UserError(f"parameter {name} must be true or false, got {value!r}")
 
 
 def run_id_for(variant: str, role: str, design: str = "") -> str:
@@ -150,10 +151,7 @@ class _Run:
 # --- entry points ------------------------------------------------------------------------------
 def execute(cfg: RunConfig) -> RunSummary:
     """Run CFG whole: in this process (in-process design) or as the parent of its processes."""
-    try:
-        spec_design, _ = variants.design(cfg.variant)
-    except UserError as exc:
-        return _Run(cfg, cfg.design or Design.IN_PROCESS).fail(str(exc))
+    spec_design, _ = variants.design(cfg.variant)  # a bad name was refused by RunConfig
     run = _Run(cfg, cfg.design or spec_design)
     run.store.write_env(env_mod.capture(cfg.source), process=cfg.process)
     reason = variants.unavailable(cfg.variant)
@@ -203,9 +201,9 @@ def _load_side(run: _Run, side: str, spec: str):
         pipeline = Pipeline(model)
         applied = variants.apply(pipeline, spec)
     run.device = str(model.device)
-    params = weights.as_metrics({"t3": model.t3, "s3gen": model.s3gen, "ve": model.tts.ve})
+    param_mb = weights.as_metrics({"t3": model.t3, "s3gen": model.s3gen, "ve": model.tts.ve})
     run.write(run.record(Phase.LOAD, side, wall_s=t.seconds, claims=claims_mod.dumps(variants.claims(spec)),
-                         mem={**mem.as_dict(), **params}, extra={"model_load_s": model.load_s, "pid": os.getpid()},
+                         mem={**mem.as_dict(), **param_mb}, extra={"model_load_s": model.load_s, "pid": os.getpid()},
                          **_machine(machine)))
     return pipeline, applied
 
