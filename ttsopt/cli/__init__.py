@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import signal
 import sys
+from pathlib import Path
 
 from ..core.errors import StorageError, UserError, interruption, raise_on_sigterm
+from . import quiet
 
 # command name -> module holding `register(subparsers)`; each registers a `func(args) -> int`.
 COMMANDS = {
@@ -16,6 +19,8 @@ COMMANDS = {
     "list": "ttsopt.cli.list",
     "run": "ttsopt.cli.run",
     "report": "ttsopt.cli.report",
+    "compare": "ttsopt.cli.compare",
+    "score": "ttsopt.cli.score",
     "prepare": "ttsopt.cli.prepare",
     "process": "ttsopt.cli.process",
 }
@@ -26,7 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS.values():
         importlib.import_module(module).register(sub)
+    for name, command in sub.choices.items():
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="show the libraries' warnings here instead of in the log file "
+                                  f"({'OUT/logs/ttsopt.log' if name == 'run' else quiet.default_log(name)})")
     return parser
+
+
+def log_file(args: argparse.Namespace) -> Path:
+    """Where this command's library warnings go: the results folder for a suite and for the
+    processes of its cross-process runs, else the user's cache."""
+    if args.command == "run":
+        return Path(args.out) / "logs" / "ttsopt.log"
+    if args.command == "process":
+        try:
+            cfg = json.loads(args.config)
+            return Path(cfg["out_dir"]) / "logs" / f"{cfg.get('run_id') or 'run'}.process.log"
+        except (ValueError, KeyError, TypeError):
+            pass  # the command itself names a bad config
+    return quiet.default_log(args.command)
 
 
 EXIT_BAD_INPUT, EXIT_STORAGE = 2, 74  # 74: EX_IOERR of sysexits.h
@@ -37,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = [*(sys.argv[1:] if argv is None else argv)]  # (`list` here is the list command's module)
     previous = raise_on_sigterm()
     try:
-        return args.func(args) or 0
+        with quiet.libraries_to(log_file(args), args.verbose):
+            return args.func(args) or 0
     except StorageError as exc:
         print(f"ttsopt {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_STORAGE

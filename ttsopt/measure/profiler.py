@@ -37,6 +37,15 @@ def _activities(device: torch.device) -> list[ProfilerActivity]:
     return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
 
 
+def _quiet_gpu_probe(device: torch.device) -> None:
+    """Profiling on the CPU with torch's CUDA build makes kineto probe for a GPU and print
+    "gpuGetDeviceCount failed" on stderr, which reads like a fault of the run. Kineto takes its
+    log level from KINETO_LOG_LEVEL when it starts (5: nothing below fatal); a GPU run, or a level
+    the user set, is left as it is."""
+    if device.type != "cuda" and not torch.cuda.is_available():
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+
+
 def _table(averages, device: torch.device) -> pd.DataFrame:
     cuda = device.type == "cuda"
     rows = []
@@ -74,6 +83,7 @@ def profile_synthesis(pipeline, text: str, *, seed: int = 0, n_tokens: int | Non
             saved.append(save_trace(prof, trace_path))
 
     cycle = schedule(wait=wait, warmup=warmup, active=active, repeat=1)
+    _quiet_gpu_probe(pipeline.device)
     with profile(activities=_activities(pipeline.device), schedule=cycle,
                  on_trace_ready=ready, acc_events=True) as prof:  # one cycle; silences the per-cycle warning
         for _ in range(wait + warmup + active):
