@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 SOURCE ?= synthetic
 PROFILE ?= quick
 OUT ?= reports/latest
+JUPYTER ?= $(BIN)/jupyter
 
 .PHONY: setup suite test lint lab report clean
 
@@ -32,7 +33,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 lab: setup
-	$(BIN)/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+	$(JUPYTER) lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 report: setup
 	$(BIN)/python -m ttsopt report $(OUT)

@@ -1,5 +1,5 @@
-"""Interruptions keep what was measured: SIGTERM (what `timeout` and batch schedulers send) stops
-a suite cleanly with a report of the finished runs and the command that resumes it; a full disk
+"""Interruptions keep what was measured: SIGTERM (what `timeout` and batch schedulers send) and
+Ctrl-C stop a suite cleanly with a report of the finished runs and the command that resumes it; a full disk
 ends in one line and leaves no empty or partial file; a failed variant makes the exit status say so."""
 import errno
 import os
@@ -32,22 +32,27 @@ def _wait_for(predicate, timeout_s: float, what: str, proc=None) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_keeps_a_report_of_the_finished_runs_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_an_interruption_keeps_a_report_of_the_finished_runs_and_says_how_to_resume(tmp_path, sig):
     out = tmp_path / "out"
     argv = ["run", "--source", "tiny", "--profile", "smoke", "--variants", "no-grad,channels-last",
             "--out", str(out), "--no-profiling", "--order-seed", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "ttsopt", *argv], cwd=REPO, text=True,
+    # Its own session, so that Ctrl-C can be sent as a terminal sends it: to the whole process group.
+    proc = subprocess.Popen([sys.executable, "-m", "ttsopt", *argv], cwd=REPO, text=True, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # The reference run has finished and the next one is under way in its kernel.
     _wait_for(lambda: len(list((out / "notebooks").glob("*.ipynb"))) >= 2 if (out / "notebooks").is_dir() else False,
               600, "the second run started", proc)
     time.sleep(3)
     children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGTERM)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert proc.returncode == 128 + sig, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
-    assert "interrupted by SIGTERM" in err and "--resume" in err
+    assert f"interrupted by {sig.name}" in err and "--resume" in err
     assert (out / "index.html").is_file()
     df = records.load(out)
     assert (df[df.run_id == "aa-in-process"].status == "ok").all(), "the finished run is kept whole"

@@ -1,11 +1,15 @@
-"""The project's own structure holds: a report needs no torch, and the conda environment names the
-same pins as pyproject.toml. (The floors contract and ruff run in `make test` before pytest.)"""
+"""The project's own structure holds: a report needs no torch, the conda environment names the
+same pins as pyproject.toml, and `make lab` starts as root in a container. (The floors contract
+and ruff run in `make test` before pytest.)"""
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,3 +35,12 @@ def test_building_the_verdict_table_imports_no_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_lab_passes_allow_root_exactly_when_run_as_root():
+    # JUPYTER=echo prints the command line instead of starting a server; -o keeps setup from running.
+    proc = subprocess.run(["make", "-s", "lab", "JUPYTER=echo", "-o", ".venv/.ready"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["lab", "notebooks/", *(["--allow-root"] if os.getuid() == 0 else [])]
