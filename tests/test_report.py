@@ -146,6 +146,21 @@ def test_header_names_the_environment_and_warns_of_random_weights_and_a_busy_mac
     assert "Noise of the in-process design" in glance and "±5%" in glance and "Spearman rho" in glance
 
 
+def test_the_ratio_notation_is_explained_before_the_first_ratio(index):
+    text = index.read_text()
+    notation = text.index("the variant's value ÷ the baseline's")
+    assert notation < text.index('id="summary"') and '<a href="#how-to-read">' in text[notation:notation + 400]
+
+
+def test_the_header_names_cuda_as_the_torch_build_not_the_device(store_dir):
+    df = records.load(store_dir)
+    rows, _ = table.table(df)
+    env = {"aa-in-process": {"cuda": "13.0", "cpu_model": "AMD EPYC", "cpu_units": "AVX2"}}
+    pairs = dict(html._environment(df, env, rows))
+    assert pairs["torch built for CUDA"] == "13.0" and "CUDA" not in pairs
+    assert (pairs["Device"], pairs["Hardware"]) == ("cpu", "AMD EPYC (AVX2)")
+
+
 def test_header_says_how_long_the_records_took_to_measure(tmp_path):
     _write_run(tmp_path, "aa-in-process", "baseline", "aa", 1.0, jitter=0.01)
     path = tmp_path / "aa-in-process.jsonl"
@@ -314,3 +329,36 @@ def test_bench_figure_and_cost_by_length_keep_their_inputs():
     assert len(fig.axes) == 2
     costs = pd.DataFrame({"chars": [10, 40], "stage_t3_decode": [0.2, 0.7], "stage_s3gen_flow": [0.1, 0.3]})
     assert plots.cost_by_length(costs).axes[0].get_xlabel() == "prompt length (characters)"
+
+
+def test_compare_lines_up_suites_and_flags_a_verdict_that_does_not_repeat(store_dir, tmp_path, capsys):
+    from ttsopt import cli
+
+    again = tmp_path / "again"
+    _write_run(again, "aa-in-process", "baseline", "aa", 1.0, jitter=0.01)
+    _write_run(again, "halver", "halver", "variant", 0.5, jitter=0.005)
+    _write_run(again, "doubler", "doubler", "variant", 1.0, jitter=0.005)  # the effect did not repeat
+    assert cli.main(["compare", str(store_dir), str(again)]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    ratio = r"×0\.50 \(0\.\d\d–0\.\d\d, n = 6\) \[rtf\]"
+    assert re.fullmatch(rf"\| halver \| faster {ratio} \| faster {ratio} \| yes \| yes \|", rows["halver"]), \
+        "a large effect, repeated"
+    assert re.fullmatch(r"\| doubler \| slower ×2\.00 .* \| (no measurable change|inconclusive) ×1.*\| \*\*no\*\* \|",
+                        rows["doubler"])
+    assert "| shrinker | less memory" in text and "| absent | yes | **no** |" in text, "a run missing from one suite"
+    assert "1 of the 3 whose effect exceeds twice its noise band in some suite do" in text
+    assert "order seed None" in text and "Test CPU" in text
+    assert cli.main(["compare", str(store_dir), str(again), "--json"]) == 0
+    rows = {r["run_id"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["halver"]["agree"] and not rows["doubler"]["agree"] and rows["doubler"]["large_effect"]
+    assert not rows["aa-in-process"]["large_effect"]
+    assert [s["verdict"] for s in rows["shrinker"]["suites"]] == ["less memory", None]
+
+
+def test_compare_refuses_fewer_than_two_folders_or_a_missing_one(store_dir, tmp_path, capsys):
+    from ttsopt import cli
+
+    assert cli.main(["compare", str(store_dir)]) == 2
+    assert cli.main(["compare", str(store_dir), str(tmp_path / "nowhere")]) == 2
+    assert "not a results directory" in capsys.readouterr().err
