@@ -1,0 +1,112 @@
+"""The model-free quality checks move the right way on degraded copies of a speech-like clip: a cut-off
+ending, a tail of babble, a constant tone, clipping, noise against the baseline."""
+import json
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ttsopt import cli
+from ttsopt.measure import quality
+
+SR = 24_000
+TEXT = "The quick brown fox jumps over"  # 25 letters: about 12 per second over two seconds of speech
+
+
+def speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Voiced sound with a gliding pitch and syllable rhythm: harmonics of 100-220 Hz plus breath noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 160 + 60 * np.sin(2 * np.pi * 0.9 * t + seed)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 25))
+    sound = voiced / np.max(np.abs(voiced)) + 0.05 * rng.standard_normal(len(t))
+    return 0.3 * sound * np.abs(np.sin(2 * np.pi * 2 * t)) ** 0.5
+
+
+def silence(seconds: float, seed: int = 1) -> np.ndarray:
+    return 1e-4 * np.random.default_rng(seed).standard_normal(int(seconds * SR))  # dither, not speech
+
+
+@pytest.fixture(scope="module")
+def clean():
+    return np.concatenate([silence(0.4), speechlike(2.0), silence(0.5)])
+
+
+def test_a_clean_clip_has_its_silences_measured_and_no_problem(clean):
+    m = quality.score(clean, SR, text=TEXT)
+    assert m["leading_silence_s"].value == pytest.approx(0.4, abs=0.05)
+    assert m["trailing_silence_s"].value == pytest.approx(0.5, abs=0.05)
+    assert m["speech_s"].value == pytest.approx(2.0, abs=0.1)
+    assert m["ends_in_speech"].value is False and 8 < m["letters_per_speech_s"].value < 25
+    assert m["longest_pause_s"].value < quality.BRIDGE_S, "syllable dips are not pauses"
+    assert quality.problems(m) == []
+    assert all(metric.source for metric in m.values()), "every metric names how it was computed"
+
+
+def test_a_clip_cut_off_mid_speech_is_flagged(clean):
+    m = quality.score(clean[: int(1.6 * SR)], SR)
+    assert m["ends_in_speech"].value is True and "cut off" in m["ends_in_speech"].flag
+
+
+def test_a_tail_of_babble_after_the_text_is_flagged(clean):
+    tailed = np.concatenate([clean, speechlike(1.5, seed=3), silence(0.3)])
+    m = quality.score(tailed, SR, text=TEXT)
+    assert m["letters_per_speech_s"].value < quality.RATE_LOW and "tail" in m["letters_per_speech_s"].flag
+    assert m["speech_s"].value > quality.score(clean, SR)["speech_s"].value + 1.5
+    assert m["longest_pause_s"].value == pytest.approx(0.5, abs=0.06), "the silence before the babble"
+
+
+def test_a_constant_tone_is_found_with_its_frequency(clean):
+    t = np.arange(len(clean)) / SR
+    m = quality.score(clean + 0.02 * np.sin(2 * np.pi * 4900 * t), SR)
+    assert m["tone_share"].value >= quality.TONE_SHARE_FLAG and m["tone_hz"].value == pytest.approx(4900, abs=20)
+    assert "constant tone near 4" in m["tone_share"].flag
+    assert quality.score(clean, SR)["tone_share"].value < quality.TONE_SHARE_FLAG
+
+
+def test_clipping_is_counted(clean):
+    m = quality.score(np.clip(clean * 5, -1, 1), SR)
+    assert m["clipped"].value > quality.CLIP_SHARE_FLAG and "clipped" in m["clipped"].flag
+    assert quality.score(clean, SR)["clipped"].value == 0.0
+
+
+def test_distance_to_the_baseline_grows_with_the_noise(clean):
+    rng = np.random.default_rng(7)
+    power = np.mean(clean ** 2)
+
+    def noisy(snr_db):
+        return clean + np.sqrt(power / 10 ** (snr_db / 10)) * rng.standard_normal(len(clean))
+
+    same = quality.score(clean, SR, baseline=clean)
+    assert same["log_mel_distance_db"].value == 0.0 and same["length_ratio"].value == 1.0
+    mild, harsh = (quality.score(noisy(snr), SR, baseline=clean)["log_mel_distance_db"].value for snr in (20, 0))
+    assert 0 < mild < harsh
+
+
+def test_a_silent_clip_says_it_found_no_speech():
+    m = quality.score(silence(1.0), SR, text=TEXT)
+    assert m["speech_s"].value == 0.0 and "no speech found" in quality.problems(m)
+
+
+def test_score_command_prints_every_metric_with_its_source(tmp_path, capsys, clean):
+    clip = tmp_path / "clip.wav"
+    sf.write(str(clip), clean[: int(1.6 * SR)], SR)
+    base = tmp_path / "base.wav"  # at another rate: the command resamples it to the clip's
+    sf.write(str(base), librosa.resample(clean, orig_sr=SR, target_sr=16_000), 16_000)
+    assert cli.main(["score", str(clip), "--text", TEXT, "--baseline", str(base), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["metrics"]["ends_in_speech"]["value"] is True and out["problems"]
+    assert {"log_mel_distance_db", "tone_hz", "letters_per_speech_s"} <= set(out["metrics"])
+    assert all(m["source"] for m in out["metrics"].values())
+    assert cli.main(["score", str(clip)]) == 0
+    assert "problem(s) flagged" in capsys.readouterr().out
+
+
+def test_score_refuses_a_missing_or_unreadable_clip(tmp_path, capsys):
+    assert cli.main(["score", str(tmp_path / "nowhere.wav")]) == 2
+    (tmp_path / "text.wav").write_text("not audio")
+    assert cli.main(["score", str(tmp_path / "text.wav")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "not a readable audio file" in err

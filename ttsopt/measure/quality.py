@@ -1,0 +1,172 @@
+"""Quality checks that need no model: is the clip cut off, padded with a tail, clipped, or carrying
+a constant tone, and how far is it from the baseline's clip?
+
+Fidelity (`fidelity`) says a variant's output is *different*; these say what kind of *worse* it
+might be, for the failures optimizations cause or are blamed for: a hallucinated tail after the
+sentence (too little text for the seconds of speech), a cut-off ending (speech up to the last
+sample), a constant vocoder whine (one frequency standing out of its neighbours in almost every
+frame), clipping. They read the waveform alone, so they mean the same on random and real weights;
+recognisers, speaker encoders and MOS predictors, which need real speech, are not here.
+
+Speech activity is an energy detector, deliberately simple: 20 ms frames are speech when they
+are within `VAD_RANGE_DB` of the clip's loud frames, gaps shorter than a pause are bridged, and
+blips shorter than a syllable dropped. Every metric names how it was computed (`source`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+FRAME_S, HOP_S = 0.020, 0.010
+VAD_RANGE_DB = 35.0       # speech: within this of the clip's loud frames (95th percentile)
+VAD_FLOOR_DBFS = -65.0    # and above this absolute level (digital silence and dither are not speech)
+BRIDGE_S = 0.15           # a gap shorter than this inside speech is part of a word, not a pause
+MIN_BURST_S = 0.05        # activity shorter than this is a click, not speech
+CUT_OFF_S = 0.03          # speech within this of the last sample: the clip may end mid-word
+CLIP_LEVEL = 0.999        # |x| at or above this is clipped (float audio in [-1, 1])
+CLIP_SHARE_FLAG = 1e-3
+# Letters per second of speech: English read aloud runs at about 12-16; far outside, the audio
+# holds more (a tail, babble) or less (cut words) than its text.
+RATE_LOW, RATE_HIGH = 8.0, 25.0
+TONE_FRAME_S = 0.064
+TONE_OVER_NEIGHBOURS_DB = 15.0
+TONE_NEIGHBOURS_HZ = 300.0
+TONE_SHARE_FLAG = 0.8     # one frequency standing out in this share of frames: a constant tone
+PAUSE_FLAG_S = 1.0
+MEL = {"n_fft": 1024, "hop_length": 256, "n_mels": 80}
+ENERGY_VAD = "energy VAD (ttsopt.measure.quality)"
+
+
+@dataclass(frozen=True)
+class Metric:
+    value: float | bool | None
+    unit: str
+    source: str
+    flag: str = ""  # a sentence when the value points at a problem, else empty
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _frames(wav: np.ndarray, sr: int, frame_s: float, hop_s: float) -> np.ndarray:
+    frame, hop = max(1, int(frame_s * sr)), max(1, int(hop_s * sr))
+    if len(wav) < frame:
+        wav = np.pad(wav, (0, frame - len(wav)))
+    count = 1 + (len(wav) - frame) // hop
+    index = np.arange(frame)[None, :] + hop * np.arange(count)[:, None]
+    return wav[index]
+
+
+def _runs(mask: np.ndarray, value: bool) -> list[tuple[int, int]]:
+    """(start, end) index pairs of the runs of VALUE in MASK."""
+    padded = np.concatenate([[False], mask == value, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def speech_activity(wav: np.ndarray, sr: int) -> np.ndarray:
+    """One bool per 10 ms hop: is this speech (see the module's note)?"""
+    rms = np.sqrt(np.mean(_frames(np.asarray(wav, np.float64), sr, FRAME_S, HOP_S) ** 2, axis=1))
+    level = 20 * np.log10(rms + 1e-10)
+    loud = np.percentile(level, 95)
+    active = (level > loud - VAD_RANGE_DB) & (level > VAD_FLOOR_DBFS)
+    for start, end in _runs(active, False):  # bridge short gaps between active stretches
+        if start > 0 and end < len(active) and (end - start) * HOP_S < BRIDGE_S:
+            active[start:end] = True
+    for start, end in _runs(active, True):   # drop clicks
+        if (end - start) * HOP_S < MIN_BURST_S:
+            active[start:end] = False
+    return active
+
+
+def timing(wav: np.ndarray, sr: int, text: str | None = None) -> dict[str, Metric]:
+    """Silence before and after the speech, the longest pause, an ending in mid-speech, and the
+    speaking rate of TEXT over the speech (when given)."""
+    active = speech_activity(wav, sr)
+    duration = len(wav) / sr
+    if not active.any():
+        none = Metric(None, "s", ENERGY_VAD)
+        return {"speech_s": Metric(0.0, "s", ENERGY_VAD, "no speech found"), "leading_silence_s": none,
+                "trailing_silence_s": none, "longest_pause_s": none, "ends_in_speech": Metric(None, "", ENERGY_VAD)}
+    first, last = np.flatnonzero(active)[[0, -1]]
+    start_s, end_s = first * HOP_S, min(duration, last * HOP_S + FRAME_S)
+    inner = active[first:last + 1]
+    pause = max(((e - s) * HOP_S for s, e in _runs(inner, False)), default=0.0)
+    trailing = duration - end_s
+    out = {
+        "speech_s": Metric(round(end_s - start_s, 3), "s", ENERGY_VAD),
+        "leading_silence_s": Metric(round(start_s, 3), "s", ENERGY_VAD),
+        "trailing_silence_s": Metric(round(trailing, 3), "s", ENERGY_VAD),
+        "longest_pause_s": Metric(round(pause, 3), "s", ENERGY_VAD,
+                                  f"a pause of {pause:.1f} s inside the speech" if pause >= PAUSE_FLAG_S else ""),
+        "ends_in_speech": Metric(bool(trailing < CUT_OFF_S), "", ENERGY_VAD,
+                                 "speech runs up to the last sample: cut off?" if trailing < CUT_OFF_S else ""),
+    }
+    if text is not None:
+        letters = len(re.findall(r"\w", text))
+        rate = letters / max(end_s - start_s, 1e-3)
+        flag = ""
+        if rate < RATE_LOW:
+            flag = f"{rate:.1f} letters per second of speech: more audio than text (a tail, babble?)"
+        elif rate > RATE_HIGH:
+            flag = f"{rate:.1f} letters per second of speech: less audio than text (words cut?)"
+        out["letters_per_speech_s"] = Metric(round(rate, 2), "letters/s", ENERGY_VAD, flag)
+    return out
+
+
+def clipping(wav: np.ndarray) -> Metric:
+    share = float(np.mean(np.abs(wav) >= CLIP_LEVEL)) if len(wav) else 0.0
+    return Metric(share, "share of samples", f"|x| >= {CLIP_LEVEL} (ttsopt.measure.quality)",
+                  f"{share:.2%} of samples clipped" if share > CLIP_SHARE_FLAG else "")
+
+
+def constant_tone(wav: np.ndarray, sr: int) -> tuple[Metric, Metric]:
+    """The frequency that stands out of its neighbourhood in the most frames, and that share."""
+    frames = _frames(np.asarray(wav, np.float64), sr, TONE_FRAME_S, TONE_FRAME_S / 2)
+    power = np.abs(np.fft.rfft(frames * np.hanning(frames.shape[1]), axis=1)) ** 2 + 1e-20
+    db = 10 * np.log10(power)
+    bin_hz = sr / frames.shape[1]
+    width = max(2, int(TONE_NEIGHBOURS_HZ / bin_hz))
+    kernel = np.ones(2 * width + 1) / (2 * width + 1)
+    around = np.apply_along_axis(lambda row: np.convolve(row, kernel, mode="same"), 1, db)
+    standing = (db - around) > TONE_OVER_NEIGHBOURS_DB
+    standing[:, :3] = False  # DC and the lowest bins are not a tone
+    share = standing.mean(axis=0)
+    peak = int(np.argmax(share))
+    source = f"narrowband peak over ±{TONE_NEIGHBOURS_HZ:.0f} Hz in {TONE_FRAME_S * 1e3:.0f} ms frames"
+    flag = (f"a constant tone near {peak * bin_hz:.0f} Hz in {share[peak]:.0%} of frames"
+            if share[peak] >= TONE_SHARE_FLAG else "")
+    return (Metric(round(float(share[peak]), 3), "share of frames", source, flag),
+            Metric(round(peak * bin_hz, 1), "Hz", source))
+
+
+def log_mel_distance(wav: np.ndarray, baseline: np.ndarray, sr: int) -> Metric:
+    """Mean absolute difference of the log-mel spectrograms in dB, over the shorter clip."""
+    import librosa
+
+    n = min(len(wav), len(baseline))
+    if n < MEL["n_fft"]:
+        return Metric(None, "dB", "log-mel (librosa)", "too short to compare")
+    mels = [10 * np.log10(librosa.feature.melspectrogram(y=np.asarray(x[:n], np.float32), sr=sr, **MEL) + 1e-10)
+            for x in (wav, baseline)]
+    value = float(np.mean(np.abs(mels[0] - mels[1])))
+    return Metric(round(value, 3), "dB", f"log-mel, {MEL['n_mels']} bands (librosa {librosa.__version__})")
+
+
+def score(wav: np.ndarray, sr: int, text: str | None = None, baseline: np.ndarray | None = None) -> dict[str, Metric]:
+    """Every check of this module on WAV (mono float); with BASELINE, the distances to it too."""
+    wav = np.asarray(wav, np.float64).reshape(-1)
+    metrics = {"duration_s": Metric(round(len(wav) / sr, 3), "s", "samples / rate"), **timing(wav, sr, text),
+               "clipped": clipping(wav)}
+    metrics["tone_share"], metrics["tone_hz"] = constant_tone(wav, sr)
+    if baseline is not None:
+        baseline = np.asarray(baseline, np.float64).reshape(-1)
+        metrics["log_mel_distance_db"] = log_mel_distance(wav, baseline, sr)
+        metrics["length_ratio"] = Metric(round(len(wav) / max(len(baseline), 1), 4), "ratio", "samples / baseline's")
+    return metrics
+
+
+def problems(metrics: dict[str, Metric]) -> list[str]:
+    return [m.flag for m in metrics.values() if m.flag]
