@@ -40,6 +40,16 @@ def test_a_folder_holding_another_suite_is_refused_before_anything_runs(tmp_path
     assert len(line.splitlines()) == 1 and sorted(p.name for p in out.rglob("*")) == before
 
 
+def test_a_suite_of_another_model_is_refused_and_older_manifests_count_as_the_original(tmp_path):
+    out = old_suite(tmp_path / "out", profile="smoke")  # a manifest written before there was a model to choose
+    manifest = json.loads((out / folder.MANIFEST).read_text())
+    manifest.pop("model", None)
+    (out / folder.MANIFEST).write_text(json.dumps(manifest))
+    folder.check(out, ident(profile="smoke"))  # the original model: the same suite
+    with pytest.raises(UserError, match="holds a suite of profile smoke.*this one is model turbo, profile smoke"):
+        folder.check(out, {**ident(profile="smoke"), "model": "turbo"})
+
+
 def test_records_without_a_manifest_are_refused(tmp_path):
     (tmp_path / "x.jsonl").write_text("{}\n")
     with pytest.raises(UserError, match="holds records but no suite.json"):

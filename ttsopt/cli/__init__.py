@@ -21,6 +21,7 @@ COMMANDS = {
     "report": "ttsopt.cli.report",
     "compare": "ttsopt.cli.compare",
     "score": "ttsopt.cli.score",
+    "models": "ttsopt.cli.models",
     "prepare": "ttsopt.cli.prepare",
     "process": "ttsopt.cli.process",
 }

@@ -41,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import UserError
     from ..experiment import profiles
 
+    if args.model != "original":
+        raise UserError(f"bench measures the fast path, which is built for the original model only; for {args.model} "
+                        f"use `ttsopt models` (the models side by side) or `ttsopt run --model {args.model}` "
+                        "(the variants that apply to it)")
     text = args.prompt if args.prompt is not None else default_prompt()
     if not text.strip():
         raise UserError("--prompt is empty: give at least one word to speak")

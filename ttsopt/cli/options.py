@@ -24,6 +24,7 @@ def _argument(rule):
 
 
 source = _argument(params.source)
+model = _argument(params.model)
 device = _argument(params.device)
 positive = _argument(params.positive)
 tokens = _argument(params.tokens)
@@ -31,5 +32,6 @@ count = _argument(params.count)
 
 
 def add_model(p: argparse.ArgumentParser, default_source: str) -> None:
+    p.add_argument("--model", type=model, default="original", help=f"{params.MODEL_HELP} (default: original)")
     p.add_argument("--source", type=source, default=default_source, help=f"{SOURCE_HELP} (default: {default_source})")
     p.add_argument("--device", type=device, default="auto", help=f"{params.DEVICE_HELP} (default: auto)")

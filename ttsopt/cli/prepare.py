@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import count
+from .options import count, model
 
 
 def register(sub) -> None:
@@ -12,13 +12,15 @@ def register(sub) -> None:
     p.add_argument("source", choices=("synthetic", "tiny"),
                    help="which random weights to build: synthetic (full size) or tiny")
     p.add_argument("--seed", type=count, default=0, help="weights seed (default: 0)")
+    p.add_argument("--model", type=model, default="original", help="which Chatterbox: original or turbo "
+                                                                   "(default: original)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import sources
 
-    model = sources.load(args.source, device="cpu", seed=args.seed)
-    where = sources.random_cache_dir(model.arch, args.seed, sources.REFERENCE_WAV)
-    print(f"{args.source} weights ready" + (f" in {where}" if where else " (cache off)"))
+    loaded = sources.load(args.source, device="cpu", seed=args.seed, model=args.model)
+    where = sources.random_cache_dir(loaded.arch, args.seed, sources.REFERENCE_WAVS[args.model], args.model)
+    print(f"{args.source} {args.model} weights ready" + (f" in {where}" if where else " (cache off)"))
     return 0

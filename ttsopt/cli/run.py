@@ -59,7 +59,8 @@ def preflight(args: argparse.Namespace) -> None:
 
     catalog.check(args.variants)
     profiles.load_prompts(args.prompts)
-    folder.check(args.out, folder.identity(args.profile, args.source, args.device, args.prompts), force=args.force)
+    folder.check(args.out, folder.identity(args.profile, args.source, args.device, args.prompts, args.model),
+                 force=args.force)
     if args.source.startswith("local:") and not Path(args.source[len("local:"):]).is_dir():
         raise UserError(f"--source {args.source}: the folder {args.source[len('local:'):]} does not exist")
     if args.device != "cpu":
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from ..report import html
 
     runs = suite.plan(args.source, suite.resolve_names(args.variants), args.profile, args.out, device=args.device,
-                      prompts_csv=str(Path(args.prompts).resolve()), order_seed=args.order_seed)
+                      prompts_csv=str(Path(args.prompts).resolve()), order_seed=args.order_seed, model=args.model)
     try:
         outcomes = suite.run_suite(runs, resume=args.resume, profiling=args.profiling, wait_quiet=args.wait_quiet,
                                    order_seed=args.order_seed)

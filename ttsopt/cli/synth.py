@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.pipeline import Pipeline
     from ..measure.timing import StageTimes
 
-    model = sources.load(args.source, device=args.device, dtype=args.dtype, seed=args.model_seed)
+    model = sources.load(args.source, device=args.device, dtype=args.dtype, seed=args.model_seed, model=args.model)
     pipeline = Pipeline(model)
     applied = variants.apply(pipeline, args.variant) if args.variant else None
     if model.random_weights and args.tokens is None:
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_stages(result))
     if applied is not None:
         print(f"variant {args.variant} evidence: {applied.evidence_json(pipeline)}")
-    print(f"load {model.load_s:.2f} s (source {model.source}, {model.arch}, {model.device}) -> {args.out}")
+    print(f"load {model.load_s:.2f} s ({model.name} model, source {model.source}, {model.arch}, {model.device}) "
+          f"-> {args.out}")
     return 0
 
 

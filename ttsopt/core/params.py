@@ -11,6 +11,9 @@ from __future__ import annotations
 from .errors import UserError
 
 SOURCE_HELP = "hub, local:DIR, synthetic or tiny"
+MODELS = ("original", "turbo")  # engine.sources.LAYOUTS holds their files; a test keeps the two equal
+MODEL_HELP = ("which Chatterbox: original (Llama T3, 10-step CFM flow with CFG) or turbo (GPT-2 T3, "
+              "2-step mean-flow decoder, no CFG)")
 DEVICE_HELP = "auto, cpu or cuda"
 DTYPES = ("float32", "bfloat16", "float16")
 MAX_TOKENS = 1000  # upstream's cap on speech tokens (40 s of speech); the pipeline enforces the same
@@ -21,6 +24,12 @@ def source(value) -> str:
     if text in ("hub", "synthetic", "tiny") or (text.startswith("local:") and len(text) > len("local:")):
         return text
     raise UserError(f"unknown source {value!r}: expected {SOURCE_HELP}")
+
+
+def model(value) -> str:
+    if value in MODELS:
+        return value
+    raise UserError(f"unknown model {value!r}: expected {' or '.join(MODELS)}")
 
 
 def device(value) -> str:

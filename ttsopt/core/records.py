@@ -104,6 +104,7 @@ class TrialRecord:
     round: int | None = None
     pair: int | None = None
     source: str | None = None
+    model: str | None = None       # which Chatterbox (original, turbo); absent in older records: original
     device: str | None = None
     profile: str | None = None
     error: str | None = None

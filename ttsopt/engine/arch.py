@@ -1,7 +1,10 @@
-"""Model architectures: upstream chatterbox-tts constructors, at full or tiny size.
+"""Model architectures: upstream chatterbox-tts constructors, per model, at full or tiny size.
 
-`full` is exactly what `ChatterboxTTS.from_local` builds. `tiny` runs the very same
-constructors with small dimensions, so tests exercise upstream code paths in seconds.
+Two models of the Chatterbox family are built: `original` (`ChatterboxTTS`: Llama T3, a
+10-step CFM flow run with classifier-free guidance) and `turbo` (`ChatterboxTurboTTS`:
+GPT-2-medium T3, a 2-step mean-flow decoder, no guidance). `full` is exactly what each class's
+`from_local` builds. `tiny` runs the very same constructors with small dimensions, so tests
+exercise upstream code paths in seconds.
 S3Gen hard-codes its sub-module sizes inside `__init__`, so tiny swaps the constructors
 that `S3Token2Mel.__init__` looks up in its module for ones that override the size
 arguments, only for the duration of the build.
@@ -15,7 +18,7 @@ import torch
 from chatterbox.models.s3gen import S3Gen
 from chatterbox.models.s3gen import s3gen as s3gen_module
 from chatterbox.models.t3 import T3
-from chatterbox.models.t3.llama_configs import LLAMA_520M_CONFIG_DICT, LLAMA_CONFIGS
+from chatterbox.models.t3.llama_configs import GPT2_MEDIUM_CONFIG, LLAMA_520M_CONFIG_DICT, LLAMA_CONFIGS
 from chatterbox.models.t3.modules import cond_enc as cond_enc_module
 from chatterbox.models.t3.modules.t3_config import T3Config
 from chatterbox.models.voice_encoder import VoiceEncoder
@@ -23,6 +26,8 @@ from chatterbox.models.voice_encoder.config import VoiceEncConfig
 from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
 
 ARCHES = ("full", "tiny")
+MODELS = ("original", "turbo")
+TURBO_TEXT_VOCAB = 50276  # the GPT-2 vocabulary Turbo's T3 embeds (tts_turbo.from_local)
 
 TINY_LLAMA = "ttsopt-tiny"
 LLAMA_CONFIGS[TINY_LLAMA] = {
@@ -34,6 +39,10 @@ LLAMA_CONFIGS[TINY_LLAMA] = {
     "num_key_value_heads": 4,
     "head_dim": 16,
 }
+
+TINY_GPT2 = "ttsopt-tiny-gpt2"
+# Positions as GPT2_medium's: upstream decodes up to 1000 tokens after a prefix of about 400.
+LLAMA_CONFIGS[TINY_GPT2] = {**GPT2_MEDIUM_CONFIG, "n_embd": 64, "hidden_size": 64, "n_head": 4, "n_layer": 2}
 
 # Keyword overrides per constructor that S3Token2Mel / S3Token2Wav call by name.
 _TINY_S3GEN = {
@@ -85,11 +94,28 @@ def _tiny_constructors():
         yield
 
 
-def t3_config(arch: str) -> T3Config:
+def t3_config(arch: str, model: str = "original") -> T3Config:
+    """Upstream's T3 settings for MODEL; Turbo's are the ones `ChatterboxTurboTTS.from_local`
+    sets by hand (GPT-2 backbone, no learned positions of its own, no perceiver, no emotion)."""
+    if model == "turbo":
+        hp = T3Config(text_tokens_dict_size=TURBO_TEXT_VOCAB)
+        hp.llama_config_name = TINY_GPT2 if arch == "tiny" else "GPT2_medium"
+        hp.speech_tokens_dict_size = 6563
+        hp.input_pos_emb = None
+        hp.speech_cond_prompt_len = 375
+        hp.use_perceiver_resampler = False
+        hp.emotion_adv = False
+        return hp
     hp = T3Config.english_only()
     if arch == "tiny":
         hp.llama_config_name = TINY_LLAMA
     return hp
+
+
+def check_model(model: str) -> str:
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}: expected one of {', '.join(MODELS)}")
+    return model
 
 
 # What random initialisation goes through: torch.nn.init's random fills and, for transformers'
@@ -114,19 +140,21 @@ def _skip_init():
         yield
 
 
-def build(arch: str, seed: int | None = None, init: bool = True) -> tuple[T3, S3Gen, VoiceEncoder]:
-    """Build (T3, S3Gen, VoiceEncoder); with a seed the random initial weights are reproducible.
-    `init=False` skips random initialisation, for weights about to be loaded over it."""
+def build(arch: str, seed: int | None = None, init: bool = True,
+          model: str = "original") -> tuple[T3, S3Gen, VoiceEncoder]:
+    """Build MODEL's (T3, S3Gen, VoiceEncoder); with a seed the random initial weights are
+    reproducible. `init=False` skips random initialisation, for weights about to be loaded over it."""
     if arch not in ARCHES:
         raise ValueError(f"unknown architecture {arch!r}: expected one of {', '.join(ARCHES)}")
+    meanflow = check_model(model) == "turbo"
     if seed is not None:
         torch.manual_seed(seed)
     with contextlib.ExitStack() as stack:
         if not init:
             stack.enter_context(_skip_init())
         if arch == "full":
-            return T3(), S3Gen(), VoiceEncoder()
+            return T3(t3_config(arch, model)), S3Gen(meanflow=meanflow), VoiceEncoder()
         with _tiny_constructors():
-            t3 = T3(t3_config("tiny"))
-            s3gen = S3Gen()
+            t3 = T3(t3_config("tiny", model))
+            s3gen = S3Gen(meanflow=meanflow)
         return t3, s3gen, VoiceEncoder(TinyVoiceEncConfig())

@@ -17,7 +17,9 @@ class ReferenceError(UserError):
     """A reference clip that cannot condition the model; the message says why."""
 
 
-def check_reference(path) -> None:
+def check_reference(path, min_s: float | None = None) -> None:
+    """A clip a voice can be taken from: readable, not silent, at least MIN_REFERENCE_S long and,
+    where a model asks for it, longer than MIN_S."""
     path = Path(path)
     if not path.is_file():
         raise ReferenceError(f"reference clip {path} does not exist")
@@ -28,6 +30,9 @@ def check_reference(path) -> None:
     if sr < MIN_REFERENCE_SR:
         raise ReferenceError(f"reference clip {path} is sampled at {sr} Hz; at least "
                              f"{MIN_REFERENCE_SR} Hz is needed (24 kHz is best)")
+    if min_s is not None and len(wav) / sr <= min_s:
+        raise ReferenceError(f"reference clip {path} is {len(wav) / sr:.2f} s long; this model needs "
+                             f"more than {min_s:.0f} s")
     if len(wav) / sr < MIN_REFERENCE_S:
         raise ReferenceError(f"reference clip {path} is {len(wav) / sr:.2f} s long; "
                              f"at least {MIN_REFERENCE_S:.0f} s of speech is needed")

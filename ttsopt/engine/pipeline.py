@@ -1,9 +1,10 @@
-"""Instrumented synthesis: upstream `ChatterboxTTS.generate`, one timed stage at a time.
+"""Instrumented synthesis: upstream `ChatterboxTTS.generate` (or `ChatterboxTurboTTS.generate`
+for the turbo model), one timed stage at a time.
 
-The behaviour is upstream's — punctuation normalisation, CFG, the same logits processors in
-the same order, dropping invalid tokens, S3Gen flow then HiFT, the Perth watermark — split
-into the stages the measurement contract names, so each can be timed and each can be
-replaced by a variant.
+The behaviour is upstream's — punctuation normalisation, CFG where the model has it, the same
+logits processors in the same order, dropping invalid tokens (Turbo: and appending its three
+silence tokens), S3Gen flow then HiFT, the Perth watermark — split into the stages the
+measurement contract names, so each can be timed and each can be replaced by a variant.
 
 The stages are a table, `Pipeline.stages`: text_to_tokens, conditioning, t3 (a runner object,
 `engine.t3`), flow and vocode. A variant replaces a stage (`replace`) or wraps it (`wrap`: the
@@ -21,15 +22,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from chatterbox.models.s3gen.const import S3GEN_SIL
 from chatterbox.models.s3tokenizer import SPEECH_VOCAB_SIZE, drop_invalid_tokens
 from chatterbox.models.t3.modules.cond_enc import T3Cond
 from chatterbox.tts import punc_norm
+from chatterbox.tts_turbo import punc_norm as turbo_punc_norm
 
 from ..core.errors import UserError
 from ..core.vocab import Stage
 from ..measure.timing import StageTimes, wall_timer
 from .s3gen import FlowStage
 from .sources import Model, prepare_voice
+from .t3.turbo import UpstreamTurboT3
 from .t3.upstream import UpstreamT3
 
 SAMPLE_RATE = 24_000
@@ -59,7 +63,8 @@ def rtf(wall_s: float, audio_s: float) -> float:
 
 @dataclass(frozen=True)
 class Sampling:
-    """`ChatterboxTTS.generate`'s defaults (tts.py, chatterbox-tts 0.1.7)."""
+    """`ChatterboxTTS.generate`'s defaults (tts.py, chatterbox-tts 0.1.7); `for_model` gives
+    each model's own (Turbo: top-k 1000, top-p 0.95, no min-p, no CFG, no exaggeration)."""
     temperature: float = 0.8
     repetition_penalty: float = 1.2
     min_p: float = 0.05
@@ -67,6 +72,14 @@ class Sampling:
     cfg_weight: float = 0.5
     exaggeration: float = 0.5
     max_new_tokens: int = 1000
+    top_k: int = 0  # 0: no top-k (the original model has none)
+
+    @classmethod
+    def for_model(cls, name: str) -> Sampling:
+        if name == "turbo":  # ChatterboxTurboTTS.generate's defaults
+            return cls(temperature=0.8, repetition_penalty=1.2, min_p=0.0, top_p=0.95, cfg_weight=0.0,
+                       exaggeration=0.0, top_k=1000)
+        return cls()
 
 
 @dataclass
@@ -114,12 +127,15 @@ class Wrapped:
 class Pipeline:
     """One model, one set of sampling parameters; `synthesize` runs and times every stage."""
 
-    def __init__(self, model: Model, sampling: Sampling = Sampling(), watermark: bool = True):
+    def __init__(self, model: Model, sampling: Sampling | None = None, watermark: bool = True):
         self.model = model
-        self.sampling = sampling
+        self.sampling = sampling if sampling is not None else Sampling.for_model(model.name)
         self.watermark = watermark
-        self.stages = {"text_to_tokens": self._text_to_tokens, "conditioning": self._conditioning,
-                       "t3": UpstreamT3(model.t3), "flow": FlowStage(model.s3gen), "vocode": self._vocode}
+        turbo = model.name == "turbo"
+        self.stages = {"text_to_tokens": self._turbo_text_to_tokens if turbo else self._text_to_tokens,
+                       "conditioning": self._conditioning,
+                       "t3": (UpstreamTurboT3 if turbo else UpstreamT3)(model.t3),
+                       "flow": FlowStage(model.s3gen), "vocode": self._vocode}
         self.around: list = []          # wrappers of a whole synthesis, outermost first
         self.grad_mode = torch.inference_mode  # the no-grad variant swaps in torch.no_grad
         self.changes: list[tuple[str, str, str]] = []  # (stage, "replaced" | "wrapped", by)
@@ -198,6 +214,34 @@ class Pipeline:
         tokens = F.pad(tokens, (1, 0), value=hp.start_text_token)
         return F.pad(tokens, (0, 1), value=hp.stop_text_token)
 
+    def _turbo_text_to_tokens(self, text: str) -> torch.Tensor:
+        """`ChatterboxTurboTTS.generate`'s text step: its punctuation rules and the GPT-2 tokenizer,
+        no start/stop tokens, no CFG row. Upstream truncates silently at the tokenizer's length
+        limit; here over-long text is refused, so every accepted text is tokenized as upstream does."""
+        if not isinstance(text, str) or not text.strip():
+            raise TextError("text is empty: give at least one word to speak")
+        tokenizer = self.model.tts.tokenizer
+        normalized = turbo_punc_norm(text)
+        count = len(tokenizer(normalized).input_ids)
+        if count > tokenizer.model_max_length:
+            raise TextError(f"text is {len(text)} characters = {count} tokens; Turbo's tokenizer reads at "
+                            f"most {tokenizer.model_max_length} — split it into sentences")
+        ids = tokenizer(normalized, return_tensors="pt", padding=True, truncation=True).input_ids
+        return ids.to(self.device)
+
+    def speech_tokens(self, raw: torch.Tensor) -> torch.Tensor:
+        """What S3Gen renders of T3's output RAW (1-D): speech tokens only; Turbo appends three
+        silence tokens, as upstream does, so its audio ends in silence rather than mid-token."""
+        tokens = drop_invalid_tokens(raw)
+        tokens = tokens[tokens < SPEECH_VOCAB_SIZE].to(self.device)
+        if tokens.numel() == 0:
+            raise SynthesisError("T3 stopped before emitting any speech token; "
+                                 "try another seed or force a length (--tokens N)")
+        if self.model.name == "turbo":
+            silence = torch.full((3,), S3GEN_SIL, dtype=tokens.dtype, device=tokens.device)
+            tokens = torch.cat([tokens, silence])
+        return tokens
+
     def _conditioning(self, reference_wav=None):
         tts, s = self.model.tts, self.sampling
         if reference_wav is not None:
@@ -205,6 +249,8 @@ class Pipeline:
         elif tts.conds is None:
             raise VoiceError("this model has no built-in voice (its folder has no conds.pt): "
                              "give a reference clip (--reference)")
+        if self.model.name == "turbo":  # Turbo's T3 has no emotion input: upstream leaves conds as they are
+            return tts.conds
         if s.exaggeration != tts.conds.t3.emotion_adv[0, 0, 0]:
             c = tts.conds.t3
             tts.conds.t3 = T3Cond(speaker_emb=c.speaker_emb, cond_prompt_speech_tokens=c.cond_prompt_speech_tokens,
@@ -255,11 +301,7 @@ class Pipeline:
             with times.stage(Stage.T3_DECODE):
                 raw = t3.decode(state, s, n_tokens=n_tokens)
             with times.stage(Stage.S3GEN_FLOW):
-                tokens = drop_invalid_tokens(raw[0])
-                tokens = tokens[tokens < SPEECH_VOCAB_SIZE].to(self.device)
-                if tokens.numel() == 0:
-                    raise SynthesisError("T3 stopped before emitting any speech token; "
-                                         "try another seed or force a length (--tokens N)")
+                tokens = self.speech_tokens(raw[0])
                 mels = self.flow(tokens, conds)
             with times.stage(Stage.VOCODER):
                 wav = self.vocode(mels)

@@ -15,6 +15,9 @@ because `S3Token2Mel.forward` converts `ref_dict` in place on the first call.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +25,7 @@ from torch import nn
 from .graphs import capture
 
 UPSTREAM_CFM_STEPS = 10
+UPSTREAM_MEANFLOW_STEPS = 2
 
 
 class FlowStage:
@@ -35,12 +39,19 @@ class FlowStage:
 
     def __call__(self, tokens: torch.Tensor, conds, finalize: bool = True) -> torch.Tensor:
         self.calls += 1
-        return self.s3gen.flow_inference(tokens, ref_dict=conds.gen, finalize=finalize,
-                                         n_cfm_timesteps=self.n_timesteps)
+        if not self.s3gen.meanflow:
+            return self.s3gen.flow_inference(tokens, ref_dict=conds.gen, finalize=finalize,
+                                             n_cfm_timesteps=self.n_timesteps)
+        # Turbo's mean-flow solver prints a line and a progress bar on every call: still done, as
+        # upstream does, but into a buffer, so a stage table or a suite's progress stays readable.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return self.s3gen.flow_inference(tokens, ref_dict=conds.gen, finalize=finalize,
+                                             n_cfm_timesteps=self.n_timesteps)
 
     @property
     def steps(self) -> int:
-        return self.n_timesteps or UPSTREAM_CFM_STEPS
+        """Steps a call takes: upstream's default is 2 for Turbo's mean-flow decoder, else 10."""
+        return self.n_timesteps or (UPSTREAM_MEANFLOW_STEPS if self.s3gen.meanflow else UPSTREAM_CFM_STEPS)
 
 
 class BucketedEstimator(nn.Module):

@@ -1,13 +1,16 @@
 """Model sources — hub, local:DIR, synthetic, tiny — built from chatterbox-tts's own classes.
 
-A loaded model is an upstream `ChatterboxTTS` (so `prepare_conditionals`, the watermarker and
-every module are upstream's) plus what the workbench needs to know about it: where the
-weights came from, the architecture, load time.
+A loaded model is an upstream `ChatterboxTTS` or `ChatterboxTurboTTS` (so
+`prepare_conditionals`, the watermarker and every module are upstream's) plus what the
+workbench needs to know about it: which model of the family, where the weights came from,
+the architecture, load time. Each model has its own file layout (`LAYOUTS`: the files its
+upstream `from_local` reads) and hub repository.
 
-`synthetic` and `tiny` weights are seeded random, with a generated tokenizer and
-conditionals from `data/prompts/reference.wav`. They are saved in the five-file local-dir
-layout (plus `ttsopt-arch.json` naming the architecture) and read back through the same
-`local:DIR` path that real weights take, so tests exercise the real loading code.
+`synthetic` and `tiny` weights are seeded random, with a generated tokenizer (Turbo's is a
+byte-level BPE read by transformers' `AutoTokenizer`, like the real GPT-2 one) and
+conditionals from `data/prompts/reference.wav`. They are saved in the model's local-dir
+layout (plus `ttsopt-arch.json` naming the model and architecture) and read back through the
+same `local:DIR` path that real weights take, so tests exercise the real loading code.
 
 Random weights are built once and kept in a cache ($TTSOPT_CACHE, default ~/.cache/ttsopt;
 `TTSOPT_CACHE=off` builds them every time), keyed by architecture, seed, the reference
@@ -32,6 +35,8 @@ from pathlib import Path
 import torch
 from chatterbox.models.tokenizers import EnTokenizer
 from chatterbox.tts import ChatterboxTTS, Conditionals
+from chatterbox.tts_turbo import ChatterboxTurboTTS
+from chatterbox.tts_turbo import Conditionals as TurboConditionals
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -39,14 +44,46 @@ from ..core.errors import UserError
 from ..measure.timing import Stopwatch
 from . import arch as arch_mod
 
-WEIGHT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
 CONDS_FILE = "conds.pt"
-LOCAL_FILES = WEIGHT_FILES + (CONDS_FILE,)
 ARCH_FILE = "ttsopt-arch.json"
-HUB_REPO = "ResembleAI/chatterbox"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files a model's upstream `from_local` reads, and where the hub keeps them."""
+    t3: str
+    s3gen: str
+    tokenizer: str
+    hub_repo: str
+    tts_class: type
+    conds_class: type
+
+    @property
+    def weight_files(self) -> tuple[str, ...]:
+        return ("ve.safetensors", self.t3, self.s3gen, self.tokenizer)
+
+    @property
+    def local_files(self) -> tuple[str, ...]:
+        return self.weight_files + (CONDS_FILE,)
+
+
+LAYOUTS = {
+    "original": Layout("t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "ResembleAI/chatterbox",
+                       ChatterboxTTS, Conditionals),
+    # AutoTokenizer reads the GPT-2 tokenizer from the folder: tokenizer.json, or vocab.json + merges.txt.
+    "turbo": Layout("t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors", "tokenizer_config.json",
+                    "ResembleAI/chatterbox-turbo", ChatterboxTurboTTS, TurboConditionals),
+}
+MODELS = tuple(LAYOUTS)
+WEIGHT_FILES = LAYOUTS["original"].weight_files
+LOCAL_FILES = LAYOUTS["original"].local_files
+HUB_REPO = LAYOUTS["original"].hub_repo
 SOURCES = ("hub", "local:DIR", "synthetic", "tiny")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REFERENCE_WAV = Path(__file__).resolve().parents[2] / "data" / "prompts" / "reference.wav"
+# Turbo's upstream `prepare_conditionals` refuses a reference of 5 s or less.
+REFERENCE_WAVS = {"original": REFERENCE_WAV, "turbo": REFERENCE_WAV.with_name("reference-turbo.wav")}
+MIN_REFERENCE_S = {"turbo": 5.0}
 
 
 class SourceError(UserError):
@@ -55,13 +92,14 @@ class SourceError(UserError):
 
 @dataclass
 class Model:
-    tts: ChatterboxTTS
+    tts: ChatterboxTTS | ChatterboxTurboTTS
     source: str
     arch: str
     device: torch.device
     dtype: torch.dtype
     load_s: float
     random_weights: bool  # synthetic/tiny: audio is noise, speech length must be forced
+    name: str = "original"  # which model of the family: original or turbo
 
     @property
     def t3(self):
@@ -89,22 +127,29 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def check_model(model: str) -> str:
+    if model not in LAYOUTS:
+        raise SourceError(f"unknown model {model!r}: expected one of {', '.join(LAYOUTS)}")
+    return model
+
+
 def load(source: str, device: str = "auto", dtype: str = "float32", seed: int = 0,
-         reference_wav: str | Path | None = None) -> Model:
-    """Load a model from SOURCE (hub, local:DIR, synthetic, tiny) onto DEVICE.
+         reference_wav: str | Path | None = None, model: str = "original") -> Model:
+    """Load MODEL (original, turbo) from SOURCE (hub, local:DIR, synthetic, tiny) onto DEVICE.
 
     DTYPE casts T3 and the S3Gen flow, the two large parts; the vocoder, tokenizers and
     encoders stay in float32 (variants change precision per module group).
     """
     dev, dt = resolve_device(device), resolve_dtype(dtype)
+    check_model(model)
     clock = Stopwatch(dev)
     if source in ("synthetic", "tiny"):
         arch, random_weights = ("full" if source == "synthetic" else "tiny"), True
-        tts = cached_random(arch, seed, dev, reference_wav or REFERENCE_WAV)
+        tts = cached_random(arch, seed, dev, reference_wav or REFERENCE_WAVS[model], model)
     elif source.startswith("local:"):
-        tts, arch, random_weights = _load_local(Path(source[len("local:"):]), dev)
+        tts, arch, random_weights = _load_local(Path(source[len("local:"):]), dev, model)
     elif source == "hub":
-        tts, arch, random_weights = _load_local(_download_hub(), dev)
+        tts, arch, random_weights = _load_local(_download_hub(model), dev, model)
     else:
         raise SourceError(f"unknown source {source!r}: expected one of {', '.join(SOURCES)}")
     if dt != torch.float32:
@@ -112,17 +157,21 @@ def load(source: str, device: str = "auto", dtype: str = "float32", seed: int = 
         tts.s3gen.flow.to(dt)
         if tts.conds is not None:  # T3 reads the speaker embedding and prompt through its own linears
             tts.conds.t3.to(dtype=dt)
-    return Model(tts, source, arch, dev, dt, clock.elapsed(), random_weights)
+    return Model(tts, source, arch, dev, dt, clock.elapsed(), random_weights, model)
 
 
-def build_random(arch: str, seed: int, device: torch.device, reference_wav) -> ChatterboxTTS:
+def build_random(arch: str, seed: int, device: torch.device, reference_wav, model: str = "original"):
     """Seeded random weights in upstream's classes, a generated tokenizer and conditionals."""
-    t3, s3gen, ve = arch_mod.build(arch, seed)
+    t3, s3gen, ve = arch_mod.build(arch, seed, model=model)
     with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = EnTokenizer(str(write_tokenizer(Path(tmp) / "tokenizer.json")))
-    tts = _quietly(ChatterboxTTS, t3.to(device).eval(), s3gen.to(device).eval(), ve.to(device).eval(),
-                   tokenizer, str(device))
-    prepare_voice(tts, reference_wav)
+        if model == "turbo":
+            tokenizer = _turbo_tokenizer(write_gpt2_tokenizer(Path(tmp)))
+            del t3.tfmr.wte  # upstream drops GPT-2's word embeddings: T3 feeds its own embeddings in
+        else:
+            tokenizer = EnTokenizer(str(write_tokenizer(Path(tmp) / "tokenizer.json")))
+    tts = _quietly(LAYOUTS[model].tts_class, t3.to(device).eval(), s3gen.to(device).eval(),
+                   ve.to(device).eval(), tokenizer, str(device))
+    prepare_voice(tts, reference_wav, exaggeration=0.0 if model == "turbo" else 0.5)
     return tts
 
 
@@ -137,27 +186,28 @@ def cache_root() -> Path | None:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "ttsopt"
 
 
-def random_cache_dir(arch: str, seed: int, reference_wav) -> Path | None:
+def random_cache_dir(arch: str, seed: int, reference_wav, model: str = "original") -> Path | None:
     root = cache_root()
     if root is None:
         return None
     from importlib.metadata import version
     key = hashlib.sha256()
-    for part in (CACHE_FORMAT, arch, str(seed), version("chatterbox-tts"), torch.__version__):
+    for part in (CACHE_FORMAT, model, arch, str(seed), version("chatterbox-tts"), torch.__version__):
         key.update(part.encode() + b"\0")
     for path in (arch_mod.__file__, __file__, reference_wav):  # the builders and the voice
         key.update(Path(path).read_bytes())
-    return root / f"{arch}-seed{seed}-{key.hexdigest()[:16]}"
+    prefix = "" if model == "original" else f"{model}-"
+    return root / f"{prefix}{arch}-seed{seed}-{key.hexdigest()[:16]}"
 
 
-def cached_random(arch: str, seed: int, device: torch.device, reference_wav) -> ChatterboxTTS:
+def cached_random(arch: str, seed: int, device: torch.device, reference_wav, model: str = "original"):
     """`build_random`, read from the cache when it holds this build, written to it when not."""
     from .audio import check_reference
-    check_reference(reference_wav)  # a bad clip is named before anything is hashed or built
-    directory = random_cache_dir(arch, seed, reference_wav)
+    check_reference(reference_wav, MIN_REFERENCE_S.get(model))  # named before anything is hashed or built
+    directory = random_cache_dir(arch, seed, reference_wav, model)
     if directory is not None and (directory / ARCH_FILE).is_file():
         try:
-            tts = _load_local(directory, device)[0]
+            tts = _load_local(directory, device, model)[0]
         except Exception as exc:  # our own entry, damaged however: rebuilt, and the user told so
             print(f"ttsopt: rebuilding the cached {arch} weights: {type(exc).__name__}: {exc}", file=sys.stderr)
             shutil.rmtree(directory, ignore_errors=True)
@@ -167,12 +217,12 @@ def cached_random(arch: str, seed: int, device: torch.device, reference_wav) -> 
             except OSError:
                 pass  # a read-only cache still serves
             return tts
-    tts = build_random(arch, seed, device, reference_wav)
+    tts = build_random(arch, seed, device, reference_wav, model)
     if directory is not None:
         try:
             directory.parent.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-            write_layout(tts, arch, True, staging)  # the arch file last: it marks an entry complete
+            write_layout(tts, arch, True, staging, model)  # the arch file last: it marks an entry complete
             try:
                 staging.rename(directory)
             except OSError:  # another process finished the same entry first
@@ -200,74 +250,130 @@ def _evict_stale(directory: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def prepare_voice(tts: ChatterboxTTS, wav_path, exaggeration: float = 0.5) -> None:
+def prepare_voice(tts, wav_path, exaggeration: float = 0.5) -> None:
     """Upstream's `prepare_conditionals`, after checks that turn a bad clip into a clear error."""
     from .audio import check_reference  # librosa is slow to import; only needed here
-    check_reference(wav_path)
+    check_reference(wav_path, MIN_REFERENCE_S.get("turbo" if isinstance(tts, ChatterboxTurboTTS) else "original"))
     with torch.inference_mode():
         tts.prepare_conditionals(str(wav_path), exaggeration=exaggeration)
 
 
 def save_local(model: Model, directory: str | Path) -> Path:
-    """Write the five-file layout (plus the architecture name) that `local:DIR` reads."""
-    return write_layout(model.tts, model.arch, model.random_weights, directory)
+    """Write the model's local-dir layout (plus model and architecture names) that `local:DIR` reads."""
+    return write_layout(model.tts, model.arch, model.random_weights, directory, model.name)
 
 
-def write_layout(tts: ChatterboxTTS, arch: str, random_weights: bool, directory: str | Path) -> Path:
-    directory = Path(directory)
+def write_layout(tts, arch: str, random_weights: bool, directory: str | Path, model: str = "original") -> Path:
+    directory, layout = Path(directory), LAYOUTS[model]
     directory.mkdir(parents=True, exist_ok=True)
-    for name, module in (("ve", tts.ve), ("t3_cfg", tts.t3), ("s3gen", tts.s3gen)):
+    for name, module in (("ve.safetensors", tts.ve), (layout.t3, tts.t3), (layout.s3gen, tts.s3gen)):
         state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
-        save_file(state, str(directory / f"{name}.safetensors"))
-    tts.tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
+        if module is tts.t3 and model == "turbo" and "tfmr.wte.weight" not in state:
+            state["tfmr.wte.weight"] = _dropped_word_embeddings(tts.t3, random_weights)
+        save_file(state, str(directory / name))
+    if model == "turbo":
+        tts.tokenizer.save_pretrained(str(directory))
+    else:
+        tts.tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
     tts.conds.save(directory / CONDS_FILE)
-    (directory / ARCH_FILE).write_text(json.dumps({"arch": arch, "random_weights": random_weights}))
+    (directory / ARCH_FILE).write_text(json.dumps({"model": model, "arch": arch, "random_weights": random_weights}))
     return directory
 
 
-def _load_local(directory: Path, device: torch.device):
+def _dropped_word_embeddings(t3, random_weights: bool) -> torch.Tensor:
+    """Turbo's checkpoint holds GPT-2's word embeddings, which upstream deletes after loading (T3
+    feeds its own embeddings in). Random weights never had meaningful ones: zeros keep the file
+    loadable by upstream's strict `load_state_dict`. Real ones are gone and cannot be written."""
+    if not random_weights:
+        raise SourceError("cannot save Turbo's real weights: upstream drops GPT-2's word embeddings "
+                          "on loading, so the checkpoint cannot be written back; copy the original files")
+    return torch.zeros(t3.hp.text_tokens_dict_size, t3.cfg.hidden_size)
+
+
+def folder_model(directory: Path) -> str | None:
+    """Which model's files DIRECTORY holds (by its T3 checkpoint), or None."""
+    found = [m for m, layout in LAYOUTS.items() if (directory / layout.t3).is_file()]
+    return found[0] if len(found) == 1 else None
+
+
+def _load_local(directory: Path, device: torch.device, model: str = "original"):
     if not directory.is_dir():
         raise SourceError(f"local weights directory {directory} does not exist")
-    missing = [f for f in WEIGHT_FILES if not (directory / f).is_file()]
+    held = folder_model(directory)
+    if held is not None and held != model:
+        raise SourceError(f"{directory} holds the {held} model's weights ({LAYOUTS[held].t3}), "
+                          f"not the {model} model's; add --model {held}")
+    layout = LAYOUTS[model]
+    missing = [f for f in layout.weight_files if not (directory / f).is_file()]
     if missing:
         raise SourceError(f"local weights directory {directory} is missing {', '.join(missing)} "
-                          f"(expected {', '.join(LOCAL_FILES)})")
+                          f"(expected {', '.join(layout.local_files)} for the {model} model)")
     with _reading(directory / ARCH_FILE):
         meta = json.loads((directory / ARCH_FILE).read_text()) if (directory / ARCH_FILE).is_file() else {}
         arch, random_weights = meta.get("arch", "full"), meta.get("random_weights", False)
-        t3, s3gen, ve = arch_mod.build(arch, init=False)  # every parameter is loaded below, strictly
+        t3, s3gen, ve = arch_mod.build(arch, init=False, model=model)  # every parameter is loaded below
 
     with _reading(directory / "ve.safetensors"):
         ve.load_state_dict(_read_safetensors(directory / "ve.safetensors"))
-    with _reading(directory / "t3_cfg.safetensors"):
-        t3_state = _read_safetensors(directory / "t3_cfg.safetensors")
+    with _reading(directory / layout.t3):
+        t3_state = _read_safetensors(directory / layout.t3)
         if "model" in t3_state:  # some upstream checkpoints nest the state dict
             t3_state = t3_state["model"][0]
         t3.load_state_dict(t3_state)
-    with _reading(directory / "s3gen.safetensors"):
-        result = s3gen.load_state_dict(_read_safetensors(directory / "s3gen.safetensors"), strict=False)
+        if model == "turbo":
+            del t3.tfmr.wte  # as upstream: T3 feeds its own embeddings to GPT-2
+    with _reading(directory / layout.s3gen):
+        result = s3gen.load_state_dict(_read_safetensors(directory / layout.s3gen), strict=False)
     # Upstream loads S3Gen non-strictly because the tokenizer's mel filters are rebuilt, not stored.
     unexpected_missing = [k for k in result.missing_keys if k not in s3gen.ignore_state_dict_missing]
     if unexpected_missing or result.unexpected_keys:
-        raise SourceError(f"{directory / 's3gen.safetensors'} does not match S3Gen: "
+        raise SourceError(f"{directory / layout.s3gen} does not match S3Gen: "
                           f"{len(unexpected_missing)} missing and {len(result.unexpected_keys)} "
                           f"unexpected tensors (e.g. {(unexpected_missing + result.unexpected_keys)[:3]})")
-    with _reading(directory / "tokenizer.json"):
-        tokenizer = EnTokenizer(str(directory / "tokenizer.json"))
-    tts = _quietly(ChatterboxTTS, t3.to(device).eval(), s3gen.to(device).eval(), ve.to(device).eval(),
+    with _reading(directory / layout.tokenizer):
+        tokenizer = (_turbo_tokenizer(directory) if model == "turbo"
+                     else EnTokenizer(str(directory / "tokenizer.json")))
+    tts = _quietly(layout.tts_class, t3.to(device).eval(), s3gen.to(device).eval(), ve.to(device).eval(),
                    tokenizer, str(device))
     if (directory / CONDS_FILE).is_file():
         # torch's own message would advise weights_only=False, which is no cure for a corrupt file
         with _reading(directory / CONDS_FILE, "not the conditionals Chatterbox saves"):
-            tts.conds = Conditionals.load(directory / CONDS_FILE, map_location="cpu").to(device)
+            tts.conds = layout.conds_class.load(directory / CONDS_FILE, map_location="cpu").to(device)
     return tts, arch, random_weights
+
+
+def _turbo_tokenizer(directory: Path):
+    """Turbo's text tokenizer as upstream reads it: transformers' AutoTokenizer from the folder,
+    the end-of-text token doubling as padding."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def _quietly(make, *args):
     """MAKE(*ARGS) without what it prints: upstream's watermarker prints a line on every load,
     which would bury the stage table a user asked for."""
     with redirect_stdout(io.StringIO()):
-        return make(*args)
+        tts = make(*args)
+    if isinstance(tts, ChatterboxTurboTTS):
+        _keep_float32_loudness(tts)
+    return tts
+
+
+def _keep_float32_loudness(tts: ChatterboxTurboTTS) -> None:
+    """Turbo's `norm_loudness` scales the clip by a NumPy float64 gain. Under the NumPy < 2 that
+    chatterbox-tts pins, the clip stays float32; under NumPy 2 (ours) it becomes float64 and the S3
+    tokenizer's float32 mel filters refuse it. Casting the result back restores upstream's
+    behaviour under its own pins: the same values, in float32."""
+    upstream = type(tts).norm_loudness
+
+    def norm_loudness(wav, sr, *args, **kwargs):
+        out = upstream(tts, wav, sr, *args, **kwargs)
+        return out.astype(wav.dtype, copy=False) if hasattr(out, "astype") else out
+
+    tts.norm_loudness = norm_loudness
 
 
 @contextmanager
@@ -292,14 +398,18 @@ def _read_safetensors(path: Path) -> dict:
         raise SourceError(f"cannot read {path}: {exc} (truncated or not a safetensors file?)") from exc
 
 
-def _download_hub() -> Path:
+def _download_hub(model: str = "original") -> Path:
+    layout = LAYOUTS[model]
     try:
-        from huggingface_hub import hf_hub_download
-        paths = [hf_hub_download(repo_id=HUB_REPO, filename=f) for f in LOCAL_FILES]
+        from huggingface_hub import hf_hub_download, snapshot_download
+        if model == "turbo":  # the tokenizer's file set is whatever the repository holds: upstream's patterns
+            return Path(snapshot_download(repo_id=layout.hub_repo, allow_patterns=[
+                "*.safetensors", "*.json", "*.txt", "*.pt", "*.model"]))
+        paths = [hf_hub_download(repo_id=layout.hub_repo, filename=f) for f in layout.local_files]
     except Exception as exc:  # network, auth or offline mode: all end the same way for the user
-        raise SourceError(f"cannot fetch {HUB_REPO} from the Hugging Face hub ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); download the five files "
-                          "and use --source local:DIR") from exc
+        raise SourceError(f"cannot fetch {layout.hub_repo} from the Hugging Face hub ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); download its files "
+                          f"({', '.join(layout.local_files)}) and use --source local:DIR") from exc
     return Path(paths[0]).parent
 
 
@@ -326,3 +436,24 @@ def write_tokenizer(path: Path) -> Path:
     tokenizer.save(str(tmp))
     tmp.replace(path)
     return path
+
+
+def write_gpt2_tokenizer(directory: Path) -> Path:
+    """A GPT-2-style byte-level BPE (one token per byte, no merges, `<|endoftext|>` after them)
+    in the files AutoTokenizer reads: any text tokenizes, as with the real GPT-2 tokenizer."""
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+
+    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = Tokenizer(BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken("<|endoftext|>", special=True)])
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(directory / "tokenizer.json"))
+    special = "<|endoftext|>"
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "GPT2TokenizerFast", "bos_token": special, "eos_token": special,
+        "unk_token": special, "model_max_length": 1024, "add_prefix_space": False}))
+    return directory

@@ -19,7 +19,9 @@ from ..core.errors import UserError
 
 MANIFEST = "suite.json"
 PROMPTS_COPY = "prompts.csv"
-IDENTITY = ("profile", "source", "device", "prompts_sha256")
+IDENTITY = ("model", "profile", "source", "device", "prompts_sha256")
+# What a manifest written before a key existed meant by it.
+UNRECORDED = {"model": "original"}
 # What a suite writes into its folder (besides its *.jsonl and *.env.json records); `--force`
 # moves these, and only these, aside.
 OWNED = (MANIFEST, "index.html", "notebooks", "reference", "audio", "plots", "traces", "html", "logs")
@@ -30,12 +32,14 @@ def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def identity(profile: str, source: str, device: str, prompts_csv) -> dict:
-    return {"profile": profile, "source": source, "device": device, "prompts_sha256": sha256(prompts_csv)}
+def identity(profile: str, source: str, device: str, prompts_csv, model: str = "original") -> dict:
+    return {"model": model, "profile": profile, "source": source, "device": device,
+            "prompts_sha256": sha256(prompts_csv)}
 
 
 def describe(ident: dict) -> str:
-    parts = [f"{k} {ident[k]}" for k in ("profile", "source", "device") if ident.get(k)]
+    parts = [f"model {ident['model']}"] if ident.get("model", "original") != "original" else []
+    parts += [f"{k} {ident[k]}" for k in ("profile", "source", "device") if ident.get(k)]
     if ident.get("prompts_sha256"):
         parts.append(f"prompts {ident['prompts_sha256'][:8]}")
     return ", ".join(parts) or "nothing recorded"
@@ -69,8 +73,8 @@ def check(out_dir, ident: dict, force: bool = False) -> None:
     manifest = read_manifest(out)
     if manifest is None and _records(out):
         clash = "holds records but no suite.json (written by a notebook, or by another tool)"
-    elif manifest is not None and any(k in manifest and manifest[k] != ident[k] for k in IDENTITY):
-        clash = f"holds a suite of {describe(manifest)}; this one is {describe(ident)}"
+    elif manifest is not None and any(manifest.get(k, UNRECORDED.get(k)) not in (None, ident[k]) for k in IDENTITY):
+        clash = f"holds a suite of {describe({**UNRECORDED, **manifest})}; this one is {describe(ident)}"
     else:
         clash = ""
     ours = manifest.get("prompts_sha256") if manifest else None

@@ -69,7 +69,7 @@ def profile_run(cfg, prompt: dict | None = None) -> Profiled:
     from .. import variants
     profile_ = profiles.get(cfg.profile)
     prompt = prompt or profiles.prompts_for(profile_, cfg.prompts_csv)[0]  # a prompt set of the user's too
-    model = sources.load(cfg.source, device=cfg.device, dtype=cfg.dtype, seed=cfg.model_seed)
+    model = sources.load(cfg.source, device=cfg.device, dtype=cfg.dtype, seed=cfg.model_seed, model=cfg.model)
     pipeline = Pipeline(model)
     variants.apply(pipeline, cfg.variant)
     n = profiles.token_budget(profile_, prompt["text"]) if model.random_weights else None

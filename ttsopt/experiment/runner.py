@@ -48,6 +48,7 @@ class RunConfig:
     variant: str = variants.BASELINE
     role: str = Role.VARIANT         # aa (the baseline again) | variant
     source: str = "tiny"
+    model: str = "original"          # which Chatterbox: original or turbo
     device: str = "auto"
     dtype: str = "float32"
     profile: str = "smoke"
@@ -88,6 +89,7 @@ class RunConfig:
         """Refuse a value no run could use before anything is written: a notebook run with
         `-p variant nosuch` fails at its first cell instead of recording a failed run."""
         params.check("source", self.source, params.source)
+        params.check("model", self.model, params.model)
         params.check("device", self.device, params.device)
         params.check("dtype", self.dtype, params.dtype)
         for name in ("model_seed", "process_timeout_s"):
@@ -135,7 +137,7 @@ class _Run:
         cfg = self.cfg
         return TrialRecord(run_id=cfg.run_id, variant=cfg.variant, role=cfg.role, design=self.design, phase=phase,
                            side=side, process=cfg.process, round=cfg.round if cfg.round >= 0 else None,
-                           source=cfg.source, device=self.device, profile=cfg.profile,
+                           source=cfg.source, model=cfg.model, device=self.device, profile=cfg.profile,
                            suite_position=cfg.suite_position if cfg.suite_position >= 0 else None, **fields_)
 
     def write(self, record: TrialRecord) -> None:
@@ -153,8 +155,8 @@ def execute(cfg: RunConfig) -> RunSummary:
     """Run CFG whole: in this process (in-process design) or as the parent of its processes."""
     spec_design, _ = variants.design(cfg.variant)  # a bad name was refused by RunConfig
     run = _Run(cfg, cfg.design or spec_design)
-    run.store.write_env(env_mod.capture(cfg.source), process=cfg.process)
-    reason = variants.unavailable(cfg.variant)
+    run.store.write_env(env_mod.capture(cfg.source, cfg.model), process=cfg.process)
+    reason = variants.unavailable(cfg.variant, model=cfg.model)
     if reason:
         return run.fail(reason, Status.NOT_APPLICABLE)
     try:
@@ -169,7 +171,7 @@ def execute(cfg: RunConfig) -> RunSummary:
 def execute_process(cfg: RunConfig) -> RunSummary:
     """One side of one round of a cross-process run, in this (fresh) process."""
     run = _Run(cfg, Design.CROSS_PROCESS)
-    run.store.write_env(env_mod.capture(cfg.source), process=cfg.process)
+    run.store.write_env(env_mod.capture(cfg.source, cfg.model), process=cfg.process)
     try:
         prompts = profiles.prompts_for(run.profile, cfg.prompts_csv)
     except UserError as exc:
@@ -197,7 +199,7 @@ def _load_side(run: _Run, side: str, spec: str):
     device = sources.resolve_device(cfg.device)
     machine = guard.snapshot()
     with memory.track(device, "load") as mem, wall_timer(device) as t:
-        model = sources.load(cfg.source, device=cfg.device, dtype=cfg.dtype, seed=cfg.model_seed)
+        model = sources.load(cfg.source, device=cfg.device, dtype=cfg.dtype, seed=cfg.model_seed, model=cfg.model)
         pipeline = Pipeline(model)
         applied = variants.apply(pipeline, spec)
     run.device = str(model.device)
@@ -388,5 +390,5 @@ def record_failure(cfg: RunConfig, reason: str, status: str = Status.FAILED) -> 
     Store(cfg.out_dir, cfg.run_id).append(TrialRecord(
         run_id=cfg.run_id, variant=cfg.variant, role=cfg.role, design=design or None, phase=Phase.LOAD,
         status=status, error=reason, side=cfg.side or None, process=cfg.process,
-        round=cfg.round if cfg.round >= 0 else None, source=cfg.source, profile=cfg.profile,
+        round=cfg.round if cfg.round >= 0 else None, source=cfg.source, model=cfg.model, profile=cfg.profile,
         suite_position=cfg.suite_position if cfg.suite_position >= 0 else None))

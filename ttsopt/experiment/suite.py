@@ -81,15 +81,16 @@ def resolve_names(spec: str) -> list[str]:
 
 
 def plan(source: str, names: list[str], profile: str, out_dir, device: str = "auto",
-         prompts_csv: str = str(profiles.PROMPTS_CSV), order_seed: int = 0) -> list[RunConfig]:
+         prompts_csv: str = str(profiles.PROMPTS_CSV), order_seed: int = 0, model: str = "original") -> list[RunConfig]:
     """The reference A/A first; then NAMES and, if one of them needs it here, the cross-process A/A,
     in an order shuffled by ORDER_SEED. Every name is checked before any run starts."""
     out_dir = str(Path(out_dir).resolve())
-    common = dict(out_dir=out_dir, source=source, device=device, profile=profile, prompts_csv=prompts_csv)
+    common = dict(out_dir=out_dir, source=source, model=model, device=device, profile=profile,
+                  prompts_csv=prompts_csv)
     reference = RunConfig(role=Role.AA, design=Design.IN_PROCESS, **common)
     rest = [RunConfig(variant=name, **common) for name in names]
     crossing = [r for r in rest if variants.design(r.variant)[0] == Design.CROSS_PROCESS
-                and not variants.unavailable(r.variant)]
+                and not variants.unavailable(r.variant, model=model)]
     if crossing:
         rest.append(RunConfig(role=Role.AA, design=Design.CROSS_PROCESS, **common))
     random.Random(order_seed).shuffle(rest)
@@ -142,7 +143,8 @@ def execute_in_kernel(cfg: RunConfig, profiling: bool, timeout_s: float, noteboo
 
     out = Path(cfg.out_dir) / "notebooks" / f"{cfg.run_id}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
-    parameters = dict(variant=cfg.variant, role=cfg.role, design=cfg.design, source=cfg.source, device=cfg.device,
+    parameters = dict(variant=cfg.variant, role=cfg.role, design=cfg.design, source=cfg.source, model=cfg.model,
+                      device=cfg.device,
                       profile=cfg.profile, out_dir=cfg.out_dir, run_id=cfg.run_id, profiling=profiling,
                       prompts_csv=cfg.prompts_csv, suite_position=cfg.suite_position,
                       process_timeout_s=cfg.process_timeout_s)
@@ -233,7 +235,7 @@ def check_machine(wait_quiet: bool, say=print, timeout_s: float = 3600) -> guard
 def identity(runs: list[RunConfig]) -> dict:
     """What the suite's folder must hold for RUNS to be compared with its records."""
     first = runs[0]
-    return folder.identity(first.profile, first.source, first.device, first.prompts_csv)
+    return folder.identity(first.profile, first.source, first.device, first.prompts_csv, first.model)
 
 
 def run_suite(runs: list[RunConfig], *, resume: bool = False, profiling: bool = True, time_limit_s: float | None = None,
@@ -306,7 +308,7 @@ def _one(cfg, reference, resume, profiling, time_limit_s, notebook, wait_quiet, 
     if resume and finished_ok(cfg):
         return Outcome(cfg.run_id, SKIPPED, "already complete")
     set_aside(cfg)
-    reason = variants.unavailable(cfg.variant)
+    reason = variants.unavailable(cfg.variant, model=cfg.model)
     if reason:
         runner.record_failure(cfg, reason, status=Status.NOT_APPLICABLE)
         return Outcome(cfg.run_id, Status.NOT_APPLICABLE, reason, time.monotonic() - start)

@@ -88,8 +88,9 @@ def _git(*args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def capture(source: str | None = None) -> dict:
-    """The environment of this process; `source` is where the weights came from."""
+def capture(source: str | None = None, model: str | None = None) -> dict:
+    """The environment of this process; `source` is where the weights came from, `model` which
+    Chatterbox they are."""
     gpu_name, gpu_driver = _gpu()
     commit = _git("rev-parse", "HEAD")
     # Untracked files (results, reports) do not change the code that ran.
@@ -113,5 +114,6 @@ def capture(source: str | None = None) -> dict:
         "git_commit": commit,
         "git_dirty": None if status is None else bool(status),
         "source": source,
+        "model": model,
     }
     return redact(env)

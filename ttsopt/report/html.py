@@ -99,12 +99,18 @@ def _distinct(df: pd.DataFrame, column: str) -> str:
     return ", ".join(sorted({str(v) for v in df[column].dropna()})) or "–"
 
 
+def _model(df: pd.DataFrame) -> str:
+    """Which Chatterbox the records measured; records written before there was a choice are the original's."""
+    column = df["model"] if "model" in df else pd.Series("original", index=df.index)
+    return ", ".join(sorted({str(v) for v in column.fillna("original")})) or "original"
+
+
 def _environment(df: pd.DataFrame, env: dict, rows: pd.DataFrame) -> list[tuple[str, str]]:
     """The header's (name, value) pairs: what the records say for every run, the first run's
     environment for the versions (one suite, one machine)."""
     first = next((env[r] for r in rows["run_id"] if r in env), next(iter(env.values()), {}))
     commit = str(first.get("git_commit") or "–")[:12] + (" (uncommitted changes)" if first.get("git_dirty") else "")
-    return [("Weights", _distinct(df, "source")), ("Device", _distinct(df, "device")),
+    return [("Model", _model(df)), ("Weights", _distinct(df, "source")), ("Device", _distinct(df, "device")),
             ("Hardware", first.get("gpu_name") or _cpu(first)),
             ("GPU driver", first.get("gpu_driver")), ("Run profile", _distinct(df, "profile")),
             ("torch", first.get("torch")), ("torch built for CUDA", first.get("cuda")),

@@ -115,20 +115,26 @@ class Applied:
         return json.dumps(self.evidence(pipeline), default=str, sort_keys=True)
 
 
-def unavailable(spec: str, pipeline=None) -> str | None:
-    """The first reason SPEC cannot run here (cheap checks only without a pipeline)."""
+def unavailable(spec: str, pipeline=None, model: str | None = None) -> str | None:
+    """The first reason SPEC cannot run here, for MODEL (default: the pipeline's; cheap checks
+    only without a pipeline)."""
     for v in parse(spec):
-        reason = v.check(pipeline)
+        reason = _reason(v, pipeline, model)
         if reason:
             return f"{v.name}: {reason}"
     return None
+
+
+def _reason(v: Variant, pipeline, model: str | None) -> str | None:
+    model = model or (pipeline.model.name if pipeline is not None else None)
+    return (v.applies_to(model) if model else None) or v.check(pipeline)
 
 
 def apply(pipeline, spec: str) -> Applied:
     """Apply SPEC to PIPELINE in place. Raises NotApplicable rather than fall back silently."""
     chosen = parse(spec)
     for v in chosen:
-        reason = v.check(pipeline)
+        reason = _reason(v, pipeline, None)
         if reason:
             raise NotApplicable(v.name, reason)
     applied = Applied(spec, [(v, v.apply(pipeline)) for v in chosen])

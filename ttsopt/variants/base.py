@@ -30,6 +30,8 @@ class Variant:
       says which. Otherwise it is measured beside a baseline copy in one process.
     - `lossless`: must give the baseline's tokens for the same seed; tests hold it to that.
     - `aliases`: other names that select it.
+    - `models`: the models of the Chatterbox family it is made and tested for; on another it is
+      not applicable, with `not_for[model]` (or a plain default) saying why.
     `apply` returns the application's own state (counters, handles): the pipeline carries no
     variant's attributes, and `evidence` reads the state back.
     """
@@ -42,6 +44,15 @@ class Variant:
     env: dict[str, str] = {}
     design: Design = Design.IN_PROCESS
     design_reason: str = "changes only its own copy of the model and pipeline"
+    models: tuple[str, ...] = ("original",)
+    not_for: dict[str, str] = {}
+
+    def applies_to(self, model: str) -> str | None:
+        """Why this variant is not for MODEL, or None."""
+        if model in self.models:
+            return None
+        return self.not_for.get(model) or (f"made and tested for the {' and '.join(self.models)} model; "
+                                           f"the {model} model's code differs where it acts")
 
     def check(self, pipeline=None) -> str | None:
         """Why this variant cannot run here, or None. With no pipeline only the cheap checks run
@@ -79,7 +90,8 @@ class Variant:
 
     def describe(self) -> dict:
         return {"name": self.name, "claims": [c.text for c in self.claims], "requires": list(self.requires),
-                "lossless": self.lossless, "design": str(self.design), "aliases": list(self.aliases)}
+                "lossless": self.lossless, "design": str(self.design), "aliases": list(self.aliases),
+                "models": list(self.models)}
 
 
 def dtypes_of(module: torch.nn.Module) -> dict[str, int]:

@@ -10,7 +10,7 @@ import torch
 
 from ..core.claims import Claim
 from ..engine import quant
-from ..engine.s3gen import UPSTREAM_CFM_STEPS, BucketedEstimator, FlowStage
+from ..engine.s3gen import UPSTREAM_CFM_STEPS, UPSTREAM_MEANFLOW_STEPS, BucketedEstimator, FlowStage
 from ..engine.stream import ChunkedS3Gen
 from ..engine.t3.fast import FastT3
 from ..measure import weights
@@ -71,15 +71,28 @@ class FastS3GenVariant(Variant):
         return cast > 0 and calls > 0, f"{cast} estimator parameters in bfloat16, {calls} flow call(s)"
 
 
+CFM_STEP_VARIANTS = (1, 2, 4, 6)
+
+
 class CfmSteps(Variant):
+    """Fewer flow steps. The original model's CFM takes 10 Euler steps (2, 4 or 6 are offered);
+    Turbo's mean-flow decoder takes 2 already, and 1 is the trade-off left to offer there."""
     lossless = False
 
     def __init__(self, steps: int):
         self.steps = steps
         self.name = f"cfm-steps-{steps}"
-        self.claims = (Claim("s3gen_flow", f"{steps} CFM Euler steps instead of upstream's {UPSTREAM_CFM_STEPS}: "
-                                           "less flow time; a quality trade-off, not lossless"),)
-        self.conflicts = tuple(f"cfm-steps-{k}" for k in (2, 4, 6) if k != steps)
+        if steps == 1:
+            self.models = ("turbo",)
+            self.not_for = {"original": "one Euler step of the original model's 10-step CFM is not a trade-off "
+                                        "upstream offers; cfm-steps-2, -4 and -6 are"}
+            text = f"1 mean-flow step instead of Turbo's {UPSTREAM_MEANFLOW_STEPS}"
+        else:
+            self.not_for = {"turbo": f"Turbo's mean-flow decoder takes {UPSTREAM_MEANFLOW_STEPS} steps already; "
+                                     "cfm-steps-1 is its trade-off"}
+            text = f"{steps} CFM Euler steps instead of upstream's {UPSTREAM_CFM_STEPS}"
+        self.claims = (Claim("s3gen_flow", f"{text}: less flow time; a quality trade-off, not lossless"),)
+        self.conflicts = tuple(f"cfm-steps-{k}" for k in CFM_STEP_VARIANTS if k != steps)
 
     def apply(self, pipeline):
         stage = pipeline.find("flow", FlowStage)
@@ -87,7 +100,8 @@ class CfmSteps(Variant):
         return stage
 
     def evidence(self, pipeline, stage) -> dict:
-        return {"n_cfm_timesteps": stage.steps, "upstream": UPSTREAM_CFM_STEPS, "flow_calls": stage.calls}
+        upstream = UPSTREAM_MEANFLOW_STEPS if stage.s3gen.meanflow else UPSTREAM_CFM_STEPS
+        return {"n_cfm_timesteps": stage.steps, "upstream": upstream, "flow_calls": stage.calls}
 
     def engaged(self, evidence):
         ok = evidence.get("n_cfm_timesteps") == self.steps and evidence.get("flow_calls", 0) > 0
@@ -163,5 +177,5 @@ class StreamVariant(Variant):
 
 
 VARIANTS = [FastT3Variant(), FastS3GenVariant(), CpuInt8("cpu-int8", t3_only=False),
-            CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)), CfmSteps(2), CfmSteps(4), CfmSteps(6),
+            CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)), *map(CfmSteps, CFM_STEP_VARIANTS),
             StreamVariant()]

@@ -1,0 +1,195 @@
+"""The turbo model as the workbench runs it: the same tokens and audio as upstream's
+`ChatterboxTurboTTS` for the same seed, its own files, voice rule and sampling defaults, and
+variants that say whether they are made for it."""
+import contextlib
+import dataclasses
+import inspect
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from chatterbox.tts import ChatterboxTTS
+from chatterbox.tts_turbo import ChatterboxTurboTTS
+
+from ttsopt import variants
+from ttsopt.core import params
+from ttsopt.engine import sources
+from ttsopt.engine.audio import ReferenceError
+from ttsopt.engine.pipeline import SAMPLES_PER_TOKEN, Pipeline, Sampling, TextError
+
+STOP = 6562
+
+
+@pytest.fixture(scope="module")
+def turbo_model():
+    return sources.load("tiny", device="cpu", seed=0, model="turbo")
+
+
+@pytest.fixture()
+def turbo(turbo_model):
+    return Pipeline(turbo_model)
+
+
+@contextlib.contextmanager
+def stopping_early(model, boost: float = 5.0):
+    """Random weights almost never stop; a larger stop-token bias makes T3 stop within tens of
+    tokens, so a natural stop can be compared with upstream's in a test's time."""
+    bias = model.t3.speech_head.bias
+    before = bias[STOP].item()
+    with torch.no_grad():
+        bias[STOP] += boost
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            bias[STOP] = before
+
+
+def test_the_model_is_upstreams_turbo_class_with_its_own_decoder(turbo_model):
+    assert turbo_model.name == "turbo"
+    assert isinstance(turbo_model.tts, ChatterboxTurboTTS)
+    assert turbo_model.s3gen.meanflow and turbo_model.t3.is_gpt
+    assert not hasattr(turbo_model.t3.tfmr, "wte")  # dropped, as upstream's from_local does
+
+
+def test_sampling_defaults_are_each_models_generate_defaults():
+    for cls, name in ((ChatterboxTTS, "original"), (ChatterboxTurboTTS, "turbo")):
+        defaults = {k: p.default for k, p in inspect.signature(cls.generate).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        ours = dataclasses.asdict(Sampling.for_model(name))
+        shared = {k: v for k, v in defaults.items() if k in ours}
+        assert shared == {k: ours[k] for k in shared}, name
+        assert {"temperature", "top_p", "repetition_penalty", "cfg_weight", "exaggeration"} <= set(shared)
+    assert Sampling.for_model("turbo").top_k == 1000
+
+
+@pytest.mark.parametrize("limit", [6, 25])
+def test_t3_tokens_equal_upstream_inference_turbo(turbo, limit):
+    s = dataclasses.replace(turbo.sampling, max_new_tokens=limit)
+    ours = turbo.synthesize("Hello world.", seed=3, sampling=s).raw_tokens
+    torch.manual_seed(3)
+    with torch.inference_mode():
+        upstream = turbo.model.t3.inference_turbo(t3_cond=turbo.model.tts.conds.t3,
+                                                  text_tokens=turbo.text_to_tokens("Hello world."), max_gen_len=limit)
+    assert upstream.size(1) == limit + 1  # random weights: no stop, upstream's whole budget
+    assert torch.equal(ours, upstream[0])
+
+
+def test_a_natural_stop_gives_upstream_generates_audio_exactly(turbo):
+    with stopping_early(turbo.model):
+        torch.manual_seed(7)
+        upstream = turbo.model.tts.generate("Hello world.")[0].numpy()
+        ours = turbo.synthesize("Hello world.", seed=7)
+    assert ours.raw_tokens[-1].item() == STOP and 3 < ours.raw_tokens.numel() < 200
+    assert ours.wav.shape == upstream.shape
+    assert np.array_equal(ours.wav, upstream)
+
+
+def test_a_forced_length_renders_the_tokens_and_upstreams_three_silence_tokens(turbo):
+    out = turbo.synthesize("Hello world.", seed=1, n_tokens=12)
+    assert out.raw_tokens.numel() == 13 and out.raw_tokens[-1].item() == STOP
+    assert (out.raw_tokens[:-1] < 6561).all()
+    assert out.n_tokens == 15 and len(out.wav) == 15 * SAMPLES_PER_TOKEN
+
+
+def test_a_forced_length_runs_the_forwards_a_natural_stop_would(turbo):
+    out = turbo.synthesize("Hello world.", seed=1, n_tokens=9)
+    assert out.t3_forwards == 9
+
+
+def test_turbo_weights_round_trip_through_their_own_layout(turbo, turbo_model, tmp_path):
+    folder = sources.save_local(turbo_model, tmp_path / "turbo")
+    assert {"t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors", "ve.safetensors", "tokenizer.json",
+            "tokenizer_config.json", "conds.pt"} <= {p.name for p in folder.iterdir()}
+    reloaded = Pipeline(sources.load(f"local:{folder}", device="cpu", model="turbo"))
+    a = turbo.synthesize("Round trip.", seed=2, n_tokens=10)
+    b = reloaded.synthesize("Round trip.", seed=2, n_tokens=10)
+    assert torch.equal(a.tokens, b.tokens)
+    assert np.allclose(a.wav, b.wav, atol=1e-5)
+    with pytest.raises(sources.SourceError, match="holds the turbo model's weights.*add --model turbo"):
+        sources.load(f"local:{folder}", device="cpu")
+
+
+def test_a_reference_of_five_seconds_or_less_is_refused_for_turbo(turbo):
+    with pytest.raises(ReferenceError, match="this model needs more than 5 s"):
+        turbo.synthesize("Hello.", n_tokens=4, reference_wav=sources.REFERENCE_WAV)  # 4.28 s
+
+
+def test_text_longer_than_the_gpt2_tokenizer_reads_is_refused_not_truncated(turbo):
+    with pytest.raises(TextError, match="reads at most 1024"):
+        turbo.text_to_tokens("word " * 1100)
+
+
+def test_the_cli_knows_the_same_models_as_the_sources():
+    assert params.MODELS == sources.MODELS
+
+
+def test_every_variant_runs_on_turbo_or_says_why_not(turbo_model):
+    for name, v in variants.registry().items():
+        reason = v.applies_to("turbo")
+        if reason is not None:
+            assert "turbo" in reason.lower() or "original" in reason
+            with pytest.raises(variants.NotApplicable, match=name):
+                variants.apply(Pipeline(turbo_model), name)
+            continue
+        if v.check(None):  # CUDA-only and the like: nothing to run on this machine
+            continue
+        pipeline = Pipeline(turbo_model)
+        applied = variants.apply(pipeline, name)
+        pipeline.synthesize("Hello world.", seed=0, n_tokens=6)
+        assert applied.evidence(pipeline)[name], name
+
+
+def test_cfm_steps_1_is_turbos_trade_off_and_not_the_originals(turbo, tiny_model):
+    applied = variants.apply(turbo, "cfm-steps-1")
+    turbo.synthesize("Hello world.", seed=0, n_tokens=6)
+    evidence = applied.evidence(turbo)["cfm-steps-1"]
+    assert evidence["n_cfm_timesteps"] == 1 and evidence["upstream"] == 2
+    assert "mean-flow decoder takes 2 steps already" in variants.unavailable("cfm-steps-4", model="turbo")
+    assert "not a trade-off upstream offers" in variants.unavailable("cfm-steps-1", Pipeline(tiny_model))
+
+
+def _cli(*argv, timeout=300):
+    return subprocess.run([sys.executable, "-m", "ttsopt", *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_synth_speaks_with_turbo(tmp_path):
+    out = tmp_path / "t.wav"
+    proc = _cli("synth", "Hello world.", "--model", "turbo", "--source", "tiny", "--tokens", "8", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and "turbo model" in proc.stdout
+    assert "S3 Token -> Mel" not in proc.stdout + proc.stderr  # upstream's per-call print is kept off the terminal
+
+
+def test_cli_refuses_an_unknown_model_before_loading_anything():
+    proc = _cli("synth", "Hello.", "--model", "nosuch", "--out", "x.wav", timeout=60)
+    assert proc.returncode == 2 and "unknown model 'nosuch'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_list_says_per_model_what_runs():
+    proc = _cli("list", "--model", "turbo", "--json", timeout=120)
+    rows = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert rows["no-grad"]["here"] == "yes" and "turbo" in rows["no-grad"]["models"]
+    assert rows["fast-t3"]["here"].startswith("not applicable: made and tested for the original model")
+    assert rows["cfm-steps-1"]["here"] == "yes"
+
+
+def test_cli_models_prints_each_models_gain_with_its_interval(tmp_path):
+    proc = _cli("models", "--source", "tiny", "--tokens", "6", "--trials", "2", "--save", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "turbo gain" in proc.stdout and "(n = 2)" in proc.stdout
+    rows = [json.loads(line) for line in (tmp_path / "models.jsonl").read_text().splitlines()]
+    trials = [r for r in rows if r["phase"] == "trial"]
+    assert sorted(r["model"] for r in trials) == ["original", "original", "turbo", "turbo"]
+    assert "S3 Token -> Mel" not in proc.stdout
+
+
+def test_audio_captures_the_turbo_flow_print_in_a_buffer_only(turbo):
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        turbo.synthesize("Hello world.", seed=0, n_tokens=4)
+    assert captured.getvalue() == ""

@@ -1,0 +1,103 @@
+"""`ttsopt models`: the models of the Chatterbox family (original, turbo) side by side in one
+process on the same prompt, seeds and device: per-stage times, RTF, audio seconds per wall second
+and memory for each, and each model's gain over the first with its interval over the trials.
+`--save DIR` keeps the printed text and the records."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from ..core import params
+from .options import MAX_TOKENS, count, device, positive, source, tokens
+
+
+def register(sub) -> None:
+    p = sub.add_parser("models", help="the Chatterbox models side by side: time per stage, RTF, memory")
+    p.add_argument("--models", default=",".join(params.MODELS),
+                   help=f"comma-separated models, the first is the reference (default: {','.join(params.MODELS)})")
+    p.add_argument("--source", type=source, default="synthetic",
+                   help=f"{params.SOURCE_HELP}; local:DIR needs one folder per model, so it takes one model "
+                        "(default: synthetic)")
+    p.add_argument("--device", type=device, default="auto", help=f"{params.DEVICE_HELP} (default: auto)")
+    p.add_argument("--tokens", type=tokens, default=None,
+                   help=f"speech tokens per synthesis, every model, 1 to {MAX_TOKENS} (default: scaled with the "
+                        "text, 1.2 per character; real weights stop by themselves)")
+    p.add_argument("--prompt", default=None, help="text to speak (default: medium-01 of data/prompts/prompts.csv)")
+    p.add_argument("--trials", type=positive, default=3, help="rounds of one synthesis per model (default: 3)")
+    p.add_argument("--seed", type=count, default=0, help="trial t uses seed SEED + t for every model (default: 0)")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="also keep DIR/models.txt (what is printed) and the records (DIR/models.jsonl)")
+    p.set_defaults(func=run)
+
+
+def _names(spec: str) -> tuple[str, ...]:
+    from ..core.errors import UserError
+    names = tuple(params.check("models", n.strip(), params.model) for n in spec.split(",") if n.strip())
+    if len(names) < 2:
+        raise UserError(f"--models {spec!r}: name at least two models to compare, e.g. original,turbo")
+    if len(set(names)) != len(names):
+        raise UserError(f"--models {spec!r} names a model twice")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.errors import UserError
+    from .bench import default_prompt
+
+    names = _names(args.models)
+    if args.source.startswith("local:"):
+        raise UserError("--source local:DIR holds one model's files; compare models with synthetic, tiny or hub")
+    text = args.prompt if args.prompt is not None else default_prompt()
+    if not text.strip():
+        raise UserError("--prompt is empty: give at least one word to speak")
+    from ..experiment import profiles
+    n = args.tokens or profiles.token_budget(profiles.get("full"), text)
+    if args.save:
+        return _run(args, names, text, n, Path(args.save))
+    with tempfile.TemporaryDirectory(prefix="ttsopt-models-") as tmp:
+        return _run(args, names, text, n, Path(tmp))
+
+
+def _run(args, names, text: str, n: int, directory: Path) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..experiment import models
+    from ..measure.env import cpu_model, cpu_units
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in ("models.jsonl", "models.env.json"):
+        (directory / stale).unlink(missing_ok=True)
+    steps = tqdm(total=2 * len(names) + args.trials * len(names), desc="models", unit="step", file=sys.stderr)
+
+    def progress(message: str) -> None:
+        steps.set_postfix_str(message)
+        steps.update(1)
+
+    try:
+        result = models.run(directory, names=names, source=args.source, device=args.device, text=text, tokens=n,
+                            trials=args.trials, seed=args.seed, progress=progress)
+    finally:
+        steps.close()
+    on_cuda = str(result.records["device"].dropna().iloc[0]).startswith("cuda")
+    where = torch.cuda.get_device_name() if on_cuda else \
+        f"{cpu_model() or 'unknown CPU'} ({cpu_units() or 'no vector units known'}), {torch.get_num_threads()} threads"
+    table = models.table(result.records, names)
+    speed = ", ".join(f"{name} {models.audio_per_wall(result.records, name):.3f}" for name in names)
+    lines = [f"models: {', '.join(names)}; source {args.source}, {'cuda' if on_cuda else 'cpu'} ({where})",
+             f"        {n} speech tokens{'' if args.tokens else ' (scaled with the text)'}, {args.trials} trial(s), "
+             f"order rotated per trial, prompt {text!r}", "",
+             table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""), "",
+             f"audio seconds per wall second: {speed} (1 is real time)",
+             "gain: the first model's time / the other's (throughput: the other's / the first's); above 1 the "
+             "other is faster. The models emit different tokens: there is no fidelity between them to measure, "
+             "and with random weights no quality either."]
+    print("\n".join(lines))
+    if args.save:
+        (directory / "models.txt").write_text("$ " + shlex.join(["ttsopt", *sys.argv[1:]]) + "\n"
+                                              + "\n".join(lines) + "\n", encoding="utf-8")
+        print(f"saved {directory / 'models.txt'} and the records in {directory}")
+    return 0
