@@ -21,8 +21,15 @@ $(VENV)/.ready: pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name ttsopt --display-name "ttsopt" >/dev/null
 	touch $@
 
+# The suite, then the models of the family side by side into OUT/models (the same report shows
+# them). A failed variant (exit 1) still gets the comparison and the report, and its status is kept;
+# bad input or an interruption (2 and above) stops here. A local:DIR source holds one model: no comparison.
 suite: setup
-	$(BIN)/python -m ttsopt run --source $(SOURCE) --variants all --profile $(PROFILE) --out $(OUT)
+	$(BIN)/python -m ttsopt run --source $(SOURCE) --variants all --profile $(PROFILE) --out $(OUT); \
+	status=$$?; [ $$status -ge 2 ] && exit $$status; \
+	$(if $(filter local:%,$(SOURCE)),echo "no models comparison: local:DIR holds one model's files" &&,\
+	$(BIN)/python -m ttsopt models --source $(SOURCE) --save $(OUT)/models &&) \
+	$(BIN)/python -m ttsopt report $(OUT) >/dev/null && exit $$status
 
 # The floors contract and ruff first: a broken layer or lint fails before the slow tests run.
 lint: setup

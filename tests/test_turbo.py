@@ -178,14 +178,22 @@ def test_cli_list_says_per_model_what_runs():
     assert rows["cfm-steps-1"]["here"] == "yes"
 
 
-def test_cli_models_prints_each_models_gain_with_its_interval(tmp_path):
-    proc = _cli("models", "--source", "tiny", "--tokens", "6", "--trials", "2", "--save", str(tmp_path))
+def test_cli_models_prints_each_models_gain_and_the_report_shows_it_beside_a_suite(tmp_path):
+    suite = tmp_path / "suite"
+    proc = _cli("models", "--source", "tiny", "--tokens", "6", "--trials", "2", "--save", str(suite / "models"))
     assert proc.returncode == 0, proc.stderr
     assert "turbo gain" in proc.stdout and "(n = 2)" in proc.stdout
-    rows = [json.loads(line) for line in (tmp_path / "models.jsonl").read_text().splitlines()]
+    assert "S3 Token -> Mel" not in proc.stdout
+    rows = [json.loads(line) for line in (suite / "models" / "models.jsonl").read_text().splitlines()]
     trials = [r for r in rows if r["phase"] == "trial"]
     assert sorted(r["model"] for r in trials) == ["original", "original", "turbo", "turbo"]
-    assert "S3 Token -> Mel" not in proc.stdout
+    assert [r["pair"] for r in trials if r["model"] == "turbo"] == [0, 1]
+
+    from ttsopt.core import records
+    from ttsopt.report import html, table
+    page = html.build(suite).read_text()
+    assert '<section id="models">' in page and "turbo gain" in page and "6 speech tokens, 2 trial(s)" in page
+    assert table.table(records.load(suite))[0].empty  # the comparison is no run of a suite
 
 
 def test_audio_captures_the_turbo_flow_print_in_a_buffer_only(turbo):

@@ -1,7 +1,8 @@
 """`ttsopt models`: the models of the Chatterbox family (original, turbo) side by side in one
 process on the same prompt, seeds and device: per-stage times, RTF, audio seconds per wall second
 and memory for each, and each model's gain over the first with its interval over the trials.
-`--save DIR` keeps the printed text and the records."""
+`--save DIR` keeps the printed text and the records; `ttsopt report` shows them as its "Models"
+section, also inside a suite's folder (`DIR/models`)."""
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("--models", default=",".join(params.MODELS),
                    help=f"comma-separated models, the first is the reference (default: {','.join(params.MODELS)})")
     p.add_argument("--source", type=source, default="synthetic",
-                   help=f"{params.SOURCE_HELP}; local:DIR needs one folder per model, so it takes one model "
-                        "(default: synthetic)")
+                   help="hub, synthetic or tiny (local:DIR holds one model's files, so it cannot serve two; "
+                        "default: synthetic)")
     p.add_argument("--device", type=device, default="auto", help=f"{params.DEVICE_HELP} (default: auto)")
     p.add_argument("--tokens", type=tokens, default=None,
                    help=f"speech tokens per synthesis, every model, 1 to {MAX_TOKENS} (default: scaled with the "
@@ -67,34 +68,36 @@ def _run(args, names, text: str, n: int, directory: Path) -> int:
 
     from ..experiment import models
     from ..measure.env import cpu_model, cpu_units
+    from ..report import models as report_models
 
     directory.mkdir(parents=True, exist_ok=True)
     for stale in ("models.jsonl", "models.env.json"):
         (directory / stale).unlink(missing_ok=True)
     steps = tqdm(total=2 * len(names) + args.trials * len(names), desc="models", unit="step", file=sys.stderr)
+    started = []
 
-    def progress(message: str) -> None:
+    def progress(message: str) -> None:  # told when a step starts: the one before it is done
+        if started:
+            steps.update(1)
+        started.append(message)
         steps.set_postfix_str(message)
-        steps.update(1)
 
     try:
         result = models.run(directory, names=names, source=args.source, device=args.device, text=text, tokens=n,
                             trials=args.trials, seed=args.seed, progress=progress)
+        steps.update(1)
     finally:
         steps.close()
     on_cuda = str(result.records["device"].dropna().iloc[0]).startswith("cuda")
     where = torch.cuda.get_device_name() if on_cuda else \
         f"{cpu_model() or 'unknown CPU'} ({cpu_units() or 'no vector units known'}), {torch.get_num_threads()} threads"
-    table = models.table(result.records, names)
-    speed = ", ".join(f"{name} {models.audio_per_wall(result.records, name):.3f}" for name in names)
+    table = report_models.table(result.records, names)
+    speed = ", ".join(f"{name} {report_models.audio_per_wall(result.records, name):.3f}" for name in names)
     lines = [f"models: {', '.join(names)}; source {args.source}, {'cuda' if on_cuda else 'cpu'} ({where})",
              f"        {n} speech tokens{'' if args.tokens else ' (scaled with the text)'}, {args.trials} trial(s), "
              f"order rotated per trial, prompt {text!r}", "",
              table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep=""), "",
-             f"audio seconds per wall second: {speed} (1 is real time)",
-             "gain: the first model's time / the other's (throughput: the other's / the first's); above 1 the "
-             "other is faster. The models emit different tokens: there is no fidelity between them to measure, "
-             "and with random weights no quality either."]
+             f"audio seconds per wall second: {speed} (1 is real time)", report_models.NOTE]
     print("\n".join(lines))
     if args.save:
         (directory / "models.txt").write_text("$ " + shlex.join(["ttsopt", *sys.argv[1:]]) + "\n"

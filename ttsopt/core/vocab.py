@@ -56,6 +56,10 @@ class Stage(StrEnum):
 
 STAGES = tuple(s.value for s in Stage)
 
+# The run id of a models comparison (`ttsopt models`): its records sit beside a suite's runs but
+# are no run of the suite, so the suite's verdict table leaves them out.
+MODELS_RUN_ID = "models"
+
 
 class Verdict(StrEnum):
     FASTER = "faster"

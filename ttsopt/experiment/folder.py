@@ -24,7 +24,7 @@ IDENTITY = ("model", "profile", "source", "device", "prompts_sha256")
 UNRECORDED = {"model": "original"}
 # What a suite writes into its folder (besides its *.jsonl and *.env.json records); `--force`
 # moves these, and only these, aside.
-OWNED = (MANIFEST, "index.html", "notebooks", "reference", "audio", "plots", "traces", "html", "logs")
+OWNED = (MANIFEST, "index.html", "notebooks", "reference", "audio", "plots", "traces", "html", "logs", "models")
 SUPERSEDED = "superseded"
 
 

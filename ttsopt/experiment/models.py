@@ -12,24 +12,22 @@ three silence tokens, as upstream does, and renders 0.12 s more audio).
 
 Records are `TrialRecord`s of the run `models` (one store), each naming its model; the first
 model's records are the baseline side, the others' the variant side, so `stats.compare` reads a
-model's ratio over the trials like any run's.
+model's ratio over the trials like any run's (`report.models` makes the table).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ..core import stats
 from ..core.records import load
-from ..core.vocab import Design, Phase, Side, Stage
+from ..core.vocab import MODELS_RUN_ID, Design, Phase, Side
+from ..measure import env as env_mod
 from . import profiles
 from .runner import RunConfig, _load_side, _Run, _synth
 
-RUN_ID = "models"
+RUN_ID = MODELS_RUN_ID
 
 
 @dataclass
@@ -51,6 +49,8 @@ def run(out_dir, *, names: tuple[str, ...], source: str, device: str, text: str,
         cfg = RunConfig(out_dir=str(out_dir), source=source, model=name, device=device, run_id=RUN_ID,
                         profile="smoke", save_audio=False)
         runs[name] = _Run(cfg, Design.IN_PROCESS, profile)
+        if i == 0:  # one process: one environment, naming every model compared
+            runs[name].store.write_env(env_mod.capture(source, ",".join(names)))
         say(f"loading {name}")
         pipelines[name], _ = _load_side(runs[name], _side(i), "baseline")
     for i, name in enumerate(names):  # first calls, excluded: lazy initialisation
@@ -70,56 +70,3 @@ def run(out_dir, *, names: tuple[str, ...], source: str, device: str, text: str,
 
 def _side(index: int) -> str:
     return Side.BASELINE if index == 0 else Side.VARIANT
-
-
-ROWS = (  # label, column, phase, higher is better
-    ("T3 tokens/s", "tokens_per_s", Phase.TRIAL, True),
-    ("T3 prefill s", f"stage_{Stage.T3_PREFILL}", Phase.TRIAL, False),
-    ("T3 decode s", f"stage_{Stage.T3_DECODE}", Phase.TRIAL, False),
-    ("S3Gen flow s", f"stage_{Stage.S3GEN_FLOW}", Phase.TRIAL, False),
-    ("vocoder s", f"stage_{Stage.VOCODER}", Phase.TRIAL, False),
-    ("watermark s", f"stage_{Stage.WATERMARK}", Phase.TRIAL, False),
-    ("end-to-end wall s", "wall_s", Phase.TRIAL, False),
-    ("audio s", "audio_s", Phase.TRIAL, None),
-    ("RTF (wall / audio)", "rtf", Phase.TRIAL, False),
-    ("model weights MiB", "mem_params_mb", Phase.LOAD, None),
-    ("resident after load MiB", "mem_rss_resident_mb", Phase.LOAD, None),
-)
-
-
-def table(records: pd.DataFrame, names: tuple[str, ...]) -> pd.DataFrame:
-    """Median per model and, for each other model, its gain over the first with a 95% interval over
-    the trials (first / other for times, other / first for throughput; above 1 is better)."""
-    reference = names[0]
-    rows = []
-    for label, column, phase, higher in ROWS:
-        if column not in records.columns:
-            continue
-        sel = records[records["phase"] == phase]
-        row = {"metric (median)": label}
-        for name in names:
-            row[name] = pd.to_numeric(sel.loc[sel["model"] == name, column], errors="coerce").median()
-        for name in names[1:]:
-            row[f"{name} gain"], row[f"{name} 95% CI"] = _gain(sel, reference, name, column, higher)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _gain(sel: pd.DataFrame, reference: str, other: str, column: str, higher: bool | None) -> tuple[float, str]:
-    if higher is None:
-        return math.nan, ""
-    pair = sel[sel["model"].isin((reference, other))]
-    c = stats.compare(pair, column, metric=column, design=Design.IN_PROCESS)
-    if not math.isfinite(c.ci_low):
-        ratio = c.ratio if higher else 1 / c.ratio
-        return ratio, f"none (n = {c.n})"
-    ratio, low, high = (c.ratio, c.ci_low, c.ci_high) if higher else (1 / c.ratio, 1 / c.ci_high, 1 / c.ci_low)
-    return ratio, f"{low:.2f}–{high:.2f} (n = {c.n})"
-
-
-def audio_per_wall(records: pd.DataFrame, name: str) -> float:
-    """Seconds of audio per second of wall time, over the model's trials: 1 is real time."""
-    t = records[(records["phase"] == Phase.TRIAL) & (records["model"] == name)]
-    wall = pd.to_numeric(t["wall_s"], errors="coerce").to_numpy(float)
-    audio = pd.to_numeric(t["audio_s"], errors="coerce").to_numpy(float)
-    return float(np.sum(audio) / np.sum(wall)) if len(wall) else math.nan

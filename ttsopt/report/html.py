@@ -16,7 +16,8 @@ import pandas as pd
 
 from ..core import records
 from ..core.stats import DEFAULTS
-from ..core.vocab import Role, Side, Status, Verdict
+from ..core.vocab import MODELS_RUN_ID, Role, Side, Status, Verdict
+from . import models as report_models
 from . import plots, table
 
 INDEX = "index.html"
@@ -261,9 +262,11 @@ def _listen(rows: pd.DataFrame, prompts: dict, per_run: dict) -> list:
 
 def _context(directory: Path, pages: bool, css: str) -> dict:
     df = records.load(directory)
+    compared = report_models.section(df, records.load_env(directory).get(MODELS_RUN_ID))  # `ttsopt models`
+    df = df.drop(report_models.records_of(df).index)  # the suite's own records: its header, span, runs
     rows, facts = table.table(df)
     if rows.empty:
-        return {"rows": [], "facts": facts}
+        return {"rows": [], "facts": facts, "models": compared}
     figures, per_run = _figures(directory, df, rows, facts)
     shown = [_row(r, per_run.get(r["run_id"])) for r in rows.to_dict("records")]
     links = _pages(directory, shown, css) if pages else {}
@@ -275,7 +278,7 @@ def _context(directory: Path, pages: bool, css: str) -> dict:
         lengths="; ".join(sorted({x for x in rows["lengths"] if x})),
         variants_count=len(variants_), counts=[(str(v), n) for v, n in variants_["verdict"].value_counts().items()],
         noise=_noise(facts), drift=_drift(facts), lists=_lists(rows), figures=figures,
-        listen=_listen(rows, _prompts(directory), per_run))
+        listen=_listen(rows, _prompts(directory), per_run), models=compared)
 
 
 def build(dir, pages: bool = True) -> Path:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..core import claims as claims_mod
 from ..core import records, stats
-from ..core.vocab import Phase, Role, Side, Status, Verdict
+from ..core.vocab import MODELS_RUN_ID, Phase, Role, Side, Status, Verdict
 
 ROLE_ORDER = {Role.AA: 0, Role.VARIANT: 1}
 MEMORY_METRICS = ("resident_memory", "synthesis_peak_memory")
@@ -260,6 +260,8 @@ def table(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """(one row per run, facts about the whole store: A/A per design, stability, drift, notes)."""
     facts: dict = {"aa": {}, "unstable": [], "notes": [], "drift": None, "busy_runs": [], "bands": {},
                    "paused_runs": {}}
+    if not df.empty:  # a models comparison in the folder is shown on its own (`report.models`)
+        df = df[df["run_id"] != MODELS_RUN_ID]
     if df.empty:
         return pd.DataFrame(), facts
     runs = {rid: recs for rid, recs in df.groupby("run_id", sort=False)}
