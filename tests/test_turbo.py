@@ -175,7 +175,7 @@ def test_cli_list_says_per_model_what_runs():
     rows = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
     assert rows["no-grad"]["here"] == "yes" and "turbo" in rows["no-grad"]["models"]
     assert rows["fast-t3"]["here"].startswith("not applicable: made and tested for the original model")
-    assert rows["cfm-steps-1"]["here"] == "yes"
+    assert rows["cfm-steps-1"]["here"] == "yes" and rows["cpu-int8-t3"]["here"] == "yes"
 
 
 def test_cli_models_prints_each_models_gain_and_the_report_shows_it_beside_a_suite(tmp_path):
@@ -201,3 +201,31 @@ def test_audio_captures_the_turbo_flow_print_in_a_buffer_only(turbo):
     with contextlib.redirect_stdout(captured):
         turbo.synthesize("Hello world.", seed=0, n_tokens=4)
     assert captured.getvalue() == ""
+
+
+def test_cli_bench_runs_turbos_int8_path_against_its_own_baseline():
+    proc = _cli("bench", "--model", "turbo", "--source", "tiny", "--tokens", "6", "--trials", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "bench: turbo model" in proc.stdout and "combo cpu-int8-t3" in proc.stdout
+    assert "dynamic.modules.linear.Linear" in proc.stdout  # GPT-2's Conv1D projections were quantized
+    assert "token match rate" in proc.stdout and "T3 step memory floor" in proc.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--stream",), "built for the original model's T3 only"),
+    (("--combo", "fast-t3"), "made and tested for the original model"),
+])
+def test_cli_bench_refuses_for_turbo_what_is_not_built_for_it(argv, message):
+    proc = _cli("bench", "--model", "turbo", "--source", "tiny", *argv, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpt2_projections_become_the_linears_they_are_before_int8():
+    from transformers.pytorch_utils import Conv1D
+
+    from ttsopt.engine import quant
+    layer = torch.nn.Sequential(Conv1D(24, 16))
+    x = torch.randn(5, 16)
+    expected = layer(x)
+    assert quant.as_linears(layer) == 1 and isinstance(layer[0], torch.nn.Linear)
+    assert torch.allclose(layer(x), expected, atol=1e-6)

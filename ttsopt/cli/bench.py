@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=count, default=0, help="pair t uses seed SEED + t on both sides")
     p.add_argument("--combo", default=None, help="variant spec (default per device: fast-t3+cpu-int8-t3 on a CPU, "
                                                  "+fast-s3gen where it has avx512_bf16 or amx_bf16; "
-                                                 "fast-t3+fast-s3gen on CUDA)")
+                                                 "fast-t3+fast-s3gen on CUDA; cpu-int8-t3 for turbo on a CPU)")
     p.add_argument("--stream", action="store_true", help="also time streaming (first audio, RTF of the rest)")
     p.add_argument("--batch", type=count, default=0, help="also time N copies of the prompt in one T3 batch")
     p.add_argument("--save", default=None, metavar="DIR",
@@ -41,17 +41,17 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import UserError
     from ..experiment import profiles
 
-    if args.model != "original":
-        raise UserError(f"bench measures the fast path, which is built for the original model only; for {args.model} "
-                        f"use `ttsopt models` (the models side by side) or `ttsopt run --model {args.model}` "
-                        "(the variants that apply to it)")
+    if args.model != "original" and (args.stream or args.batch):
+        raise UserError(f"--stream and --batch are built for the original model's T3 only, not {args.model}")
     text = args.prompt if args.prompt is not None else default_prompt()
     if not text.strip():
         raise UserError("--prompt is empty: give at least one word to speak")
     if args.combo:
         catalog.check(args.combo)  # before torch is imported
         from .. import variants
-        variants.parse(args.combo)
+        reason = variants.unavailable(args.combo, model=args.model)  # the cheap checks: model, CUDA, packages
+        if reason:
+            raise UserError(f"--combo {args.combo}: {reason}")
     tokens = args.tokens or profiles.token_budget(profiles.get("full"), text)
     if args.save:
         return _run(args, text, tokens, Path(args.save))
@@ -71,11 +71,11 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
     for stale in ("bench.jsonl", "bench.env.json"):
         (directory / stale).unlink(missing_ok=True)
     result = bench.run(directory, source=args.source, device=args.device, combo=args.combo, text=text, tokens=tokens,
-                       trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch)
+                       trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch, model=args.model)
     device = torch.device("cuda" if str(result.records["device"].dropna().iloc[0]).startswith("cuda") else "cpu")
     where = torch.cuda.get_device_name() if device.type == "cuda" else \
         f"{cpu_model() or 'unknown CPU'} ({cpu_units() or 'no vector units known'}), {torch.get_num_threads()} threads"
-    lines = [f"bench: source {args.source}, device {device} ({where}), {tokens} tokens"
+    lines = [f"bench: {args.model} model, source {args.source}, device {device} ({where}), {tokens} tokens"
              f"{'' if args.tokens else ' (scaled with the text)'}, {args.trials} interleaved pair(s), "
              f"prompt {text!r}", f"       combo {result.combo} ({result.why})", "",
              bench.table(result.records).to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",

@@ -15,12 +15,14 @@ import pandas as pd
 import torch
 
 from ..core import stats
+from ..core.errors import UserError
 from ..core.records import load
 from ..core.vocab import Design, Phase, Side, Stage
 from ..engine.batch import synthesize_batch
 from ..engine.pipeline import Sampling
 from ..engine.stream import synthesize_stream
 from ..engine.t3.fast import FastT3
+from ..engine.t3.turbo import UpstreamTurboT3
 from ..measure import roofline
 from . import profiles
 from .runner import RunConfig, _Run, measure_pairs
@@ -28,10 +30,14 @@ from .runner import RunConfig, _Run, measure_pairs
 BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithmetic
 
 
-def best_combo(device_type: str, flags: set[str]) -> tuple[str, str]:
-    """The fast combination for a device and CPU FLAGS, and why. `fast-s3gen` runs the flow
+def best_combo(device_type: str, flags: set[str], model: str = "original") -> tuple[str, str]:
+    """The fast combination for a device, CPU FLAGS and model, and why. `fast-s3gen` runs the flow
     estimator in bfloat16, which a CPU without bf16 units emulates, slower than float32: there
-    the flow stays as upstream runs it."""
+    the flow stays as upstream runs it. Turbo has int8 T3 linears on a CPU and nothing yet on CUDA."""
+    if model == "turbo":
+        if device_type == "cuda":
+            raise UserError("no fast combination is built for turbo on CUDA yet; name one with --combo")
+        return "cpu-int8-t3", "turbo on a CPU: int8 GPT-2 linears in T3 (its flow already takes 2 steps)"
     if device_type == "cuda":
         return "fast-t3+fast-s3gen", "CUDA: the T3 step and the flow estimator in bfloat16 with CUDA graphs"
     units = [f for f in BF16_UNITS if f in flags]
@@ -54,15 +60,15 @@ class Bench:
 
 
 def run(out_dir, *, source: str, device: str, combo: str | None, text: str, tokens: int, trials: int, seed: int,
-        stream: bool, batch: int) -> Bench:
+        stream: bool, batch: int, model: str = "original") -> Bench:
     from ..engine.sources import resolve_device
     from ..measure.env import cpu_flags
     why = "chosen with --combo"
     if not combo:
-        combo, why = best_combo(resolve_device(device).type, cpu_flags())
+        combo, why = best_combo(resolve_device(device).type, cpu_flags(), model)
     profile = profiles.Profile("bench", None, tuple(range(seed, seed + trials)), trials=1, rounds=0, cross_trials=0,
                                warmup_tokens=min(4, tokens), tokens=tokens, time_limit_s=0, fidelity_prompts=1)
-    cfg = RunConfig(out_dir=str(out_dir), variant=combo, source=source, device=device, run_id=RUN_ID,
+    cfg = RunConfig(out_dir=str(out_dir), variant=combo, source=source, model=model, device=device, run_id=RUN_ID,
                     profile="smoke", save_audio=False)
     run_ = _Run(cfg, Design.IN_PROCESS, profile)
     base, fast, applied = measure_pairs(run_, [{"id": "bench", "category": "bench", "text": text}])
@@ -92,8 +98,7 @@ def _batch(run_: _Run, pipeline, text: str, seed: int, tokens: int, n: int) -> N
 def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int) -> dict:
     """Bytes each side's T3 step must read, this device's read bandwidth, and what follows."""
     with torch.inference_mode():  # prefill length: conditioning + text + start-of-speech
-        t3 = FastT3(base.model.t3, graphs=False)
-        prefill_len = t3.prefill(base.conditioning().t3, base.text_to_tokens(text), Sampling()).length
+        prefill_len = _prefill_length(base, text)
     bandwidth = roofline.read_bandwidth(base.device)
     df = load(run_.cfg.out_dir)
     trials = df[(df["phase"] == Phase.TRIAL) & (df["run_id"] == RUN_ID)]
@@ -107,6 +112,16 @@ def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int) -> dict:
                           "floor_ms": nbytes / bandwidth * 1e3}
     out["t3_gain_ceiling"] = out["baseline"]["step_ms"] / out["variant"]["floor_ms"]
     return out
+
+
+def _prefill_length(pipeline, text: str) -> int:
+    """Positions before the first speech token: conditioning, text and start-of-speech."""
+    if pipeline.model.name == "turbo":
+        state = UpstreamTurboT3(pipeline.model.t3).prefill(pipeline.conditioning().t3, pipeline.text_to_tokens(text),
+                                                          pipeline.sampling)
+        return state.len_cond + state.text_len + 1
+    t3 = FastT3(pipeline.model.t3, graphs=False)
+    return t3.prefill(pipeline.conditioning().t3, pipeline.text_to_tokens(text), Sampling()).length
 
 
 # --- the table -------------------------------------------------------------------------------------

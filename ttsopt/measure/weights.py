@@ -16,10 +16,17 @@ def _dynamic_int8():
     return Linear
 
 
+def _conv1d():
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layer, its weight transposed
+    return Conv1D
+
+
 def _linear_tensors(m: nn.Module) -> list[torch.Tensor]:
     """The tensors a linear layer holds, whatever its format (None where it has none)."""
     if isinstance(m, _dynamic_int8()):
         return [m.weight(), m.bias()]
+    if isinstance(m, _conv1d()):
+        return [m.weight, m.bias]
     if isinstance(m, nn.Linear):  # bitsandbytes' layers subclass it, with packed weights
         state = getattr(m.weight, "quant_state", None)  # nf4 block scales
         return [m.weight, m.bias, getattr(state, "absmax", None), getattr(m.weight, "SCB", None)]
@@ -65,7 +72,7 @@ def linear_counts(module: nn.Module) -> dict[str, int]:
     """How many linear layers of each kind MODULE holds: the proof a swap happened."""
     counts: dict[str, int] = {}
     for m in module.modules():
-        if isinstance(m, (nn.Linear, _dynamic_int8())):
+        if isinstance(m, (nn.Linear, _dynamic_int8(), _conv1d())):
             kind = f"{type(m).__module__}.{type(m).__name__}"
             counts[kind] = counts.get(kind, 0) + 1
     return counts

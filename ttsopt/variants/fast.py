@@ -110,9 +110,11 @@ class CfmSteps(Variant):
 
 class CpuInt8(Variant):
     """Dynamic int8 for the linear layers of T3's transformer and (unless t3_only) S3Gen's flow.
-    T3's speech head stays float: upstream reads `t3.device` from its weight."""
+    T3's speech head stays float: upstream reads `t3.device` from its weight. Turbo's GPT-2 layers
+    are quantized too (`engine.quant` turns its Conv1D projections into the linears they are)."""
     requires = ("CPU (dynamic int8 kernels are CPU-only)",)
     lossless = False
+    models = ("original", "turbo")
 
     def __init__(self, name: str, t3_only: bool, aliases: tuple[str, ...] = ()):
         self.name, self.t3_only, self.aliases = name, t3_only, aliases
