@@ -16,7 +16,7 @@ setup: $(VENV)/.ready
 $(VENV)/.ready: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[lab,vocos,test]'
+	$(BIN)/pip install -q -e '.[lab,vocos,test,quality]'
 	$(BIN)/pip install -q --no-deps chatterbox-tts==0.1.7
 	$(BIN)/python -m ipykernel install --sys-prefix --name ttsopt --display-name "ttsopt" >/dev/null
 	touch $@

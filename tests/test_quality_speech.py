@@ -1,0 +1,103 @@
+"""The quality checks on real speech: espeak-ng speaks a sentence, and degraded copies of it (noise
+at 0 dB SNR, an 8 kHz band limit, 20% slower, the last word cut off, a second of babble after the
+end, a 4.9 kHz tone) each move the checks the way a listener would."""
+import json
+import shutil
+import subprocess
+import time
+
+import librosa
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile as sf
+
+from ttsopt import cli
+from ttsopt.measure import quality
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                reason="espeak-ng is not installed (apt-get install espeak-ng); it makes the speech")
+TEXT = "Please call Stella. Ask her to bring these things with her from the store."
+BABBLE = "One more thing, and then another."
+SR = 24_000
+
+
+def speak(text: str, path) -> np.ndarray:
+    subprocess.run(["espeak-ng", "-v", "en", "-s", "130", "-w", str(path), text], check=True)
+    wav, sr = sf.read(str(path), dtype="float64")
+    return librosa.resample(wav, orig_sr=sr, target_sr=SR)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("speech")
+    clean = speak(TEXT, folder / "clean.wav")
+    rng = np.random.default_rng(0)
+    active = quality.speech_activity(clean, SR)
+    end = int((np.flatnonzero(active)[-1] * quality.HOP_S + quality.FRAME_S) * SR)
+    b, a = scipy.signal.butter(8, 4000 / (SR / 2))
+    t = np.arange(len(clean)) / SR
+    return {
+        "clean": clean,
+        "noise 0 dB": clean + rng.standard_normal(len(clean)) * np.sqrt(np.mean(clean ** 2)),
+        "8 kHz band": scipy.signal.filtfilt(b, a, clean),
+        "20% slower": librosa.effects.time_stretch(clean.astype(np.float32), rate=1 / 1.2).astype(np.float64),
+        "last word cut": clean[:end - int(0.25 * SR)],
+        "babble tail": np.concatenate([clean[:end], speak(BABBLE, folder / "babble.wav")]),
+        "4.9 kHz tone": clean + 0.05 * np.sin(2 * np.pi * 4900 * t),
+    }
+
+
+@pytest.fixture(scope="module")
+def scores(clips):
+    return {name: quality.score(wav, SR, text=TEXT, baseline=clips["clean"]) for name, wav in clips.items()}
+
+
+def test_clean_speech_raises_no_flag_and_every_metric_names_its_source(scores):
+    clean = scores["clean"]
+    assert quality.problems(clean) == []
+    assert 8 < clean["letters_per_speech_s"].value < 25
+    assert all(m.source for m in clean.values())
+    assert clean["log_mel_distance_db"].value == 0
+
+
+def test_the_recogniser_hears_the_clean_clip_best(scores):
+    wer = {name: s["word_error_rate"].value for name, s in scores.items()}
+    assert "pocketsphinx" in scores["clean"]["word_error_rate"].source
+    assert scores["clean"]["word_error_rate"].note, "the transcript is kept"
+    for worse in ("noise 0 dB", "8 kHz band", "4.9 kHz tone"):
+        assert wer[worse] > wer["clean"], (worse, wer)
+
+
+def test_each_degradation_moves_its_own_check(scores):
+    clean = scores["clean"]
+    assert scores["noise 0 dB"]["log_mel_distance_db"].value > 5
+    assert scores["8 kHz band"]["log_mel_distance_db"].value > 5
+    slower = scores["20% slower"]
+    assert slower["length_ratio"].value == pytest.approx(1.2, abs=0.02)
+    assert slower["letters_per_speech_s"].value < clean["letters_per_speech_s"].value / 1.1
+    cut = scores["last word cut"]
+    assert cut["ends_in_speech"].value is True and "cut off" in cut["ends_in_speech"].flag
+    tail = scores["babble tail"]
+    assert tail["speech_s"].value > clean["speech_s"].value + 1.0
+    assert tail["letters_per_speech_s"].value < clean["letters_per_speech_s"].value * 0.75
+    tone = scores["4.9 kHz tone"]
+    assert tone["tone_hz"].value == pytest.approx(4900, abs=30) and "tone" in tone["tone_share"].flag
+    assert not clean["tone_share"].flag
+
+
+def test_score_prints_every_metric_with_its_source_for_an_espeak_clip(tmp_path, capsys, clips):
+    clip, base = tmp_path / "clip.wav", tmp_path / "base.wav"
+    sf.write(str(clip), clips["4.9 kHz tone"], SR)
+    sf.write(str(base), clips["clean"], SR)
+    assert cli.main(["score", str(clip), "--text", TEXT, "--baseline", str(base), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"word_error_rate", "log_mel_distance_db", "tone_share", "letters_per_speech_s"} <= set(out["metrics"])
+    assert all(m["source"] for m in out["metrics"].values()) and out["problems"]
+
+
+def test_scoring_a_five_second_clip_takes_seconds_not_minutes(clips):
+    five = clips["clean"][: 5 * SR] if len(clips["clean"]) >= 5 * SR else np.pad(clips["clean"], (0, 5 * SR))
+    start = time.perf_counter()
+    quality.score(five, SR, text=TEXT)
+    assert time.perf_counter() - start < 30  # a failure here means scoring would dominate a suite's time
