@@ -101,3 +101,26 @@ def test_scoring_a_five_second_clip_takes_seconds_not_minutes(clips):
     start = time.perf_counter()
     quality.score(five, SR, text=TEXT)
     assert time.perf_counter() - start < 30  # a failure here means scoring would dominate a suite's time
+
+
+def test_the_report_scores_espeak_clips_as_run_audio_with_real_numbers(tmp_path, clips):
+    from ttsopt.core import records
+    from ttsopt.core.records import Store, TrialRecord
+    from ttsopt.report import html, table
+
+    store = Store(tmp_path, "noisy")
+    common = dict(run_id="noisy", variant="noisy", role="variant", design="in-process", source="local:/weights",
+                  device="cpu", profile="smoke")
+    for side in ("baseline", "variant"):
+        store.append(TrialRecord(**common, phase="load", side=side, wall_s=1.0, mem={"rss_resident_mb": 100.0}))
+    clip = {"baseline": clips["clean"], "variant": clips["noise 0 dB"]}
+    for pair, seed in enumerate((0, 1)):
+        for side in ("baseline", "variant"):
+            scored = quality.as_record(quality.score(clip[side], SR, text=TEXT))
+            store.append(TrialRecord(**common, phase="trial", side=side, pair=pair, prompt_id="p", seed=seed, trial=0,
+                                     n_tokens=100, audio_s=4.0, wall_s=2.0 if side == "baseline" else 1.0, rtf=0.5,
+                                     quality=scored))
+    row = table.table(records.load(tmp_path))[0].iloc[0]
+    assert row["wer_variant"] > row["wer_baseline"] and row["quality_loss"]
+    page = html.build(tmp_path, pages=False).read_text()
+    assert f"word error rate {row['wer_baseline']:.2f} → {row['wer_variant']:.2f}" in page

@@ -29,11 +29,11 @@ def _base_rtf(prompt: str, seed: int) -> float:
 
 
 def _write_run(out: Path, run_id: str, variant: str, role: str, factor: float, *, engaged=True, claim=None,
-               jitter: float = 0.0, busy: str | None = None) -> None:
+               jitter: float = 0.0, busy: str | None = None, source: str = "tiny", wer: dict | None = None) -> None:
     store = Store(out, run_id)
     store.write_env({"torch": "2.x-test", "chatterbox_tts": "0.1.7", "cpu_model": "Test CPU", "git_commit": "abc123",
                      "date_utc": "2026-01-01T00:00:00+00:00", "source": "tiny"})
-    common = dict(run_id=run_id, variant=variant, role=role, design="in-process", source="tiny", device="cpu",
+    common = dict(run_id=run_id, variant=variant, role=role, design="in-process", source=source, device="cpu",
                   profile="smoke", suite_position=len(list(out.glob("*.jsonl"))))
     for side, mb in (("baseline", 1000.0), ("variant", 1000.0 * factor)):
         store.append(TrialRecord(**common, phase="load", side=side, wall_s=1.0,
@@ -58,6 +58,9 @@ def _write_run(out: Path, run_id: str, variant: str, role: str, factor: float, *
                     record.audio_path = str(path.relative_to(out))
                 if side == "variant":
                     record.fid = {"token_match": 1.0}
+                if wer is not None:  # what the runner scores with real weights
+                    record.quality = {"word_error_rate": wer[side] + 0.02 * seed, "problems": "",
+                                      "recogniser": "a test's"}
                 store.append(record)
             pair += 1
     reason = "decoded every step on the fast path" if engaged else f"none of its {SCRIPT} ran"
@@ -362,3 +365,29 @@ def test_compare_refuses_fewer_than_two_folders_or_a_missing_one(store_dir, tmp_
     assert cli.main(["compare", str(store_dir)]) == 2
     assert cli.main(["compare", str(store_dir), str(tmp_path / "nowhere")]) == 2
     assert "not a results directory" in capsys.readouterr().err
+
+
+def test_a_faster_variant_that_loses_words_is_called_faster_with_a_quality_loss(tmp_path):
+    real = dict(source="local:/weights", jitter=0.005)
+    _write_run(tmp_path, "aa-in-process", "baseline", "aa", 1.0, wer={"baseline": 0.10, "variant": 0.10}, **real)
+    halves = claims.Claim("rtf", "claimed 50% faster", *claims.less(50))
+    _write_run(tmp_path, "lossy", "lossy", "variant", 0.5, claim=halves, wer={"baseline": 0.10, "variant": 0.40},
+               **real)
+    _write_run(tmp_path, "fine", "fine", "variant", 0.5, claim=halves, wer={"baseline": 0.10, "variant": 0.11}, **real)
+    rows = table.table(records.load(tmp_path))[0].set_index("run_id")
+    lossy, fine = rows.loc["lossy"], rows.loc["fine"]
+    assert lossy["verdict"] == "faster" and lossy["verdict_text"].endswith(", quality loss")
+    assert lossy["quality_loss"] and "0.11 → 0.41" in lossy["quality_text"] and "spread over seeds 0.02" in \
+        lossy["quality_text"]
+    assert "Quality loss" in lossy["sentence"]
+    assert fine["verdict"] == "faster" and not fine["quality_loss"] and "quality loss" not in fine["verdict_text"]
+    assert not rows.loc["aa-in-process", "quality_loss"]
+    page = html.build(tmp_path, pages=False).read_text()
+    assert "faster" in page and ", quality loss" in page and "<th>Quality</th>" in page
+
+
+def test_random_weights_are_never_scored_and_say_quality_needs_real_weights(store_dir):
+    rows = table.table(records.load(store_dir))[0]
+    ran = rows[rows["status"] == "ok"]
+    assert set(ran["quality_text"]) == {"needs real weights (random weights speak noise)"}
+    assert not ran["quality_loss"].any()

@@ -48,6 +48,7 @@ COLUMNS = (
     Column("round", "int", "", "cross-process design: the round (a baseline and a variant process)"),
     Column("pair", "int", "", "in-process design: the interleaved pair (baseline and variant trial)"),
     Column("source", "str", "", "where the weights came from: hub, local:DIR, synthetic, tiny"),
+    Column("model", "str", "", "which Chatterbox: original, turbo (absent in older records: original)"),
     Column("device", "str", "", "torch device, e.g. 'cpu', 'cuda:0'"),
     Column("profile", "str", "", "the run profile (ttsopt.experiment.profiles)"),
     Column("phase", "str", "", "vocab.Phase: load, warmup, cold, trial, fidelity, evidence, stream, batch"),
@@ -77,9 +78,10 @@ COLUMNS = (
     Column("mem_<name>", "float", "MiB", "one memory metric by its own name (ttsopt.measure.memory)"),
     Column("fid_<name>", "float", "", "one fidelity metric against the baseline, unit in its name"),
     Column("x_<name>", "", "", "what a variant or phase records beside the above"),
+    Column("q_<name>", "", "", "a quality check of the trial's clip (ttsopt.measure.quality; real weights only)"),
 )
 CORE_COLUMNS = [c.name for c in COLUMNS if "<" not in c.name]
-PREFIXES = ("stage_", "mem_", "fid_", "x_")
+PREFIXES = ("stage_", "mem_", "fid_", "x_", "q_")
 KEY_COLUMNS = ("run_id", "process", "side", "prompt_id", "seed", "trial", "phase")
 _ENUMS = {"phase": Phase, "status": Status, "role": Role, "design": Design, "side": Side}
 
@@ -131,11 +133,13 @@ class TrialRecord:
     mem: dict = field(default_factory=dict)
     fid: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    quality: dict = field(default_factory=dict)
 
     def row(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self)
-               if f.name not in ("stages", "mem", "fid", "extra") and getattr(self, f.name) is not None}
-        for prefix, values in (("stage_", self.stages), ("mem_", self.mem), ("fid_", self.fid), ("x_", self.extra)):
+               if f.name not in ("stages", "mem", "fid", "extra", "quality") and getattr(self, f.name) is not None}
+        for prefix, values in (("stage_", self.stages), ("mem_", self.mem), ("fid_", self.fid), ("x_", self.extra),
+                               ("q_", self.quality)):
             out.update({f"{prefix}{k}": v for k, v in values.items() if v is not None})
         return {k: (v.value if hasattr(v, "value") else v) for k, v in out.items()}
 

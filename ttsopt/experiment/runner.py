@@ -35,7 +35,7 @@ from ..engine import sources
 from ..engine.audio import write_wav
 from ..engine.pipeline import Pipeline
 from ..measure import env as env_mod
-from ..measure import fidelity, guard, memory, weights
+from ..measure import fidelity, guard, memory, quality, weights
 from ..measure.timing import StageTimes, wall_timer
 from . import probes, profiles
 
@@ -286,6 +286,9 @@ def _pair(run: _Run, sides: dict, prompt: dict, seed: int, trial: int, index: in
         results[side] = _synth(run, side, sides[side], prompt, seed, Phase.TRIAL, n, trial=trial, pair=index)
     (b_rec, b_out), (v_rec, v_out) = results[Side.BASELINE], results[Side.VARIANT]
     v_rec.fid.update(fidelity.compare_output(b_out.tokens, b_out.wav, v_out.tokens, v_out.wav))
+    if trial == 0 and not sides[Side.BASELINE].model.random_weights:  # after both are timed
+        b_rec.quality.update(quality.as_record(quality.score(b_out.wav, b_out.sr, text=prompt["text"])))
+        v_rec.quality.update(quality.as_record(quality.score(v_out.wav, v_out.sr, text=prompt["text"])))
     if trial == 0 and seed == run.profile.seeds[0] and run.cfg.save_audio:
         _save_audio(run, b_rec, b_out, Side.BASELINE)
         _save_audio(run, v_rec, v_out, Side.VARIANT)

@@ -217,3 +217,13 @@ def score(wav: np.ndarray, sr: int, text: str | None = None, baseline: np.ndarra
 
 def problems(metrics: dict[str, Metric]) -> list[str]:
     return [m.flag for m in metrics.values() if m.flag]
+
+
+def as_record(metrics: dict[str, Metric]) -> dict:
+    """METRICS as a record's quality fields (`q_<name>`): the plain values, the problems flagged
+    and what computed the word error rate."""
+    out = {k: m.value for k, m in metrics.items() if isinstance(m.value, (bool, int, float))}
+    out["problems"] = "; ".join(problems(metrics))
+    if "word_error_rate" in metrics:
+        out["recogniser"] = metrics["word_error_rate"].source
+    return out

@@ -18,6 +18,7 @@ import pandas as pd
 from ..core import claims as claims_mod
 from ..core import records, stats
 from ..core.vocab import MODELS_RUN_ID, Phase, Role, Side, Status, Verdict
+from . import quality
 
 ROLE_ORDER = {Role.AA: 0, Role.VARIANT: 1}
 MEMORY_METRICS = ("resident_memory", "synthesis_peak_memory")
@@ -212,7 +213,8 @@ def _row(rid, recs, status, offsets, aa_ids) -> dict:
            "lengths": _lengths(recs), "machine_load": load, "busy": busy,
            "verdict": "", "metric": "", "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0,
            "unit": "", "band": math.nan, "p_value": math.nan, "note": "", "claim_verdicts": [],
-           "aa_run": aa_ids.get(design, ""), "audio": _audio(recs), **_memory(recs), **_fidelity(recs)}
+           "aa_run": aa_ids.get(design, ""), "audio": _audio(recs), **_memory(recs), **_fidelity(recs),
+           **quality.judge(recs)}
     rtf = _compare(recs, design, "rtf", device_type, offsets) if st == Status.OK else None
     if isinstance(rtf, stats.Comparison):
         keep = ("ratio", "ci_low", "ci_high", "n", "verdict")
@@ -230,6 +232,8 @@ def _row(rid, recs, status, offsets, aa_ids) -> dict:
             row["note"] = (row["note"] + "; " if row["note"] else "") + \
                 f"no A/A run of the {design} design completed: the band is the minimum"
     row["verdict_text"] = verdict_text(row["verdict"], row["n"], row["unit"])
+    if row["quality_loss"]:  # a faster variant that says fewer of the words is not simply faster
+        row["verdict_text"] += ", quality loss"
     return row
 
 
@@ -322,6 +326,13 @@ def _drift(out: pd.DataFrame) -> dict | None:
 
 def sentence(row: dict) -> str:
     """The verdict in one plain sentence, for someone who reads no statistics."""
+    text = _sentence(row)
+    if row.get("quality_loss"):
+        text += f" Quality loss: {row['quality_text']}."
+    return text
+
+
+def _sentence(row: dict) -> str:
     verdict = row["verdict"]
     metric = claims_mod.METRICS.get(row.get("metric") or "rtf")
     what = metric.label if metric else "RTF"
