@@ -22,8 +22,8 @@ BABBLE = "One more thing, and then another."
 SR = 24_000
 
 
-def speak(text: str, path) -> np.ndarray:
-    subprocess.run(["espeak-ng", "-v", "en", "-s", "130", "-w", str(path), text], check=True)
+def speak(text: str, path, voice: str = "en") -> np.ndarray:
+    subprocess.run(["espeak-ng", "-v", voice, "-s", "130", "-w", str(path), text], check=True)
     wav, sr = sf.read(str(path), dtype="float64")
     return librosa.resample(wav, orig_sr=sr, target_sr=SR)
 
@@ -69,6 +69,14 @@ def test_the_recogniser_hears_the_clean_clip_best(scores):
         assert wer[worse] > wer["clean"], (worse, wer)
 
 
+def test_the_intrusive_measures_fall_with_the_damage_and_skip_unaligned_clips(scores):
+    clean, noisy, band = scores["clean"], scores["noise 0 dB"], scores["8 kHz band"]
+    assert clean["stoi"].value == pytest.approx(1.0) and clean["pesq_wb"].value > 4.4
+    assert noisy["stoi"].value < 0.9 and noisy["pesq_wb"].value < 1.5
+    assert band["pesq_wb"].value < clean["pesq_wb"].value and "pesq" in band["pesq_wb"].source
+    assert scores["20% slower"]["stoi"].value is None and "differ in length" in scores["20% slower"]["stoi"].source
+
+
 def test_each_degradation_moves_its_own_check(scores):
     clean = scores["clean"]
     assert scores["noise 0 dB"]["log_mel_distance_db"].value > 5
@@ -90,9 +98,11 @@ def test_score_prints_every_metric_with_its_source_for_an_espeak_clip(tmp_path, 
     clip, base = tmp_path / "clip.wav", tmp_path / "base.wav"
     sf.write(str(clip), clips["4.9 kHz tone"], SR)
     sf.write(str(base), clips["clean"], SR)
-    assert cli.main(["score", str(clip), "--text", TEXT, "--baseline", str(base), "--json"]) == 0
+    assert cli.main(["score", str(clip), "--text", TEXT, "--baseline", str(base), "--reference", str(base),
+                     "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {"word_error_rate", "log_mel_distance_db", "tone_share", "letters_per_speech_s"} <= set(out["metrics"])
+    assert {"word_error_rate", "voice_similarity", "log_mel_distance_db", "tone_share",
+            "letters_per_speech_s"} <= set(out["metrics"])
     assert all(m["source"] for m in out["metrics"].values()) and out["problems"]
 
 
@@ -124,3 +134,13 @@ def test_the_report_scores_espeak_clips_as_run_audio_with_real_numbers(tmp_path,
     assert row["wer_variant"] > row["wer_baseline"] and row["quality_loss"]
     page = html.build(tmp_path, pages=False).read_text()
     assert f"word error rate {row['wer_baseline']:.2f} → {row['wer_variant']:.2f}" in page
+
+
+def test_the_same_voice_saying_other_words_is_closer_than_another_voice(tmp_path, clips):
+    other_words = speak("Six spoons of fresh snow peas, five thick slabs of blue cheese.", tmp_path / "same.wav")
+    other_voice = speak("Six spoons of fresh snow peas, five thick slabs of blue cheese.", tmp_path / "f.wav", "en+f3")
+    reference = (clips["clean"], SR)
+    same = quality.score(other_words, SR, reference=reference)["voice_similarity"]
+    other = quality.score(other_voice, SR, reference=reference)["voice_similarity"]
+    assert "resemblyzer" in same.source
+    assert same.value > other.value + 0.1, (same.value, other.value)

@@ -1,6 +1,7 @@
 """`ttsopt score CLIP`: the quality checks of one wav (tails, cut-off ending, pauses, clipping, a
 constant tone; with `--text` the speaking rate and an offline recogniser's word error rate; with
-`--baseline` the distance to another clip), each with how it was computed. A table for people,
+`--baseline` the distance to another clip; with `--reference` the voice's similarity to a clip of
+the speaker), each with how it was computed. A table for people,
 `--json` for scripts; exit 0 whether or not a check flags."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ def register(sub) -> None:
     p.add_argument("clip", help="the wav file to check")
     p.add_argument("--text", default=None, help="the text the clip should say (gives the speaking rate)")
     p.add_argument("--baseline", default=None, help="the baseline's wav of the same text, to measure the distance")
+    p.add_argument("--reference", default=None, help="a clip of the voice the clip should have (speaker similarity)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--no-recogniser", action="store_true",
                    help="skip the word error rate (the recogniser takes about a third of the clip's duration)")
@@ -47,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
         if base_sr != sr:
             import librosa
             baseline = librosa.resample(baseline, orig_sr=base_sr, target_sr=sr)
+    reference = _read(args.reference, "reference") if args.reference else None
     from ..measure import quality
 
-    metrics = quality.score(wav, sr, text=args.text, baseline=baseline, recognise=not args.no_recogniser)
+    metrics = quality.score(wav, sr, text=args.text, baseline=baseline, recognise=not args.no_recogniser,
+                            reference=reference)
     if args.json:
         print(json.dumps({"clip": args.clip, "sample_rate": sr, "problems": quality.problems(metrics),
                           "metrics": {k: m.as_dict() for k, m in metrics.items()}}, sort_keys=True))
@@ -62,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'':<{width}}  heard: {m.note!r}")
     found = quality.problems(metrics)
     print(f"{len(found)} problem(s) flagged" + (": " + "; ".join(found) if found else "")
-          + " (voice similarity and naturalness are not measured here)")
+          + " (naturalness is not measured here)")
     return 0

@@ -11,8 +11,11 @@ One check needs a model: the word error rate of an offline recogniser against th
 pocketsphinx is the recogniser that ships its English model inside its wheel (no download at run
 time, which our machines cannot do); jiwer normalises both texts and counts the errors. It is a
 weak recogniser: on clean espeak-ng speech its error rate is already about 0.6, so it says
-"worse" only for large losses, and it means nothing on random weights' noise. Speaker encoders
-and MOS predictors are not here.
+"worse" only for large losses, and it means nothing on random weights' noise. The voice is
+compared with a reference clip by Resemblyzer's speaker encoder (its weights ship in its wheel
+too): the cosine of the two utterance embeddings. Against a baseline clip of the same length
+(the same tokens rendered by both sides) come the intrusive measures: wideband PESQ and STOI,
+from the `pesq` and `pystoi` packages, at 16 kHz. MOS predictors are not here.
 
 Speech activity is an energy detector, deliberately simple: 20 ms frames are speech when they
 are within `VAD_RANGE_DB` of the clip's loud frames, gaps shorter than a pause are bridged, and
@@ -198,21 +201,76 @@ def word_error_rate(wav: np.ndarray, sr: int, text: str) -> Metric:
     return Metric(round(float(value), 3), "word error rate", source, note=heard)
 
 
+VOICE_MISSING = "not computed: the speaker encoder is not installed (pip install 'ttsopt[quality]': resemblyzer)"
+_ENCODER = []  # Resemblyzer's encoder, loaded once per process (about 2 s)
+
+
+def voice_similarity(wav: np.ndarray, sr: int, reference: np.ndarray, reference_sr: int) -> Metric:
+    """Cosine similarity of the speaker embeddings of WAV and REFERENCE (1: the same voice)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        source = f"resemblyzer {version('resemblyzer')} (GE2E speaker encoder in its wheel), cosine"
+    except PackageNotFoundError:
+        return Metric(None, "cosine", VOICE_MISSING)
+    from resemblyzer import VoiceEncoder, preprocess_wav
+    if not _ENCODER:
+        _ENCODER.append(VoiceEncoder(device="cpu", verbose=False))
+    embed = [_ENCODER[0].embed_utterance(preprocess_wav(np.asarray(x, np.float32), source_sr=rate))
+             for x, rate in ((wav, sr), (reference, reference_sr))]
+    return Metric(round(float(np.dot(embed[0], embed[1])), 3), "cosine", source)
+
+
 def score(wav: np.ndarray, sr: int, text: str | None = None, baseline: np.ndarray | None = None,
-          recognise: bool = True) -> dict[str, Metric]:
+          recognise: bool = True, reference: tuple[np.ndarray, int] | None = None) -> dict[str, Metric]:
     """Every check of this module on WAV (mono float); with TEXT (and RECOGNISE) the word error
-    rate too; with BASELINE, the distances to it."""
+    rate too; with BASELINE, the distances to it; with REFERENCE (clip, rate), the voice's
+    similarity to it."""
     wav = np.asarray(wav, np.float64).reshape(-1)
     metrics = {"duration_s": Metric(round(len(wav) / sr, 3), "s", "samples / rate"), **timing(wav, sr, text),
                "clipped": clipping(wav)}
     if text is not None and recognise:
         metrics["word_error_rate"] = word_error_rate(wav, sr, text)
+    if reference is not None:
+        metrics["voice_similarity"] = voice_similarity(wav, sr, *reference)
     metrics["tone_share"], metrics["tone_hz"] = constant_tone(wav, sr)
     if baseline is not None:
         baseline = np.asarray(baseline, np.float64).reshape(-1)
         metrics["log_mel_distance_db"] = log_mel_distance(wav, baseline, sr)
         metrics["length_ratio"] = Metric(round(len(wav) / max(len(baseline), 1), 4), "ratio", "samples / baseline's")
+        metrics.update(intrusive(wav, baseline, sr))
     return metrics
+
+
+ALIGNED = 0.01  # intrusive measures compare sample by sample: lengths may differ by this share at most
+
+
+def intrusive(wav: np.ndarray, baseline: np.ndarray, sr: int) -> dict[str, Metric]:
+    """Wideband PESQ (MOS-LQO, 1 to 4.64) and STOI (0 to 1) of WAV against BASELINE, at 16 kHz over
+    the common length; only for clips of (nearly) the same length, which they assume aligned."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        sources = {"pesq_wb": f"pesq {version('pesq')} (ITU-T P.862.2, wideband), 16 kHz",
+                   "stoi": f"pystoi {version('pystoi')}, 16 kHz"}
+    except PackageNotFoundError:
+        why = "not computed: pip install 'ttsopt[quality]' (pesq, pystoi)"
+        return {"pesq_wb": Metric(None, "MOS-LQO", why), "stoi": Metric(None, "0-1", why)}
+    if abs(len(wav) / max(len(baseline), 1) - 1) > ALIGNED:
+        why = "not computed: the clips differ in length, and these measures compare aligned samples"
+        return {"pesq_wb": Metric(None, "MOS-LQO", why), "stoi": Metric(None, "0-1", why)}
+    import librosa
+    from pesq import pesq
+    from pystoi import stoi
+
+    n = min(len(wav), len(baseline))
+    ref, deg = (librosa.resample(np.asarray(x[:n], np.float64), orig_sr=sr, target_sr=RECOGNISER_SR)
+                for x in (baseline, wav))
+    try:
+        p = round(float(pesq(RECOGNISER_SR, ref, deg, "wb")), 3)
+    except Exception as exc:  # the library refuses silence and clips shorter than a quarter second
+        return {"pesq_wb": Metric(None, "MOS-LQO", f"{sources['pesq_wb']}: {type(exc).__name__}"),
+                "stoi": Metric(round(float(stoi(ref, deg, RECOGNISER_SR)), 3), "0-1", sources["stoi"])}
+    return {"pesq_wb": Metric(p, "MOS-LQO", sources["pesq_wb"]),
+            "stoi": Metric(round(float(stoi(ref, deg, RECOGNISER_SR)), 3), "0-1", sources["stoi"])}
 
 
 def problems(metrics: dict[str, Metric]) -> list[str]:
