@@ -69,6 +69,12 @@ def test_the_recogniser_hears_the_clean_clip_best(scores):
         assert wer[worse] > wer["clean"], (worse, wer)
 
 
+def test_the_predicted_mos_falls_with_noise_and_names_its_model(scores):
+    clean, noisy = scores["clean"]["mos"], scores["noise 0 dB"]["mos"]
+    assert "distillmos" in clean.source and 1 <= noisy.value <= 5 and 1 <= clean.value <= 5
+    assert noisy.value < clean.value - 0.3, (clean.value, noisy.value)
+
+
 def test_the_intrusive_measures_fall_with_the_damage_and_skip_unaligned_clips(scores):
     clean, noisy, band = scores["clean"], scores["noise 0 dB"], scores["8 kHz band"]
     assert clean["stoi"].value == pytest.approx(1.0) and clean["pesq_wb"].value > 4.4
@@ -101,7 +107,7 @@ def test_score_prints_every_metric_with_its_source_for_an_espeak_clip(tmp_path, 
     assert cli.main(["score", str(clip), "--text", TEXT, "--baseline", str(base), "--reference", str(base),
                      "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert {"word_error_rate", "voice_similarity", "log_mel_distance_db", "tone_share",
+    assert {"word_error_rate", "voice_similarity", "mos", "pesq_wb", "stoi", "log_mel_distance_db", "tone_share",
             "letters_per_speech_s"} <= set(out["metrics"])
     assert all(m["source"] for m in out["metrics"].values()) and out["problems"]
 

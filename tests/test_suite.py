@@ -111,7 +111,7 @@ def test_every_failure_is_recorded_and_the_suite_goes_on(tmp_path, body, reason)
 
 
 def test_not_applicable_is_recorded_without_a_kernel(tmp_path, monkeypatch):
-    monkeypatch.setattr(suite.variants, "unavailable", lambda spec: f"{spec}: requires CUDA (test)")
+    monkeypatch.setattr(suite.variants, "unavailable", lambda spec, **_: f"{spec}: requires CUDA (test)")
     runs = suite.plan("tiny", ["no-grad"], "smoke", tmp_path)[1:]
     [outcome] = suite.run_suite(runs, profiling=False, progress=False)
     assert outcome.status == "not applicable" and outcome.seconds < 2

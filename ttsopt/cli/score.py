@@ -1,8 +1,8 @@
 """`ttsopt score CLIP`: the quality checks of one wav (tails, cut-off ending, pauses, clipping, a
-constant tone; with `--text` the speaking rate and an offline recogniser's word error rate; with
-`--baseline` the distance to another clip; with `--reference` the voice's similarity to a clip of
-the speaker), each with how it was computed. A table for people,
-`--json` for scripts; exit 0 whether or not a check flags."""
+constant tone, a predicted MOS; with `--text` the speaking rate and an offline recogniser's word
+error rate; with `--baseline` the distance to another clip; with `--reference` the voice's
+similarity to a clip of the speaker), each with how it was computed. A table for people, `--json`
+for scripts; exit 0 whether or not a check flags."""
 from __future__ import annotations
 
 import argparse
@@ -19,8 +19,9 @@ def register(sub) -> None:
     p.add_argument("--baseline", default=None, help="the baseline's wav of the same text, to measure the distance")
     p.add_argument("--reference", default=None, help="a clip of the voice the clip should have (speaker similarity)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--no-recogniser", action="store_true",
-                   help="skip the word error rate (the recogniser takes about a third of the clip's duration)")
+    p.add_argument("--model-free", action="store_true",
+                   help="only the checks that need no model: skip the word error rate, the voice similarity and "
+                        "the MOS (the recogniser alone takes about a third of the clip's duration)")
     p.set_defaults(func=run)
 
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     reference = _read(args.reference, "reference") if args.reference else None
     from ..measure import quality
 
-    metrics = quality.score(wav, sr, text=args.text, baseline=baseline, recognise=not args.no_recogniser,
+    metrics = quality.score(wav, sr, text=args.text, baseline=baseline, models=not args.model_free,
                             reference=reference)
     if args.json:
         print(json.dumps({"clip": args.clip, "sample_rate": sr, "problems": quality.problems(metrics),
@@ -66,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'':<{width}}  heard: {m.note!r}")
     found = quality.problems(metrics)
     print(f"{len(found)} problem(s) flagged" + (": " + "; ".join(found) if found else "")
-          + " (naturalness is not measured here)")
+          + ("" if not args.model_free else " (model-free checks only)"))
     return 0

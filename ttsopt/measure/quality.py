@@ -1,5 +1,6 @@
-"""Quality checks that need no model: is the clip cut off, padded with a tail, clipped, or carrying
-a constant tone, and how far is it from the baseline's clip?
+"""Quality checks of one clip: is it cut off, padded with a tail, clipped, or carrying a constant
+tone; how far is it from the baseline's clip; and, with models that ship their weights, does it
+say the words, in the voice, and how natural does it sound?
 
 Fidelity (`fidelity`) says a variant's output is *different*; these say what kind of *worse* it
 might be, for the failures optimizations cause or are blamed for: a hallucinated tail after the
@@ -7,7 +8,7 @@ sentence (too little text for the seconds of speech), a cut-off ending (speech u
 sample), a constant vocoder whine (one frequency standing out of its neighbours in almost every
 frame), clipping. They read the waveform alone, so they mean the same on random and real weights.
 
-One check needs a model: the word error rate of an offline recogniser against the text.
+Some checks need a model. The word error rate of an offline recogniser against the text:
 pocketsphinx is the recogniser that ships its English model inside its wheel (no download at run
 time, which our machines cannot do); jiwer normalises both texts and counts the errors. It is a
 weak recogniser: on clean espeak-ng speech its error rate is already about 0.6, so it says
@@ -15,7 +16,8 @@ weak recogniser: on clean espeak-ng speech its error rate is already about 0.6, 
 compared with a reference clip by Resemblyzer's speaker encoder (its weights ship in its wheel
 too): the cosine of the two utterance embeddings. Against a baseline clip of the same length
 (the same tokens rendered by both sides) come the intrusive measures: wideband PESQ and STOI,
-from the `pesq` and `pystoi` packages, at 16 kHz. MOS predictors are not here.
+from the `pesq` and `pystoi` packages, at 16 kHz. Naturalness is DistillMOS's predicted mean
+opinion score (1 to 5, no reference needed; its weights ship in its wheel).
 
 Speech activity is an energy detector, deliberately simple: 20 ms frames are speech when they
 are within `VAD_RANGE_DB` of the clip's loud frames, gaps shorter than a pause are bridged, and
@@ -23,7 +25,9 @@ blips shorter than a syllable dropped. Every metric names how it was computed (`
 """
 from __future__ import annotations
 
+import io
 import re
+from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -220,17 +224,44 @@ def voice_similarity(wav: np.ndarray, sr: int, reference: np.ndarray, reference_
     return Metric(round(float(np.dot(embed[0], embed[1])), 3), "cosine", source)
 
 
+MOS_MISSING = "not computed: the MOS predictor is not installed (pip install 'ttsopt[quality]': distillmos)"
+_MOS = []  # DistillMOS, loaded once per process
+
+
+def naturalness(wav: np.ndarray, sr: int) -> Metric:
+    """DistillMOS's predicted mean opinion score of WAV, 1 (bad) to 5 (excellent), no reference."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        source = f"distillmos {version('distillmos')} (DistillMOS v7, weights in its wheel), 16 kHz"
+    except PackageNotFoundError:
+        return Metric(None, "MOS", MOS_MISSING)
+    import librosa
+    import torch
+    from distillmos import ConvTransformerSQAModel
+
+    if not _MOS:
+        with redirect_stdout(io.StringIO()):  # it prints where it loaded its weights from
+            _MOS.append(ConvTransformerSQAModel().eval())
+    audio = librosa.resample(np.asarray(wav, np.float32), orig_sr=sr, target_sr=RECOGNISER_SR) \
+        if sr != RECOGNISER_SR else np.asarray(wav, np.float32)
+    with torch.inference_mode():
+        value = float(_MOS[0](torch.from_numpy(np.ascontiguousarray(audio))[None]).reshape(-1)[0])
+    return Metric(round(value, 3), "MOS (1-5)", source)
+
+
 def score(wav: np.ndarray, sr: int, text: str | None = None, baseline: np.ndarray | None = None,
-          recognise: bool = True, reference: tuple[np.ndarray, int] | None = None) -> dict[str, Metric]:
-    """Every check of this module on WAV (mono float); with TEXT (and RECOGNISE) the word error
-    rate too; with BASELINE, the distances to it; with REFERENCE (clip, rate), the voice's
-    similarity to it."""
+          models: bool = True, reference: tuple[np.ndarray, int] | None = None) -> dict[str, Metric]:
+    """Every check of this module on WAV (mono float). With MODELS, the predicted MOS and, with
+    TEXT, the word error rate; with BASELINE, the distances to it; with REFERENCE (clip, rate) and
+    MODELS, the voice's similarity to it. Without MODELS only the model-free checks run."""
     wav = np.asarray(wav, np.float64).reshape(-1)
     metrics = {"duration_s": Metric(round(len(wav) / sr, 3), "s", "samples / rate"), **timing(wav, sr, text),
                "clipped": clipping(wav)}
-    if text is not None and recognise:
+    if models:
+        metrics["mos"] = naturalness(wav, sr)
+    if text is not None and models:
         metrics["word_error_rate"] = word_error_rate(wav, sr, text)
-    if reference is not None:
+    if reference is not None and models:
         metrics["voice_similarity"] = voice_similarity(wav, sr, *reference)
     metrics["tone_share"], metrics["tone_hz"] = constant_tone(wav, sr)
     if baseline is not None:
