@@ -4,7 +4,6 @@ end, a 4.9 kHz tone) each move the checks the way a listener would."""
 import json
 import shutil
 import subprocess
-import time
 
 import librosa
 import numpy as np
@@ -110,13 +109,6 @@ def test_score_prints_every_metric_with_its_source_for_an_espeak_clip(tmp_path, 
     assert {"word_error_rate", "voice_similarity", "mos", "pesq_wb", "stoi", "log_mel_distance_db", "tone_share",
             "letters_per_speech_s"} <= set(out["metrics"])
     assert all(m["source"] for m in out["metrics"].values()) and out["problems"]
-
-
-def test_scoring_a_five_second_clip_takes_seconds_not_minutes(clips):
-    five = clips["clean"][: 5 * SR] if len(clips["clean"]) >= 5 * SR else np.pad(clips["clean"], (0, 5 * SR))
-    start = time.perf_counter()
-    quality.score(five, SR, text=TEXT)
-    assert time.perf_counter() - start < 30  # a failure here means scoring would dominate a suite's time
 
 
 def test_the_report_scores_espeak_clips_as_run_audio_with_real_numbers(tmp_path, clips):

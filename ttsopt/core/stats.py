@@ -67,6 +67,13 @@ class Comparison:
     def as_dict(self) -> dict:
         return {k: (v.value if isinstance(v, Verdict) else v) for k, v in self.__dict__.items()}
 
+    def gain(self, higher_is_better: bool) -> tuple[float, float, float]:
+        """(gain, low, high) read so that above 1 is better: the ratio itself for a throughput,
+        its inverse (interval flipped) for a time."""
+        if higher_is_better:
+            return self.ratio, self.ci_low, self.ci_high
+        return 1 / self.ratio, 1 / self.ci_high, 1 / self.ci_low
+
 
 def _ok(df: pd.DataFrame, phase: str, column: str) -> pd.DataFrame:
     """The ok records of PHASE with a positive COLUMN: a ratio needs a positive value on both sides,

@@ -221,12 +221,11 @@ class Pipeline:
         if not isinstance(text, str) or not text.strip():
             raise TextError("text is empty: give at least one word to speak")
         tokenizer = self.model.tts.tokenizer
-        normalized = turbo_punc_norm(text)
-        count = len(tokenizer(normalized).input_ids)
-        if count > tokenizer.model_max_length:
-            raise TextError(f"text is {len(text)} characters = {count} tokens; Turbo's tokenizer reads at "
+        # One text, within the limit: upstream's padding and truncation change nothing, so they are left out.
+        ids = tokenizer(turbo_punc_norm(text), return_tensors="pt").input_ids
+        if ids.size(-1) > tokenizer.model_max_length:
+            raise TextError(f"text is {len(text)} characters = {ids.size(-1)} tokens; Turbo's tokenizer reads at "
                             f"most {tokenizer.model_max_length} — split it into sentences")
-        ids = tokenizer(normalized, return_tensors="pt", padding=True, truncation=True).input_ids
         return ids.to(self.device)
 
     def speech_tokens(self, raw: torch.Tensor) -> torch.Tensor:

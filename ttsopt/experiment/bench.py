@@ -152,7 +152,7 @@ def table(records: pd.DataFrame) -> pd.DataFrame:
         gain = low = high = np.nan
         if phase == Phase.TRIAL and not column.startswith("mem_"):
             c = stats.compare(df, column, metric=column, design=Design.IN_PROCESS)
-            gain, low, high = (c.ratio, c.ci_low, c.ci_high) if higher else (1 / c.ratio, 1 / c.ci_high, 1 / c.ci_low)
+            gain, low, high = c.gain(higher)
         rows.append({"metric (median)": label, "baseline": b, "fast": f, "gain": gain, "gain 95% CI low": low,
                      "gain 95% CI high": high})
     return pd.DataFrame(rows)

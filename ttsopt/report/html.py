@@ -262,7 +262,8 @@ def _listen(rows: pd.DataFrame, prompts: dict, per_run: dict) -> list:
 
 def _context(directory: Path, pages: bool, css: str) -> dict:
     df = records.load(directory)
-    compared = report_models.section(df, records.load_env(directory).get(MODELS_RUN_ID))  # `ttsopt models`
+    env = records.load_env(directory)
+    compared = report_models.section(df, env.get(MODELS_RUN_ID))  # `ttsopt models`
     df = df.drop(report_models.records_of(df).index)  # the suite's own records: its header, span, runs
     rows, facts = table.table(df)
     if rows.empty:
@@ -273,7 +274,7 @@ def _context(directory: Path, pages: bool, css: str) -> dict:
     variants_ = rows[rows["role"] == Role.VARIANT]
     return dict(
         facts=facts, rows=[{**r, "page": links.get(r["run_id"])} for r in shown],
-        environment=_environment(df, records.load_env(directory), rows),
+        environment=_environment(df, env, rows),
         random_weights=any(s in ("synthetic", "tiny") for s in df["source"].dropna().unique()),
         lengths="; ".join(sorted({x for x in rows["lengths"] if x})),
         variants_count=len(variants_), counts=[(str(v), n) for v, n in variants_["verdict"].value_counts().items()],

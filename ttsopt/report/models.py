@@ -70,10 +70,8 @@ def _gain(sel: pd.DataFrame, reference: str, other: str, column: str, higher: bo
         c = stats.compare(pair, column, metric=column, design=Design.IN_PROCESS)
     except ValueError:  # no trial of one of them finished
         return math.nan, "no trials"
-    if not math.isfinite(c.ci_low):
-        return (c.ratio if higher else 1 / c.ratio), f"none (n = {c.n})"
-    ratio, low, high = (c.ratio, c.ci_low, c.ci_high) if higher else (1 / c.ratio, 1 / c.ci_high, 1 / c.ci_low)
-    return ratio, f"{low:.2f}–{high:.2f} (n = {c.n})"
+    ratio, low, high = c.gain(higher)
+    return ratio, f"{low:.2f}–{high:.2f} (n = {c.n})" if math.isfinite(low) else f"none (n = {c.n})"
 
 
 def audio_per_wall(records: pd.DataFrame, name: str) -> float:
