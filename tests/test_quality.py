@@ -1,5 +1,7 @@
 """The model-free quality checks move the right way on degraded copies of a speech-like clip: a cut-off
-ending, a tail of babble, a constant tone, clipping, noise against the baseline."""
+ending, a tail of babble, a constant tone, clipping, noise against the baseline. The clip is synthetic
+buzz, which silero-vad rightly calls no speech, so these score with `models=False` (the energy
+detector); real speech with silero-vad is in test_quality_speech.py."""
 import json
 
 import librosa
@@ -35,7 +37,7 @@ def clean():
 
 
 def test_a_clean_clip_has_its_silences_measured_and_no_problem(clean):
-    m = quality.score(clean, SR, text=TEXT)
+    m = quality.score(clean, SR, text=TEXT, models=False)
     assert m["leading_silence_s"].value == pytest.approx(0.4, abs=0.05)
     assert m["trailing_silence_s"].value == pytest.approx(0.5, abs=0.05)
     assert m["speech_s"].value == pytest.approx(2.0, abs=0.1)
@@ -46,30 +48,30 @@ def test_a_clean_clip_has_its_silences_measured_and_no_problem(clean):
 
 
 def test_a_clip_cut_off_mid_speech_is_flagged(clean):
-    m = quality.score(clean[: int(1.6 * SR)], SR)
+    m = quality.score(clean[: int(1.6 * SR)], SR, models=False)
     assert m["ends_in_speech"].value is True and "cut off" in m["ends_in_speech"].flag
 
 
 def test_a_tail_of_babble_after_the_text_is_flagged(clean):
     tailed = np.concatenate([clean, speechlike(1.5, seed=3), silence(0.3)])
-    m = quality.score(tailed, SR, text=TEXT)
+    m = quality.score(tailed, SR, text=TEXT, models=False)
     assert m["letters_per_speech_s"].value < quality.RATE_LOW and "tail" in m["letters_per_speech_s"].flag
-    assert m["speech_s"].value > quality.score(clean, SR)["speech_s"].value + 1.5
+    assert m["speech_s"].value > quality.score(clean, SR, models=False)["speech_s"].value + 1.5
     assert m["longest_pause_s"].value == pytest.approx(0.5, abs=0.06), "the silence before the babble"
 
 
 def test_a_constant_tone_is_found_with_its_frequency(clean):
     t = np.arange(len(clean)) / SR
-    m = quality.score(clean + 0.02 * np.sin(2 * np.pi * 4900 * t), SR)
+    m = quality.score(clean + 0.02 * np.sin(2 * np.pi * 4900 * t), SR, models=False)
     assert m["tone_share"].value >= quality.TONE_SHARE_FLAG and m["tone_hz"].value == pytest.approx(4900, abs=20)
     assert "constant tone near 4" in m["tone_share"].flag
-    assert quality.score(clean, SR)["tone_share"].value < quality.TONE_SHARE_FLAG
+    assert quality.score(clean, SR, models=False)["tone_share"].value < quality.TONE_SHARE_FLAG
 
 
 def test_clipping_is_counted(clean):
-    m = quality.score(np.clip(clean * 5, -1, 1), SR)
+    m = quality.score(np.clip(clean * 5, -1, 1), SR, models=False)
     assert m["clipped"].value > quality.CLIP_SHARE_FLAG and "clipped" in m["clipped"].flag
-    assert quality.score(clean, SR)["clipped"].value == 0.0
+    assert quality.score(clean, SR, models=False)["clipped"].value == 0.0
 
 
 def test_distance_to_the_baseline_grows_with_the_noise(clean):
@@ -79,15 +81,47 @@ def test_distance_to_the_baseline_grows_with_the_noise(clean):
     def noisy(snr_db):
         return clean + np.sqrt(power / 10 ** (snr_db / 10)) * rng.standard_normal(len(clean))
 
-    same = quality.score(clean, SR, baseline=clean)
+    same = quality.score(clean, SR, baseline=clean, models=False)
     assert same["log_mel_distance_db"].value == 0.0 and same["length_ratio"].value == 1.0
-    mild, harsh = (quality.score(noisy(snr), SR, baseline=clean)["log_mel_distance_db"].value for snr in (20, 0))
+    mild, harsh = (quality.score(noisy(snr), SR, baseline=clean, models=False)["log_mel_distance_db"].value
+                   for snr in (20, 0))
     assert 0 < mild < harsh
 
 
 def test_a_silent_clip_says_it_found_no_speech():
-    m = quality.score(silence(1.0), SR, text=TEXT)
+    m = quality.score(silence(1.0), SR, text=TEXT, models=False)
     assert m["speech_s"].value == 0.0 and "no speech found" in quality.problems(m)
+
+
+needs_silero = pytest.mark.skipif(quality.silero_source() is None,
+                                  reason="silero-vad is not installed (pip install 'ttsopt[quality]')")
+
+
+@needs_silero
+def test_silero_vad_finds_the_speech_when_installed_and_every_timing_metric_says_so(clean):
+    import torch
+
+    threads = torch.get_num_threads()
+    timed = quality.timing(clean, SR, TEXT)
+    assert {m.source for m in timed.values()} == {quality.silero_source()}
+    assert "silero-vad" in quality.silero_source() and "16 kHz" in quality.silero_source()
+    assert torch.get_num_threads() == threads, "importing silero-vad sets torch to one thread; it is put back"
+    noise = 0.1 * np.random.default_rng(0).standard_normal(2 * SR)
+    assert not quality.speech_activity(noise, SR, "silero").any(), "noise is not speech to silero-vad"
+    assert quality.speech_activity(noise, SR, "energy").all(), "to the energy detector any loud sound is"
+    assert quality.score(noise, SR, text=TEXT, models=False)["speech_s"].source == quality.ENERGY_VAD
+
+
+def test_without_silero_vad_the_energy_detector_says_it_stands_in(clean, monkeypatch):
+    monkeypatch.setattr(quality, "silero_source", lambda: None)
+    timed = quality.timing(clean, SR, TEXT)
+    assert {m.source for m in timed.values()} == {quality.SILERO_MISSING}
+    assert quality.ENERGY_VAD in quality.SILERO_MISSING and "silero-vad is not installed" in quality.SILERO_MISSING
+    assert timed["speech_s"].value == pytest.approx(2.0, abs=0.1)
+    with pytest.raises(RuntimeError, match="silero-vad is not installed"):
+        quality.speech_activity(clean, SR, "silero")
+    with pytest.raises(ValueError, match="unknown speech detector"):
+        quality.speech_activity(clean, SR, "loudness")
 
 
 def test_score_command_prints_every_metric_with_its_source(tmp_path, capsys, clean):
@@ -95,12 +129,12 @@ def test_score_command_prints_every_metric_with_its_source(tmp_path, capsys, cle
     sf.write(str(clip), clean[: int(1.6 * SR)], SR)
     base = tmp_path / "base.wav"  # at another rate: the command resamples it to the clip's
     sf.write(str(base), librosa.resample(clean, orig_sr=SR, target_sr=16_000), 16_000)
-    assert cli.main(["score", str(clip), "--text", TEXT, "--baseline", str(base), "--json"]) == 0
+    assert cli.main(["score", str(clip), "--text", TEXT, "--baseline", str(base), "--json", "--model-free"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["metrics"]["ends_in_speech"]["value"] is True and out["problems"]
     assert {"log_mel_distance_db", "tone_hz", "letters_per_speech_s"} <= set(out["metrics"])
     assert all(m["source"] for m in out["metrics"].values())
-    assert cli.main(["score", str(clip)]) == 0
+    assert cli.main(["score", str(clip), "--model-free"]) == 0
     assert "problem(s) flagged" in capsys.readouterr().out
 
 

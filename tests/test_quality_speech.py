@@ -32,7 +32,7 @@ def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("speech")
     clean = speak(TEXT, folder / "clean.wav")
     rng = np.random.default_rng(0)
-    active = quality.speech_activity(clean, SR)
+    active = quality.speech_activity(clean, SR, "energy")  # the same cut whichever detector scores
     end = int((np.flatnonzero(active)[-1] * quality.HOP_S + quality.FRAME_S) * SR)
     b, a = scipy.signal.butter(8, 4000 / (SR / 2))
     t = np.arange(len(clean)) / SR
@@ -97,6 +97,30 @@ def test_each_degradation_moves_its_own_check(scores):
     tone = scores["4.9 kHz tone"]
     assert tone["tone_hz"].value == pytest.approx(4900, abs=30) and "tone" in tone["tone_share"].flag
     assert not clean["tone_share"].flag
+
+
+@pytest.mark.parametrize("detector", ["silero", "energy"])
+def test_the_tail_and_truncation_checks_fire_with_either_detector(clips, detector):
+    if detector == "silero" and quality.silero_source() is None:
+        pytest.skip("silero-vad is not installed (pip install 'ttsopt[quality]')")
+    timed = {name: quality.timing(clips[name], SR, TEXT, detector)
+             for name in ("clean", "last word cut", "babble tail")}
+    timed["silence"] = quality.timing(np.zeros(2 * SR), SR, TEXT, detector)
+    source = quality.silero_source() if detector == "silero" else quality.ENERGY_VAD
+    assert all(m.source == source for t in timed.values() for m in t.values())
+    clean, cut, tail = timed["clean"], timed["last word cut"], timed["babble tail"]
+    assert not clean["ends_in_speech"].value and not clean["letters_per_speech_s"].flag
+    assert cut["ends_in_speech"].value is True and "cut off" in cut["ends_in_speech"].flag
+    assert tail["speech_s"].value > clean["speech_s"].value + 1.0 and "tail" in tail["letters_per_speech_s"].flag
+    assert timed["silence"]["speech_s"].flag == "no speech found"
+
+
+def test_silero_vad_is_the_detector_when_installed(scores):
+    if quality.silero_source() is None:
+        pytest.skip("silero-vad is not installed (pip install 'ttsopt[quality]')")
+    for name in ("clean", "last word cut", "babble tail"):
+        assert "silero-vad" in scores[name]["ends_in_speech"].source, name
+        assert "silero-vad" in scores[name]["letters_per_speech_s"].source, name
 
 
 def test_score_prints_every_metric_with_its_source_for_an_espeak_clip(tmp_path, capsys, clips):

@@ -21,7 +21,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--model-free", action="store_true",
                    help="only the checks that need no model: skip the word error rate, the voice similarity and "
-                        "the MOS (the recogniser alone takes about a third of the clip's duration)")
+                        "the MOS (the recogniser alone takes about a third of the clip's duration), and find the "
+                        "speech by its energy instead of with silero-vad")
     p.set_defaults(func=run)
 
 

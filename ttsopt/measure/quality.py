@@ -19,14 +19,19 @@ too): the cosine of the two utterance embeddings. Against a baseline clip of the
 from the `pesq` and `pystoi` packages, at 16 kHz. Naturalness is DistillMOS's predicted mean
 opinion score (1 to 5, no reference needed; its weights ship in its wheel).
 
-Speech activity is an energy detector, deliberately simple: 20 ms frames are speech when they
-are within `VAD_RANGE_DB` of the clip's loud frames, gaps shorter than a pause are bridged, and
-blips shorter than a syllable dropped. Every metric names how it was computed (`source`).
+Speech activity, for the tails, pauses and cut-off endings, is silero-vad's neural detector (its
+TorchScript model ships in its wheel; run at 16 kHz) when it is installed. Without it, or when
+only model-free checks are asked for, it is an energy detector, deliberately simple: 20 ms frames
+are speech when they are within `VAD_RANGE_DB` of the clip's loud frames, gaps shorter than a
+pause are bridged, and blips shorter than a syllable dropped. The energy detector calls any loud
+sound speech (random weights' noise too); silero-vad calls noise and buzz silence. Every metric
+names how it was computed (`source`), the timing metrics the detector that found the speech.
 """
 from __future__ import annotations
 
 import io
 import re
+import warnings
 from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass
 
@@ -80,8 +85,78 @@ def _runs(mask: np.ndarray, value: bool) -> list[tuple[int, int]]:
     return list(zip(edges[::2], edges[1::2]))
 
 
-def speech_activity(wav: np.ndarray, sr: int) -> np.ndarray:
-    """One bool per 10 ms hop: is this speech (see the module's note)?"""
+VAD_SR = 16_000
+SILERO_MISSING = f"{ENERGY_VAD}: silero-vad is not installed (pip install 'ttsopt[quality]')"
+DETECTORS = ("auto", "silero", "energy")
+_SILERO = []  # silero-vad's TorchScript model, loaded once per process
+
+
+def silero_source() -> str | None:
+    """What silero-vad computes speech activity with here, or None when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return f"silero-vad {version('silero-vad')} (its TorchScript model in the wheel), 16 kHz"
+    except PackageNotFoundError:
+        return None
+
+
+def _silero():
+    """silero-vad's model and its function for speech stretches. Importing silero-vad sets torch
+    to one thread for the whole process (`torch.set_num_threads(1)` in its model module): the
+    count is put back, or every synthesis timed after the first scoring would run on one thread."""
+    if not _SILERO:
+        import torch
+        threads = torch.get_num_threads()
+        try:
+            from silero_vad import get_speech_timestamps, load_silero_vad
+            with warnings.catch_warnings():  # torch 2.11 calls its own torch.jit.load deprecated
+                warnings.simplefilter("ignore", DeprecationWarning)
+                _SILERO.append((load_silero_vad(onnx=False), get_speech_timestamps))
+        finally:
+            torch.set_num_threads(threads)
+    return _SILERO[0]
+
+
+def detect_speech(wav: np.ndarray, sr: int, detector: str = "auto") -> tuple[np.ndarray, str]:
+    """(one bool per 10 ms hop: is this speech, the detector that said so). DETECTOR: "silero",
+    "energy", or "auto" (silero-vad when installed, else the energy detector, saying why)."""
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown speech detector {detector!r}: expected one of {', '.join(DETECTORS)}")
+    source = silero_source() if detector != "energy" else None
+    if source is None:
+        if detector == "silero":
+            raise RuntimeError(SILERO_MISSING)
+        return _energy_activity(wav, sr), SILERO_MISSING if detector == "auto" else ENERGY_VAD
+    return _silero_activity(wav, sr), source
+
+
+def _silero_activity(wav: np.ndarray, sr: int) -> np.ndarray:
+    """silero-vad's speech stretches as hops: a hop is speech when its 20 ms frame lies inside one.
+    Its own minimum speech and silence lengths are this module's click and pause lengths."""
+    import librosa
+    import torch
+
+    model, stretches = _silero()
+    audio = np.asarray(wav, np.float32)
+    if sr != VAD_SR:
+        audio = librosa.resample(audio, orig_sr=sr, target_sr=VAD_SR)
+    found = stretches(torch.from_numpy(np.ascontiguousarray(audio)), model, sampling_rate=VAD_SR,
+                      min_speech_duration_ms=int(MIN_BURST_S * 1000), min_silence_duration_ms=int(BRIDGE_S * 1000))
+    count = len(_frames(np.zeros(len(wav)), sr, FRAME_S, HOP_S))
+    starts = np.arange(count) * HOP_S
+    active = np.zeros(count, bool)
+    for stretch in found:
+        start, end = stretch["start"] / VAD_SR, stretch["end"] / VAD_SR
+        active |= (starts >= start - HOP_S / 2) & (starts + FRAME_S <= end + HOP_S / 2)
+    return active
+
+
+def speech_activity(wav: np.ndarray, sr: int, detector: str = "auto") -> np.ndarray:
+    """One bool per 10 ms hop: is this speech (see the module's note and `detect_speech`)?"""
+    return detect_speech(wav, sr, detector)[0]
+
+
+def _energy_activity(wav: np.ndarray, sr: int) -> np.ndarray:
     rms = np.sqrt(np.mean(_frames(np.asarray(wav, np.float64), sr, FRAME_S, HOP_S) ** 2, axis=1))
     level = 20 * np.log10(rms + 1e-10)
     loud = np.percentile(level, 95)
@@ -95,27 +170,27 @@ def speech_activity(wav: np.ndarray, sr: int) -> np.ndarray:
     return active
 
 
-def timing(wav: np.ndarray, sr: int, text: str | None = None) -> dict[str, Metric]:
+def timing(wav: np.ndarray, sr: int, text: str | None = None, detector: str = "auto") -> dict[str, Metric]:
     """Silence before and after the speech, the longest pause, an ending in mid-speech, and the
-    speaking rate of TEXT over the speech (when given)."""
-    active = speech_activity(wav, sr)
+    speaking rate of TEXT over the speech (when given); DETECTOR finds the speech (`detect_speech`)."""
+    active, vad = detect_speech(wav, sr, detector)
     duration = len(wav) / sr
     if not active.any():
-        none = Metric(None, "s", ENERGY_VAD)
-        return {"speech_s": Metric(0.0, "s", ENERGY_VAD, "no speech found"), "leading_silence_s": none,
-                "trailing_silence_s": none, "longest_pause_s": none, "ends_in_speech": Metric(None, "", ENERGY_VAD)}
+        none = Metric(None, "s", vad)
+        return {"speech_s": Metric(0.0, "s", vad, "no speech found"), "leading_silence_s": none,
+                "trailing_silence_s": none, "longest_pause_s": none, "ends_in_speech": Metric(None, "", vad)}
     first, last = np.flatnonzero(active)[[0, -1]]
     start_s, end_s = first * HOP_S, min(duration, last * HOP_S + FRAME_S)
     inner = active[first:last + 1]
     pause = max(((e - s) * HOP_S for s, e in _runs(inner, False)), default=0.0)
     trailing = duration - end_s
     out = {
-        "speech_s": Metric(round(end_s - start_s, 3), "s", ENERGY_VAD),
-        "leading_silence_s": Metric(round(start_s, 3), "s", ENERGY_VAD),
-        "trailing_silence_s": Metric(round(trailing, 3), "s", ENERGY_VAD),
-        "longest_pause_s": Metric(round(pause, 3), "s", ENERGY_VAD,
+        "speech_s": Metric(round(end_s - start_s, 3), "s", vad),
+        "leading_silence_s": Metric(round(start_s, 3), "s", vad),
+        "trailing_silence_s": Metric(round(trailing, 3), "s", vad),
+        "longest_pause_s": Metric(round(pause, 3), "s", vad,
                                   f"a pause of {pause:.1f} s inside the speech" if pause >= PAUSE_FLAG_S else ""),
-        "ends_in_speech": Metric(bool(trailing < CUT_OFF_S), "", ENERGY_VAD,
+        "ends_in_speech": Metric(bool(trailing < CUT_OFF_S), "", vad,
                                  "speech runs up to the last sample: cut off?" if trailing < CUT_OFF_S else ""),
     }
     if text is not None:
@@ -126,7 +201,7 @@ def timing(wav: np.ndarray, sr: int, text: str | None = None) -> dict[str, Metri
             flag = f"{rate:.1f} letters per second of speech: more audio than text (a tail, babble?)"
         elif rate > RATE_HIGH:
             flag = f"{rate:.1f} letters per second of speech: less audio than text (words cut?)"
-        out["letters_per_speech_s"] = Metric(round(rate, 2), "letters/s", ENERGY_VAD, flag)
+        out["letters_per_speech_s"] = Metric(round(rate, 2), "letters/s", vad, flag)
     return out
 
 
@@ -253,9 +328,11 @@ def score(wav: np.ndarray, sr: int, text: str | None = None, baseline: np.ndarra
           models: bool = True, reference: tuple[np.ndarray, int] | None = None) -> dict[str, Metric]:
     """Every check of this module on WAV (mono float). With MODELS, the predicted MOS and, with
     TEXT, the word error rate; with BASELINE, the distances to it; with REFERENCE (clip, rate) and
-    MODELS, the voice's similarity to it. Without MODELS only the model-free checks run."""
+    MODELS, the voice's similarity to it. Without MODELS only the model-free checks run: the
+    energy detector finds the speech, not silero-vad."""
     wav = np.asarray(wav, np.float64).reshape(-1)
-    metrics = {"duration_s": Metric(round(len(wav) / sr, 3), "s", "samples / rate"), **timing(wav, sr, text),
+    metrics = {"duration_s": Metric(round(len(wav) / sr, 3), "s", "samples / rate"),
+               **timing(wav, sr, text, "auto" if models else "energy"),
                "clipped": clipping(wav)}
     if models:
         metrics["mos"] = naturalness(wav, sr)
