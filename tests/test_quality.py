@@ -124,6 +124,24 @@ def test_without_silero_vad_the_energy_detector_says_it_stands_in(clean, monkeyp
         quality.speech_activity(clean, SR, "loudness")
 
 
+def test_chatterbox_voice_encoder_similarity_names_its_source_and_puts_a_clip_next_to_itself(clean):
+    """Mechanics only: random weights' embeddings say nothing about voices."""
+    import torch
+    from chatterbox.models.voice_encoder import VoiceEncoder
+
+    torch.manual_seed(0)
+    encoder = VoiceEncoder().eval()
+    same = quality.chatterbox_similarity(encoder, clean, SR, clean, SR)
+    assert same.value == pytest.approx(1.0, abs=1e-3) and same.unit == "cosine"
+    assert same.source.startswith("chatterbox VoiceEncoder") and "reference clip" in same.source
+    other = quality.chatterbox_similarity(encoder, clean, SR, speechlike(2.5, seed=5)[::-1].copy(), SR)
+    assert -1 <= other.value < same.value
+    at_16k = librosa.resample(clean.astype(np.float32), orig_sr=SR, target_sr=16_000)
+    speaker = torch.from_numpy(encoder.embeds_from_wavs([at_16k], sample_rate=16_000, as_spk=True))[None]
+    conds = quality.chatterbox_similarity(encoder, clean, SR, speaker)  # (1, E), as conds.t3.speaker_emb keeps it
+    assert conds.value == pytest.approx(1.0, abs=1e-3) and "speaker embedding" in conds.source
+
+
 def test_score_command_prints_every_metric_with_its_source(tmp_path, capsys, clean):
     clip = tmp_path / "clip.wav"
     sf.write(str(clip), clean[: int(1.6 * SR)], SR)

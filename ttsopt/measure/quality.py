@@ -14,10 +14,12 @@ time, which our machines cannot do); jiwer normalises both texts and counts the 
 weak recogniser: on clean espeak-ng speech its error rate is already about 0.6, so it says
 "worse" only for large losses, and it means nothing on random weights' noise. The voice is
 compared with a reference clip by Resemblyzer's speaker encoder (its weights ship in its wheel
-too): the cosine of the two utterance embeddings. Against a baseline clip of the same length
-(the same tokens rendered by both sides) come the intrusive measures: wideband PESQ and STOI,
-from the `pesq` and `pystoi` packages, at 16 kHz. Naturalness is DistillMOS's predicted mean
-opinion score (1 to 5, no reference needed; its weights ship in its wheel).
+too): the cosine of the two utterance embeddings; with real Chatterbox weights loaded, the
+model's own VoiceEncoder gives the voice as T3 hears it (`chatterbox_similarity`). Against a
+baseline clip of the same length (the same tokens rendered by both sides) come the intrusive
+measures: wideband PESQ and STOI, from the `pesq` and `pystoi` packages, at 16 kHz. Naturalness
+is DistillMOS's predicted mean opinion score (1 to 5, no reference needed; its weights ship in its
+wheel).
 
 Speech activity, for the tails, pauses and cut-off endings, is silero-vad's neural detector (its
 TorchScript model ships in its wheel; run at 16 kHz) when it is installed. Without it, or when
@@ -297,6 +299,42 @@ def voice_similarity(wav: np.ndarray, sr: int, reference: np.ndarray, reference_
     embed = [_ENCODER[0].embed_utterance(preprocess_wav(np.asarray(x, np.float32), source_sr=rate))
              for x, rate in ((wav, sr), (reference, reference_sr))]
     return Metric(round(float(np.dot(embed[0], embed[1])), 3), "cosine", source)
+
+
+VE_SR = 16_000  # Chatterbox's VoiceEncoder works at 16 kHz (its VoiceEncConfig.sample_rate)
+
+
+def chatterbox_similarity(encoder, wav: np.ndarray, sr: int, reference, reference_sr: int | None = None) -> Metric:
+    """Cosine similarity of WAV to REFERENCE in Chatterbox's own speaker space: the embeddings of
+    ENCODER, a loaded model's upstream `VoiceEncoder` (`model.tts.ve`; passed in, never built
+    here). REFERENCE is a clip at REFERENCE_SR, or, with REFERENCE_SR None, a speaker embedding
+    from the same encoder: a model's conditionals keep the one of the clip they were made from
+    (`conds.t3.speaker_emb`), which is how T3 hears the voice.
+
+    It means something only with real weights: random ones embed every clip somewhere arbitrary
+    (and a clip is still closest to itself, which is all the tests can show)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        package = f"chatterbox-tts {version('chatterbox-tts')}"
+    except PackageNotFoundError:
+        package = "chatterbox-tts"
+    import librosa
+
+    def at_rate(x, rate):
+        x = np.asarray(x, np.float32).reshape(-1)
+        return librosa.resample(x, orig_sr=rate, target_sr=VE_SR) if rate != VE_SR else x
+
+    clips = [at_rate(wav, sr)] + ([at_rate(reference, reference_sr)] if reference_sr is not None else [])
+    embeds = np.asarray(encoder.embeds_from_wavs(clips, sample_rate=VE_SR), np.float64)
+    if reference_sr is None:
+        other = reference.detach().float().cpu().numpy() if hasattr(reference, "detach") else reference
+        embeds = np.stack([embeds[0], np.asarray(other, np.float64).reshape(-1)])
+        against = "against the conditionals' speaker embedding"
+    else:
+        against = "against the reference clip"
+    embeds /= np.linalg.norm(embeds, axis=1, keepdims=True)
+    return Metric(round(float(embeds[0] @ embeds[1]), 3), "cosine",
+                  f"chatterbox VoiceEncoder ({package}, the loaded model's weights), cosine {against}, 16 kHz")
 
 
 MOS_MISSING = "not computed: the MOS predictor is not installed (pip install 'ttsopt[quality]': distillmos)"
