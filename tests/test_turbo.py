@@ -182,11 +182,11 @@ def test_cli_models_prints_each_models_gain_and_the_report_shows_it_beside_a_sui
     suite = tmp_path / "suite"
     proc = _cli("models", "--source", "tiny", "--tokens", "6", "--trials", "2", "--save", str(suite / "models"))
     assert proc.returncode == 0, proc.stderr
-    assert "turbo gain" in proc.stdout and "(n = 2)" in proc.stdout
+    assert "turbo gain" in proc.stdout and "multilingual gain" in proc.stdout and "(n = 2)" in proc.stdout
     assert "S3 Token -> Mel" not in proc.stdout
     rows = [json.loads(line) for line in (suite / "models" / "models.jsonl").read_text().splitlines()]
     trials = [r for r in rows if r["phase"] == "trial"]
-    assert sorted(r["model"] for r in trials) == ["original", "original", "turbo", "turbo"]
+    assert sorted(r["model"] for r in trials) == ["multilingual"] * 2 + ["original"] * 2 + ["turbo"] * 2
     assert [r["pair"] for r in trials if r["model"] == "turbo"] == [0, 1]
 
     from ttsopt.core import records

@@ -14,7 +14,8 @@ def register(sub) -> None:
     p = sub.add_parser("list", help="list the variants, their claims and whether they can run here")
     p.add_argument("--json", action="store_true", help="one JSON object per variant")
     p.add_argument("--model", type=model, default="original",
-                   help="whether each variant runs here for this model: original or turbo (default: original)")
+                   help="whether each variant runs here for this model: original, turbo or multilingual "
+                        "(default: original)")
     p.set_defaults(func=run)
 
 

@@ -1,4 +1,4 @@
-"""`ttsopt models`: the models of the Chatterbox family (original, turbo) side by side in one
+"""`ttsopt models`: the models of the Chatterbox family (original, turbo, multilingual) side by side in one
 process on the same prompt, seeds and device: per-stage times, RTF, audio seconds per wall second
 and memory for each, and each model's gain over the first with its interval over the trials.
 `--save DIR` keeps the printed text and the records; `ttsopt report` shows them as its "Models"

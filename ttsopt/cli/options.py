@@ -9,7 +9,8 @@ from ..core import params
 from ..core.errors import UserError
 from ..core.params import MAX_TOKENS, SOURCE_HELP
 
-__all__ = ["MAX_TOKENS", "SOURCE_HELP", "add_model", "count", "device", "positive", "source", "tokens"]
+__all__ = ["MAX_TOKENS", "SOURCE_HELP", "add_language", "add_model", "count", "device", "language", "positive",
+           "source", "tokens"]
 
 
 def _argument(rule):
@@ -25,6 +26,7 @@ def _argument(rule):
 
 source = _argument(params.source)
 model = _argument(params.model)
+language = _argument(params.language)
 device = _argument(params.device)
 positive = _argument(params.positive)
 tokens = _argument(params.tokens)
@@ -35,3 +37,12 @@ def add_model(p: argparse.ArgumentParser, default_source: str) -> None:
     p.add_argument("--model", type=model, default="original", help=f"{params.MODEL_HELP} (default: original)")
     p.add_argument("--source", type=source, default=default_source, help=f"{SOURCE_HELP} (default: {default_source})")
     p.add_argument("--device", type=device, default="auto", help=f"{params.DEVICE_HELP} (default: auto)")
+
+
+def add_language(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--language", type=language, default="en", help=params.LANGUAGE_HELP)
+
+
+def check_language(args: argparse.Namespace) -> None:
+    """--language against --model, before anything loads: one error naming both."""
+    params.speaks(args.model, args.language)

@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("source", choices=("synthetic", "tiny"),
                    help="which random weights to build: synthetic (full size) or tiny")
     p.add_argument("--seed", type=count, default=0, help="weights seed (default: 0)")
-    p.add_argument("--model", type=model, default="original", help="which Chatterbox: original or turbo "
+    p.add_argument("--model", type=model, default="original", help="which Chatterbox: original, turbo or multilingual "
                                                                    "(default: original)")
     p.set_defaults(func=run)
 

@@ -58,7 +58,7 @@ def preflight(args: argparse.Namespace) -> None:
     from ..experiment import folder, profiles
 
     catalog.check(args.variants)
-    profiles.load_prompts(args.prompts)
+    profiles.check_languages(profiles.load_prompts(args.prompts), args.model, args.prompts)
     folder.check(args.out, folder.identity(args.profile, args.source, args.device, args.prompts, args.model),
                  force=args.force)
     if args.source.startswith("local:") and not Path(args.source[len("local:"):]).is_dir():

@@ -6,13 +6,14 @@ from pathlib import Path
 
 from ..core import catalog
 from ..core.errors import UserError
-from .options import MAX_TOKENS, add_model, count, tokens
+from .options import MAX_TOKENS, add_language, add_model, check_language, count, tokens
 
 
 def register(sub) -> None:
     p = sub.add_parser("synth", help="synthesize one text and print where the time went")
-    p.add_argument("text", help="the English text to speak (quote it)")
+    p.add_argument("text", help="the text to speak (quote it); in --language's language")
     add_model(p, default_source="tiny")
+    add_language(p)
     p.add_argument("--out", required=True, help="wav file to write")
     p.add_argument("--tokens", type=tokens, default=None,
                    help=f"force exactly N speech tokens, 1 to {MAX_TOKENS}; 25 are one second of speech "
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     _check_out(args.out)
     if not args.text.strip():
         raise UserError("text is empty: give at least one word to speak")
+    check_language(args)
     catalog.check(args.variant)  # a misspelt name is refused before torch is imported
     from .. import variants
     if args.variant:
@@ -53,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = sources.load(args.source, device=args.device, dtype=args.dtype, seed=args.model_seed, model=args.model)
     pipeline = Pipeline(model)
+    pipeline.language = args.language
     applied = variants.apply(pipeline, args.variant) if args.variant else None
     if model.random_weights and args.tokens is None:
         print(f"note: {args.source} weights are random and rarely stop by themselves; "

@@ -11,9 +11,15 @@ from __future__ import annotations
 from .errors import UserError
 
 SOURCE_HELP = "hub, local:DIR, synthetic or tiny"
-MODELS = ("original", "turbo")  # engine.sources.LAYOUTS holds their files; a test keeps the two equal
-MODEL_HELP = ("which Chatterbox: original (Llama T3, 10-step CFM flow with CFG) or turbo (GPT-2 T3, "
-              "2-step mean-flow decoder, no CFG)")
+MODELS = ("original", "turbo", "multilingual")  # engine.sources.LAYOUTS holds their files; a test keeps them equal
+MODEL_HELP = ("which Chatterbox: original (Llama T3, 10-step CFM flow with CFG), turbo (GPT-2 T3, "
+              "2-step mean-flow decoder, no CFG) or multilingual (the original's architecture, 23 languages)")
+# What each model speaks (ISO 639-1). The multilingual list is chatterbox.mtl_tts.SUPPORTED_LANGUAGES's
+# keys, written here so that checking a parameter needs no torch; a test keeps the two equal.
+MULTILINGUAL = ("ar", "da", "de", "el", "en", "es", "fi", "fr", "he", "hi", "it", "ja", "ko", "ms", "nl", "no",
+                "pl", "pt", "ru", "sv", "sw", "tr", "zh")
+LANGUAGES = {"original": ("en",), "turbo": ("en",), "multilingual": MULTILINGUAL}
+LANGUAGE_HELP = "the text's language, an ISO 639-1 code (default en; other languages need --model multilingual)"
 DEVICE_HELP = "auto, cpu or cuda"
 DTYPES = ("float32", "bfloat16", "float16")
 MAX_TOKENS = 1000  # upstream's cap on speech tokens (40 s of speech); the pipeline enforces the same
@@ -29,7 +35,25 @@ def source(value) -> str:
 def model(value) -> str:
     if value in MODELS:
         return value
-    raise UserError(f"unknown model {value!r}: expected {' or '.join(MODELS)}")
+    raise UserError(f"unknown model {value!r}: expected {', '.join(MODELS)}")
+
+
+def language(value) -> str:
+    """An ISO 639-1 code that some model of the family speaks, lower-cased."""
+    text = str(value).strip().lower()
+    if text in MULTILINGUAL:
+        return text
+    raise UserError(f"unknown language {value!r}: expected an ISO 639-1 code the multilingual model speaks "
+                    f"({', '.join(MULTILINGUAL)})")
+
+
+def speaks(model_name: str, code: str) -> str:
+    """CODE when MODEL_NAME speaks it; otherwise one error naming both and the model that would."""
+    code = language(code)
+    if code in LANGUAGES[model(model_name)]:
+        return code
+    raise UserError(f"the {model_name} model speaks English only, not {code!r}: use --model multilingual "
+                    f"(or a prompts CSV whose language column says en)")
 
 
 def device(value) -> str:

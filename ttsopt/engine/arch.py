@@ -1,10 +1,11 @@
 """Model architectures: upstream chatterbox-tts constructors, per model, at full or tiny size.
 
-Two models of the Chatterbox family are built: `original` (`ChatterboxTTS`: Llama T3, a
-10-step CFM flow run with classifier-free guidance) and `turbo` (`ChatterboxTurboTTS`:
-GPT-2-medium T3, a 2-step mean-flow decoder, no guidance). `full` is exactly what each class's
-`from_local` builds. `tiny` runs the very same constructors with small dimensions, so tests
-exercise upstream code paths in seconds.
+Three models of the Chatterbox family are built: `original` (`ChatterboxTTS`: Llama T3, a
+10-step CFM flow run with classifier-free guidance), `multilingual`
+(`ChatterboxMultilingualTTS`: the same architecture with a 23-language text vocabulary) and
+`turbo` (`ChatterboxTurboTTS`: GPT-2-medium T3, a 2-step mean-flow decoder, no guidance).
+`full` is exactly what each class's `from_local` builds. `tiny` runs the very same
+constructors with small dimensions, so tests exercise upstream code paths in seconds.
 S3Gen hard-codes its sub-module sizes inside `__init__`, so tiny swaps the constructors
 that `S3Token2Mel.__init__` looks up in its module for ones that override the size
 arguments, only for the duration of the build.
@@ -26,7 +27,7 @@ from chatterbox.models.voice_encoder.config import VoiceEncConfig
 from s3tokenizer.model_v2 import ModelConfig, S3TokenizerV2
 
 ARCHES = ("full", "tiny")
-MODELS = ("original", "turbo")
+MODELS = ("original", "turbo", "multilingual")
 TURBO_TEXT_VOCAB = 50276  # the GPT-2 vocabulary Turbo's T3 embeds (tts_turbo.from_local)
 
 TINY_LLAMA = "ttsopt-tiny"
@@ -106,7 +107,7 @@ def t3_config(arch: str, model: str = "original") -> T3Config:
         hp.use_perceiver_resampler = False
         hp.emotion_adv = False
         return hp
-    hp = T3Config.english_only()
+    hp = T3Config.multilingual() if model == "multilingual" else T3Config.english_only()
     if arch == "tiny":
         hp.llama_config_name = TINY_LLAMA
     return hp

@@ -1,10 +1,13 @@
-"""Instrumented synthesis: upstream `ChatterboxTTS.generate` (or `ChatterboxTurboTTS.generate`
-for the turbo model), one timed stage at a time.
+"""Instrumented synthesis: upstream `ChatterboxTTS.generate` (`ChatterboxTurboTTS.generate` for
+the turbo model, `ChatterboxMultilingualTTS.generate` for the multilingual one), one timed stage
+at a time.
 
 The behaviour is upstream's — punctuation normalisation, CFG where the model has it, the same
-logits processors in the same order, dropping invalid tokens (Turbo: and appending its three
-silence tokens), S3Gen flow then HiFT, the Perth watermark — split into the stages the
-measurement contract names, so each can be timed and each can be replaced by a variant.
+logits processors in the same order (the multilingual model: its language token, its alignment
+analyzer in the decode loop), dropping invalid tokens (Turbo: and appending its three silence
+tokens), S3Gen flow then HiFT, the Perth watermark — split into the stages the measurement
+contract names, so each can be timed and each can be replaced by a variant. The language a
+multilingual synthesis speaks is `Pipeline.language` (ISO 639-1, default en).
 
 The stages are a table, `Pipeline.stages`: text_to_tokens, conditioning, t3 (a runner object,
 `engine.t3`), flow and vocode. A variant replaces a stage (`replace`) or wraps it (`wrap`: the
@@ -25,14 +28,17 @@ import torch.nn.functional as F
 from chatterbox.models.s3gen.const import S3GEN_SIL
 from chatterbox.models.s3tokenizer import SPEECH_VOCAB_SIZE, drop_invalid_tokens
 from chatterbox.models.t3.modules.cond_enc import T3Cond
+from chatterbox.mtl_tts import punc_norm as mtl_punc_norm
 from chatterbox.tts import punc_norm
 from chatterbox.tts_turbo import punc_norm as turbo_punc_norm
 
+from ..core import params
 from ..core.errors import UserError
 from ..core.vocab import Stage
 from ..measure.timing import StageTimes, wall_timer
 from .s3gen import FlowStage
 from .sources import Model, prepare_voice
+from .t3 import alignment
 from .t3.turbo import UpstreamTurboT3
 from .t3.upstream import UpstreamT3
 
@@ -64,7 +70,8 @@ def rtf(wall_s: float, audio_s: float) -> float:
 @dataclass(frozen=True)
 class Sampling:
     """`ChatterboxTTS.generate`'s defaults (tts.py, chatterbox-tts 0.1.7); `for_model` gives
-    each model's own (Turbo: top-k 1000, top-p 0.95, no min-p, no CFG, no exaggeration)."""
+    each model's own (Turbo: top-k 1000, top-p 0.95, no min-p, no CFG, no exaggeration;
+    multilingual: repetition penalty 2.0)."""
     temperature: float = 0.8
     repetition_penalty: float = 1.2
     min_p: float = 0.05
@@ -79,6 +86,8 @@ class Sampling:
         if name == "turbo":  # ChatterboxTurboTTS.generate's defaults
             return cls(temperature=0.8, repetition_penalty=1.2, min_p=0.0, top_p=0.95, cfg_weight=0.0,
                        exaggeration=0.0, top_k=1000)
+        if name == "multilingual":  # ChatterboxMultilingualTTS.generate's defaults
+            return cls(repetition_penalty=2.0)
         return cls()
 
 
@@ -132,10 +141,15 @@ class Pipeline:
         self.sampling = sampling if sampling is not None else Sampling.for_model(model.name)
         self.watermark = watermark
         turbo = model.name == "turbo"
-        self.stages = {"text_to_tokens": self._turbo_text_to_tokens if turbo else self._text_to_tokens,
+        text_step = {"turbo": self._turbo_text_to_tokens, "multilingual": self._mtl_text_to_tokens}
+        self.stages = {"text_to_tokens": text_step.get(model.name, self._text_to_tokens),
                        "conditioning": self._conditioning,
                        "t3": (UpstreamTurboT3 if turbo else UpstreamT3)(model.t3),
                        "flow": FlowStage(model.s3gen), "vocode": self._vocode}
+        self.language = "en"
+        self.analyzer_log: dict = {}  # the multilingual baseline's alignment analyzer, as upstream runs it
+        if model.name == "multilingual":
+            self.stages["t3"].analyzer_factory = alignment.factory(self.analyzer_log)
         self.around: list = []          # wrappers of a whole synthesis, outermost first
         self.grad_mode = torch.inference_mode  # the no-grad variant swaps in torch.no_grad
         self.changes: list[tuple[str, str, str]] = []  # (stage, "replaced" | "wrapped", by)
@@ -194,15 +208,44 @@ class Pipeline:
     def _text_to_tokens(self, text: str) -> torch.Tensor:
         if not isinstance(text, str) or not text.strip():
             raise TextError("text is empty: give at least one word to speak")
-        tts = self.model.tts
+        self._check_language()
         normalized = punc_norm(text)
-        tokens = tts.tokenizer.text_to_tokens(normalized)
+        return self._framed(self.model.tts.tokenizer.text_to_tokens(normalized), normalized, text)
+
+    def _mtl_text_to_tokens(self, text: str) -> torch.Tensor:
+        """`ChatterboxMultilingualTTS.generate`'s text step: its punctuation rules, then the
+        tokenizer's lower-casing, NFKD, per-language preparation and language token."""
+        if not isinstance(text, str) or not text.strip():
+            raise TextError("text is empty: give at least one word to speak")
+        language = self._check_language()
+        tokenizer = self.model.tts.tokenizer
+        if language == "zh" and not tokenizer.cangjie_converter.word2cj:
+            raise TextError("Chinese needs the tokenizer's Cangjie mapping (Cangjie5_TC.json beside the weights), "
+                            "which this model's folder does not have; copy it from the model's repository")
+        normalized = mtl_punc_norm(text)
+        tokens = _upstream_quietly(tokenizer.text_to_tokens, normalized, language_id=language)
+        return self._framed(tokens, normalized, text)
+
+    def _check_language(self) -> str:
+        try:
+            return params.speaks(self.model.name, self.language)
+        except UserError as exc:
+            raise TextError(str(exc)) from None
+
+    def _framed(self, tokens: torch.Tensor, normalized: str, text: str) -> torch.Tensor:
+        """TOKENS checked (no unknown character, within T3's limit), with the CFG row where the
+        sampling has one and the start/stop-of-text tokens, as upstream's `generate` frames them."""
+        tts = self.model.tts
         unk = tts.tokenizer.tokenizer.token_to_id("[UNK]")
         if unk is not None and (tokens == unk).any():
             vocab = tts.tokenizer.tokenizer.get_vocab()
-            unknown = sorted({c for c in normalized if c != " " and c not in vocab})
+            prepare = getattr(tts.tokenizer, "preprocess_text", None)  # the multilingual one lower-cases first
+            seen = prepare(normalized) if prepare else normalized
+            unknown = sorted({c for c in seen if c != " " and c not in vocab})
+            speaks = "this model speaks English" if self.model.name != "multilingual" else \
+                f"language {self.language!r}"
             raise TextError(f"text has {len(unknown)} character(s) the tokenizer cannot read: "
-                            f"{' '.join(repr(c) for c in unknown[:10])}; this model speaks English")
+                            f"{' '.join(repr(c) for c in unknown[:10])}; {speaks}")
         limit = self.model.t3.hp.max_text_tokens
         if tokens.size(-1) > limit:
             raise TextError(f"text is {len(text)} characters = {tokens.size(-1)} tokens; T3 reads at most "
@@ -220,6 +263,7 @@ class Pipeline:
         limit; here over-long text is refused, so every accepted text is tokenized as upstream does."""
         if not isinstance(text, str) or not text.strip():
             raise TextError("text is empty: give at least one word to speak")
+        self._check_language()
         tokenizer = self.model.tts.tokenizer
         # One text, within the limit: upstream's padding and truncation change nothing, so they are left out.
         ids = tokenizer(turbo_punc_norm(text), return_tensors="pt").input_ids
@@ -311,3 +355,27 @@ class Pipeline:
         return Synthesis(text=text, wav=np.asarray(wav, dtype=np.float32), sr=SAMPLE_RATE, tokens=tokens.cpu(),
                          raw_tokens=raw[0].cpu(), stages=times.as_dict(), wall_s=wall.seconds,
                          t3_forwards=None if forwards is None else t3.forwards - forwards)
+
+
+# The optional packages upstream's multilingual tokenizer uses per language; without one it
+# skips that step and logs a warning. Here the warning is given once per language, as a warning.
+_LANGUAGE_PACKAGES = {"ja": "pykakasi", "he": "dicta_onnx", "ru": "russian_text_stresser", "zh": "spacy_pkuseg"}
+_WARNED: set[str] = set()
+
+
+def _upstream_quietly(encode, text: str, language_id: str):
+    import importlib.util
+    import logging
+    import warnings
+    package = _LANGUAGE_PACKAGES.get(language_id)
+    if package and importlib.util.find_spec(package) is None and language_id not in _WARNED:
+        _WARNED.add(language_id)
+        warnings.warn(f"{package} is not installed: upstream's tokenizer skips its {language_id!r} text preparation "
+                      f"(pip install {package.replace('_', '-')} for upstream's full behaviour)", stacklevel=3)
+    log = logging.getLogger("chatterbox.models.tokenizers.tokenizer")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return encode(text, language_id=language_id)
+    finally:
+        log.setLevel(level)

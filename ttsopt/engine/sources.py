@@ -1,13 +1,15 @@
 """Model sources — hub, local:DIR, synthetic, tiny — built from chatterbox-tts's own classes.
 
-A loaded model is an upstream `ChatterboxTTS` or `ChatterboxTurboTTS` (so
+A loaded model is an upstream `ChatterboxTTS`, `ChatterboxTurboTTS` or
+`ChatterboxMultilingualTTS` (so
 `prepare_conditionals`, the watermarker and every module are upstream's) plus what the
 workbench needs to know about it: which model of the family, where the weights came from,
 the architecture, load time. Each model has its own file layout (`LAYOUTS`: the files its
 upstream `from_local` reads) and hub repository.
 
 `synthetic` and `tiny` weights are seeded random, with a generated tokenizer (Turbo's is a
-byte-level BPE read by transformers' `AutoTokenizer`, like the real GPT-2 one) and
+byte-level BPE read by transformers' `AutoTokenizer`, like the real GPT-2 one; the
+multilingual one holds every language token and the scripts of its languages) and
 conditionals from `data/prompts/reference.wav`. They are saved in the model's local-dir
 layout (plus `ttsopt-arch.json` naming the model and architecture) and read back through the
 same `local:DIR` path that real weights take, so tests exercise the real loading code.
@@ -33,7 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from chatterbox.models.tokenizers import EnTokenizer
+from chatterbox.models.tokenizers import EnTokenizer, MTLTokenizer
+from chatterbox.models.tokenizers import tokenizer as tokenizer_module
+from chatterbox.mtl_tts import ChatterboxMultilingualTTS
+from chatterbox.mtl_tts import Conditionals as MultilingualConditionals
 from chatterbox.tts import ChatterboxTTS, Conditionals
 from chatterbox.tts_turbo import ChatterboxTurboTTS
 from chatterbox.tts_turbo import Conditionals as TurboConditionals
@@ -46,6 +51,7 @@ from . import arch as arch_mod
 
 CONDS_FILE = "conds.pt"
 ARCH_FILE = "ttsopt-arch.json"
+CANGJIE_FILE = "Cangjie5_TC.json"  # the multilingual tokenizer's Chinese-to-Cangjie mapping
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,12 @@ class Layout:
     hub_repo: str
     tts_class: type
     conds_class: type
+    ve: str = "ve.safetensors"
+    optional: tuple[str, ...] = ()  # read when present (the multilingual model's Chinese mapping)
 
     @property
     def weight_files(self) -> tuple[str, ...]:
-        return ("ve.safetensors", self.t3, self.s3gen, self.tokenizer)
+        return (self.ve, self.t3, self.s3gen, self.tokenizer)
 
     @property
     def local_files(self) -> tuple[str, ...]:
@@ -73,6 +81,10 @@ LAYOUTS = {
     # AutoTokenizer reads the GPT-2 tokenizer from the folder: tokenizer.json, or vocab.json + merges.txt.
     "turbo": Layout("t3_turbo_v1.safetensors", "s3gen_meanflow.safetensors", "tokenizer_config.json",
                     "ResembleAI/chatterbox-turbo", ChatterboxTurboTTS, TurboConditionals),
+    # Upstream's multilingual from_local reads torch pickles (weights only) for the voice encoder and S3Gen.
+    "multilingual": Layout("t3_mtl23ls_v2.safetensors", "s3gen.pt", "grapheme_mtl_merged_expanded_v1.json",
+                           "ResembleAI/chatterbox", ChatterboxMultilingualTTS, MultilingualConditionals,
+                           ve="ve.pt", optional=(CANGJIE_FILE,)),
 }
 MODELS = tuple(LAYOUTS)
 WEIGHT_FILES = LAYOUTS["original"].weight_files
@@ -82,7 +94,8 @@ SOURCES = ("hub", "local:DIR", "synthetic", "tiny")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REFERENCE_WAV = Path(__file__).resolve().parents[2] / "data" / "prompts" / "reference.wav"
 # Turbo's upstream `prepare_conditionals` refuses a reference of 5 s or less.
-REFERENCE_WAVS = {"original": REFERENCE_WAV, "turbo": REFERENCE_WAV.with_name("reference-turbo.wav")}
+REFERENCE_WAVS = {"original": REFERENCE_WAV, "turbo": REFERENCE_WAV.with_name("reference-turbo.wav"),
+                  "multilingual": REFERENCE_WAV}
 MIN_REFERENCE_S = {"turbo": 5.0}
 
 
@@ -92,14 +105,14 @@ class SourceError(UserError):
 
 @dataclass
 class Model:
-    tts: ChatterboxTTS | ChatterboxTurboTTS
+    tts: ChatterboxTTS | ChatterboxTurboTTS | ChatterboxMultilingualTTS
     source: str
     arch: str
     device: torch.device
     dtype: torch.dtype
     load_s: float
     random_weights: bool  # synthetic/tiny: audio is noise, speech length must be forced
-    name: str = "original"  # which model of the family: original or turbo
+    name: str = "original"  # which model of the family: original, turbo or multilingual
 
     @property
     def t3(self):
@@ -135,7 +148,7 @@ def check_model(model: str) -> str:
 
 def load(source: str, device: str = "auto", dtype: str = "float32", seed: int = 0,
          reference_wav: str | Path | None = None, model: str = "original") -> Model:
-    """Load MODEL (original, turbo) from SOURCE (hub, local:DIR, synthetic, tiny) onto DEVICE.
+    """Load MODEL (original, turbo, multilingual) from SOURCE (hub, local:DIR, synthetic, tiny) onto DEVICE.
 
     DTYPE casts T3 and the S3Gen flow, the two large parts; the vocoder, tokenizers and
     encoders stay in float32 (variants change precision per module group).
@@ -167,6 +180,9 @@ def build_random(arch: str, seed: int, device: torch.device, reference_wav, mode
         if model == "turbo":
             tokenizer = _turbo_tokenizer(write_gpt2_tokenizer(Path(tmp)))
             del t3.tfmr.wte  # upstream drops GPT-2's word embeddings: T3 feeds its own embeddings in
+        elif model == "multilingual":
+            write_cangjie(Path(tmp) / CANGJIE_FILE)
+            tokenizer = _mtl_tokenizer(write_mtl_tokenizer(Path(tmp) / LAYOUTS[model].tokenizer))
         else:
             tokenizer = EnTokenizer(str(write_tokenizer(Path(tmp) / "tokenizer.json")))
     tts = _quietly(LAYOUTS[model].tts_class, t3.to(device).eval(), s3gen.to(device).eval(),
@@ -266,15 +282,24 @@ def save_local(model: Model, directory: str | Path) -> Path:
 def write_layout(tts, arch: str, random_weights: bool, directory: str | Path, model: str = "original") -> Path:
     directory, layout = Path(directory), LAYOUTS[model]
     directory.mkdir(parents=True, exist_ok=True)
-    for name, module in (("ve.safetensors", tts.ve), (layout.t3, tts.t3), (layout.s3gen, tts.s3gen)):
-        state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}
+    for name, module in ((layout.ve, tts.ve), (layout.t3, tts.t3), (layout.s3gen, tts.s3gen)):
+        # Upstream's T3.inference attaches its backend as `patched_model`: aliases of T3's own tensors.
+        state = {k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()
+                 if not k.startswith("patched_model.")}
         if module is tts.t3 and model == "turbo" and "tfmr.wte.weight" not in state:
             state["tfmr.wte.weight"] = _dropped_word_embeddings(tts.t3, random_weights)
-        save_file(state, str(directory / name))
+        if name.endswith(".pt"):
+            torch.save(state, directory / name)
+        else:
+            save_file(state, str(directory / name))
     if model == "turbo":
         tts.tokenizer.save_pretrained(str(directory))
     else:
-        tts.tokenizer.tokenizer.save(str(directory / "tokenizer.json"))
+        tts.tokenizer.tokenizer.save(str(directory / layout.tokenizer))
+    if model == "multilingual" and tts.tokenizer.cangjie_converter.word2cj:
+        mapping = tts.tokenizer.cangjie_converter.word2cj
+        (directory / CANGJIE_FILE).write_text(json.dumps([f"{w}\t{c}" for w, c in mapping.items()],
+                                                         ensure_ascii=False), encoding="utf-8")
     tts.conds.save(directory / CONDS_FILE)
     (directory / ARCH_FILE).write_text(json.dumps({"model": model, "arch": arch, "random_weights": random_weights}))
     return directory
@@ -313,17 +338,17 @@ def _load_local(directory: Path, device: torch.device, model: str = "original"):
         arch, random_weights = meta.get("arch", "full"), meta.get("random_weights", False)
         t3, s3gen, ve = arch_mod.build(arch, init=False, model=model)  # every parameter is loaded below
 
-    with _reading(directory / "ve.safetensors"):
-        ve.load_state_dict(_read_safetensors(directory / "ve.safetensors"))
+    with _reading(directory / layout.ve):
+        ve.load_state_dict(_read_state(directory / layout.ve))
     with _reading(directory / layout.t3):
-        t3_state = _read_safetensors(directory / layout.t3)
+        t3_state = _read_state(directory / layout.t3)
         if "model" in t3_state:  # some upstream checkpoints nest the state dict
             t3_state = t3_state["model"][0]
         t3.load_state_dict(t3_state)
         if model == "turbo":
             del t3.tfmr.wte  # as upstream: T3 feeds its own embeddings to GPT-2
     with _reading(directory / layout.s3gen):
-        result = s3gen.load_state_dict(_read_safetensors(directory / layout.s3gen), strict=False)
+        result = s3gen.load_state_dict(_read_state(directory / layout.s3gen), strict=False)
     # Upstream loads S3Gen non-strictly because the tokenizer's mel filters are rebuilt, not stored.
     unexpected_missing = [k for k in result.missing_keys if k not in s3gen.ignore_state_dict_missing]
     if unexpected_missing or result.unexpected_keys:
@@ -332,7 +357,8 @@ def _load_local(directory: Path, device: torch.device, model: str = "original"):
                           f"unexpected tensors (e.g. {(unexpected_missing + result.unexpected_keys)[:3]})")
     with _reading(directory / layout.tokenizer):
         tokenizer = (_turbo_tokenizer(directory) if model == "turbo"
-                     else EnTokenizer(str(directory / "tokenizer.json")))
+                     else _mtl_tokenizer(directory / layout.tokenizer) if model == "multilingual"
+                     else EnTokenizer(str(directory / layout.tokenizer)))
     tts = _quietly(layout.tts_class, t3.to(device).eval(), s3gen.to(device).eval(), ve.to(device).eval(),
                    tokenizer, str(device))
     if (directory / CONDS_FILE).is_file():
@@ -350,6 +376,30 @@ def _turbo_tokenizer(directory: Path):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _mtl_tokenizer(path: Path) -> MTLTokenizer:
+    """Upstream's multilingual tokenizer, read from the weights folder. Upstream's constructor asks
+    the hub for the Chinese-to-Cangjie mapping on every load; here the mapping is read from the
+    folder (Cangjie5_TC.json, fetched with the hub source) and nothing is downloaded at load time.
+    Without the file the mapping is empty, and Chinese text is refused (`pipeline`)."""
+    def local_only(repo_id=None, filename=None, cache_dir=None, **kwargs):
+        candidate = Path(cache_dir or path.parent) / filename
+        if not candidate.is_file():
+            raise FileNotFoundError(f"{candidate} (not downloaded at load time)")
+        return str(candidate)
+
+    import logging
+    quiet = logging.getLogger(tokenizer_module.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its warnings about missing optional packages are ours to give, per language
+    original = tokenizer_module.hf_hub_download
+    tokenizer_module.hf_hub_download = local_only
+    try:
+        return MTLTokenizer(str(path))
+    finally:
+        tokenizer_module.hf_hub_download = original
+        quiet.setLevel(level)
 
 
 def _quietly(make, *args):
@@ -391,7 +441,14 @@ def _reading(path: Path, what: str | None = None):
                           "model; copy it again from the model's repository") from None
 
 
-def _read_safetensors(path: Path) -> dict:
+def _read_state(path: Path) -> dict:
+    """A state dict from safetensors, or from a torch pickle read weights-only (`.pt`, as upstream)."""
+    if path.suffix == ".pt":
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise SourceError(f"cannot read {path}: {type(exc).__name__} (truncated or not a torch "
+                              "state dict?)") from exc
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -406,6 +463,12 @@ def _download_hub(model: str = "original") -> Path:
             return Path(snapshot_download(repo_id=layout.hub_repo, allow_patterns=[
                 "*.safetensors", "*.json", "*.txt", "*.pt", "*.model"]))
         paths = [hf_hub_download(repo_id=layout.hub_repo, filename=f) for f in layout.local_files]
+        for name in layout.optional:
+            try:
+                hf_hub_download(repo_id=layout.hub_repo, filename=name)
+            except Exception as exc:  # the model loads without it; what it serves is refused, saying why
+                print(f"ttsopt: could not fetch {name} ({type(exc).__name__}); text that needs it is refused",
+                      file=sys.stderr)
     except Exception as exc:  # network, auth or offline mode: all end the same way for the user
         raise SourceError(f"cannot fetch {layout.hub_repo} from the Hugging Face hub ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}); download its files "
@@ -419,22 +482,56 @@ _SPECIALS_LOW = ["[STOP]", "[UNK]", "[SPACE]"]
 _SPECIALS_HIGH = ["[START]", "[PAD]", "[SEP]", "[CLS]", "[MASK]"]
 
 
-def write_tokenizer(path: Path) -> Path:
+def write_tokenizer(path: Path, chars: list[str] | None = None, specials: tuple[str, ...] = ()) -> Path:
+    """The original model's generated tokenizer, or with CHARS and SPECIALS another character
+    tokenizer in the same layout (ids skip the fixed ones of [START] and the tokens after it)."""
     from tokenizers import AddedToken, Tokenizer
     from tokenizers.models import BPE
 
-    # Printable ASCII, every Latin-1 letter (place and person names: São Paulo, Zürich, Ångström)
-    # and the typographic punctuation word processors put in; ids stay below [START]'s 255.
-    letters = [chr(c) for c in range(0xC0, 0x100) if chr(c).isalpha()]
-    chars = [chr(c) for c in range(33, 127)] + letters + list("’‘“”—–…")
-    vocab = {tok: i for i, tok in enumerate(_SPECIALS_LOW + chars)}
+    if chars is None:
+        # Printable ASCII, every Latin-1 letter (place and person names: São Paulo, Zürich, Ångström)
+        # and the typographic punctuation word processors put in; ids stay below [START]'s 255.
+        letters = [chr(c) for c in range(0xC0, 0x100) if chr(c).isalpha()]
+        chars = [chr(c) for c in range(33, 127)] + letters + list("’‘“”—–…")
+    high = range(255, 255 + len(_SPECIALS_HIGH))
+    ids = (i for i in range(10**6) if i not in high)
+    vocab = {tok: next(ids) for tok in _SPECIALS_LOW + list(specials) + chars}
     vocab.update({tok: 255 + i for i, tok in enumerate(_SPECIALS_HIGH)})
     tokenizer = Tokenizer(BPE(vocab=vocab, merges=[], unk_token="[UNK]"))
-    tokenizer.add_special_tokens([AddedToken(t, special=True) for t in _SPECIALS_LOW + _SPECIALS_HIGH])
+    tokenizer.add_special_tokens([AddedToken(t, special=True) for t in _SPECIALS_LOW + list(specials) + _SPECIALS_HIGH])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tokenizer.save(str(tmp))
     tmp.replace(path)
+    return path
+
+
+# The scripts of the multilingual model's languages, after upstream's lower-casing and NFKD
+# (accents become combining marks): Latin, combining marks, Greek, Cyrillic, Hebrew, Arabic,
+# Devanagari, Hangul jamo, kana; Chinese is spelled in Cangjie codes ([cj_a] ... [cj_z], [cj_.]).
+_MTL_RANGES = ((0x21, 0x7F), (0xA1, 0x100), (0x300, 0x370), (0x370, 0x400), (0x400, 0x460), (0x591, 0x5F5),
+               (0x600, 0x700), (0x900, 0x980), (0x1100, 0x1200), (0x3001, 0x3003), (0x3041, 0x3097),
+               (0x30A1, 0x30FB), (0xFF01, 0xFF1F))
+
+
+def write_mtl_tokenizer(path: Path) -> Path:
+    """A character tokenizer with the multilingual model's language tokens ([en], [fr], ...)."""
+    from ..core.params import MULTILINGUAL
+    chars = [c for lo, hi in _MTL_RANGES for c in map(chr, range(lo, hi)) if c.isprintable() and not c.isspace()]
+    specials = tuple(f"[{code}]" for code in MULTILINGUAL) + tuple(f"[cj_{c}]" for c in "abcdefghijklmnopqrstuvwxyz.")
+    return write_tokenizer(path, chars=chars + list("’‘“”—–…"), specials=specials)
+
+
+def write_cangjie(path: Path) -> Path:
+    """A generated Chinese-to-code mapping in Cangjie5_TC.json's format ("glyph\tcode" entries) for
+    random weights: every CJK unified ideograph gets a distinct four-letter code. Not Cangjie's real
+    codes (random weights speak noise either way); it lets Chinese text take upstream's path."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    entries = []
+    for n, cp in enumerate(range(0x4E00, 0xA000)):
+        code = "".join(letters[(n // 26**k) % 26] for k in range(4))
+        entries.append(f"{chr(cp)}\t{code}")
+    path.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
     return path
 
 

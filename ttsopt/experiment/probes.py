@@ -72,6 +72,7 @@ def profile_run(cfg, prompt: dict | None = None) -> Profiled:
     model = sources.load(cfg.source, device=cfg.device, dtype=cfg.dtype, seed=cfg.model_seed, model=cfg.model)
     pipeline = Pipeline(model)
     variants.apply(pipeline, cfg.variant)
+    pipeline.language = prompt.get("language") or "en"
     n = profiles.token_budget(profile_, prompt["text"]) if model.random_weights else None
     return profile_synthesis(pipeline, prompt["text"], seed=profile_.seeds[0], n_tokens=n,
                              trace_path=Path(cfg.out_dir) / "traces" / f"{cfg.run_id}.json")

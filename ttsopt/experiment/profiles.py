@@ -11,6 +11,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core import params
 from ..core.errors import UserError
 
 PROMPTS_CSV = Path(__file__).resolve().parents[2] / "data" / "prompts" / "prompts.csv"
@@ -83,7 +84,9 @@ def _read_rows(path: Path) -> list[dict]:
             if missing:
                 raise UserError(f"prompts file {path} lacks column(s) {', '.join(missing)} "
                                 f"(expected {','.join(PROMPT_COLUMNS)})")
-            return [{c: (row[c] or "").strip() for c in PROMPT_COLUMNS} for row in reader]
+            # `language` is optional (ISO 639-1, default en): only the multilingual model speaks others.
+            return [{**{c: (row[c] or "").strip() for c in PROMPT_COLUMNS},
+                     "language": (row.get("language") or "").strip().lower() or "en"} for row in reader]
     except UnicodeDecodeError as exc:
         raise UserError(f"prompts file {path} is not UTF-8 ({exc.reason} at byte {exc.start}): "
                         "save it as UTF-8") from exc
@@ -100,12 +103,24 @@ def _check_rows(path: Path, rows: list[dict]) -> list[dict]:
                         "it is probably not a text file, or was saved as UTF-16; save it as UTF-8")
     if empty := named(lambda r: not r["id"] or not r["text"]):
         raise UserError(f"prompts file {path} has rows without id or text: {empty}")
+    if unknown := named(lambda r: r["language"] not in params.MULTILINGUAL):
+        raise UserError(f"prompts file {path} has a language no model speaks in {unknown}: "
+                        f"expected an ISO 639-1 code of {', '.join(params.MULTILINGUAL)}")
     ids_seen = [r["id"] for r in rows]
     twice = sorted({i for i in ids_seen if ids_seen.count(i) > 1})
     if twice:
         raise UserError(f"prompts file {path} has the id {', '.join(twice)} more than once")
     if not rows:
         raise UserError(f"prompts file {path} has no prompts")
+    return rows
+
+
+def check_languages(rows: list[dict], model: str, path=PROMPTS_CSV) -> list[dict]:
+    """ROWS, when MODEL speaks every row's language; otherwise one error naming the rows."""
+    bad = [r["id"] for r in rows if r.get("language", "en") not in params.LANGUAGES[model]]
+    if bad:
+        raise UserError(f"the {model} model speaks English only, and prompts file {path} has other languages in "
+                        f"{', '.join(bad[:5])}: use --model multilingual, or prompts whose language is en")
     return rows
 
 

@@ -48,7 +48,7 @@ class RunConfig:
     variant: str = variants.BASELINE
     role: str = Role.VARIANT         # aa (the baseline again) | variant
     source: str = "tiny"
-    model: str = "original"          # which Chatterbox: original or turbo
+    model: str = "original"          # which Chatterbox: original, turbo or multilingual
     device: str = "auto"
     dtype: str = "float32"
     profile: str = "smoke"
@@ -96,7 +96,8 @@ class RunConfig:
             params.check(name, getattr(self, name), params.count)
         params.check("variant", self.variant, variants.design)
         profile = params.check("profile", self.profile, profiles.get)
-        params.check("prompts_csv", self.prompts_csv, lambda path: profiles.prompts_for(profile, path))
+        params.check("prompts_csv", self.prompts_csv, lambda path: profiles.check_languages(
+            profiles.prompts_for(profile, path), self.model, path))
 
 
 @dataclass
@@ -213,13 +214,19 @@ def _load_side(run: _Run, side: str, spec: str):
 def _synth(run: _Run, side: str, pipeline, prompt: dict, seed: int, phase: str, n: int | None, **keys):
     timer = StageTimes(pipeline.device)
     with memory.track(pipeline.device, "synth") as mem:
-        out = pipeline.synthesize(prompt["text"], seed=seed, n_tokens=n, timer=timer)
+        out = pipeline.synthesize(_spoken(pipeline, prompt), seed=seed, n_tokens=n, timer=timer)
     record = run.record(phase, side, prompt_id=prompt["id"], category=prompt["category"], seed=seed,
                         n_tokens=out.n_tokens, forced_tokens=n, t3_forwards=out.t3_forwards, audio_s=out.audio_s,
                         wall_s=out.wall_s, rtf=out.rtf, tokens_per_s=out.tokens_per_s, stages=out.stages,
                         mem=mem.as_dict(), extra={**out.extra, "sequence": run.syntheses}, **keys)
     run.syntheses += 1
     return record, out
+
+
+def _spoken(pipeline, prompt: dict) -> str:
+    """PROMPT's text, with the pipeline set to speak its language (the prompts CSV's column)."""
+    pipeline.language = prompt.get("language") or "en"
+    return prompt["text"]
 
 
 def _length(run: _Run, pipeline, prompt: dict) -> int | None:
@@ -287,8 +294,9 @@ def _pair(run: _Run, sides: dict, prompt: dict, seed: int, trial: int, index: in
     (b_rec, b_out), (v_rec, v_out) = results[Side.BASELINE], results[Side.VARIANT]
     v_rec.fid.update(fidelity.compare_output(b_out.tokens, b_out.wav, v_out.tokens, v_out.wav))
     if trial == 0 and not sides[Side.BASELINE].model.random_weights:  # after both are timed
-        b_rec.quality.update(quality.as_record(quality.score(b_out.wav, b_out.sr, text=prompt["text"])))
-        v_rec.quality.update(quality.as_record(quality.score(v_out.wav, v_out.sr, text=prompt["text"])))
+        text = prompt["text"] if prompt.get("language", "en") == "en" else None  # the recogniser is English
+        b_rec.quality.update(quality.as_record(quality.score(b_out.wav, b_out.sr, text=text)))
+        v_rec.quality.update(quality.as_record(quality.score(v_out.wav, v_out.sr, text=text)))
     if trial == 0 and seed == run.profile.seeds[0] and run.cfg.save_audio:
         _save_audio(run, b_rec, b_out, Side.BASELINE)
         _save_audio(run, v_rec, v_out, Side.VARIANT)
@@ -300,8 +308,8 @@ def _pair(run: _Run, sides: dict, prompt: dict, seed: int, trial: int, index: in
 
 
 def _probe_pair(run: _Run, base, var, prompt: dict, seed: int, tokens) -> None:
-    b = probes.probe(base, prompt["text"], tokens, seed)
-    v = probes.probe(var, prompt["text"], tokens, seed)
+    b = probes.probe(base, _spoken(base, prompt), tokens, seed)
+    v = probes.probe(var, _spoken(var, prompt), tokens, seed)
     metrics, notes = fidelity.compare_probe(b, v)
     if run.cfg.role == Role.AA:
         probes.add_probe(run.cfg.reference_dir, prompt["id"], seed, b)
@@ -380,7 +388,7 @@ def _probe_reference(run: _Run, pipeline, prompts: list[dict], seed: int) -> Non
         reference = probes.load_reference(run.cfg.reference_dir, prompt["id"], seed)
         if reference is None or "mel" not in reference:
             continue  # no reference run in this results directory: fidelity is not measured
-        metrics, notes = fidelity.compare_probe(reference, probes.probe(pipeline, prompt["text"],
+        metrics, notes = fidelity.compare_probe(reference, probes.probe(pipeline, _spoken(pipeline, prompt),
                                                                          reference["tokens"], seed))
         run.write(run.record(Phase.FIDELITY, Side.VARIANT, prompt_id=prompt["id"], category=prompt["category"],
                              seed=seed, fid=metrics, extra=notes))

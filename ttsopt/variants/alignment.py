@@ -1,90 +1,14 @@
 """alignment-analyzer: upstream's AlignmentStreamAnalyzer on the English T3 (upstream builds it
-only for the multilingual model). It reads three attention heads each step and edits the
-logits: EOS is suppressed while the text is not yet spoken, and forced when it sees a long
-tail, a repetition, or the same token twice in a row.
-
-Two upstream behaviours are contained here:
-- the analyzer registers forward hooks on every synthesis and never removes them, and
-  switches the whole transformer to eager attention for good; here its hooks are removed
-  and the attention setting restored when decode ends, so nothing piles up across calls;
-- under length forcing the forced length wins: the analyzer runs and is timed, but its
-  logit edits are discarded, and the steps where it would have forced EOS are counted
-  (`wanted_stop`), so a forced run does the same work as the baseline.
-The tiny test model has 4 heads per layer; upstream's heads (15, 11, 2) are taken modulo
-the head count there, and the evidence says so.
+only for the multilingual model, whose baseline runs it already). How one synthesis' analyzer
+is run, timed and removed is `engine.t3.alignment`.
 """
 from __future__ import annotations
-
-import contextlib
 
 from chatterbox.models.t3.inference import alignment_stream_analyzer as asa
 
 from ..core.claims import Claim, less
-from ..measure.timing import Stopwatch
+from ..engine.t3 import alignment
 from .base import Variant, lean_runner
-
-_FORCED_EOS = 2**15  # the logit upstream gives EOS when it forces a stop
-
-
-@contextlib.contextmanager
-def _aligned_heads(heads):
-    original = asa.LLAMA_ALIGNED_HEADS
-    asa.LLAMA_ALIGNED_HEADS = heads
-    try:
-        yield
-    finally:
-        asa.LLAMA_ALIGNED_HEADS = original
-
-
-class _Run:
-    """One synthesis' analyzer: upstream's, plus timing, counting and clean removal."""
-
-    def __init__(self, log: dict, t3, len_cond: int, text_len: int):
-        tfmr, cfg = t3.tfmr, t3.tfmr.config
-        self.log, self.cfg, self.eos = log, cfg, t3.hp.stop_speech_token
-        self.saved = (cfg._attn_implementation, cfg.output_attentions)
-        heads = [(layer, head % cfg.num_attention_heads) for layer, head in asa.LLAMA_ALIGNED_HEADS]
-        targets = {layer: tfmr.layers[layer].self_attn for layer, _ in heads}
-        before = {layer: set(m._forward_hooks) for layer, m in targets.items()}
-        with _aligned_heads(heads):
-            self.inner = asa.AlignmentStreamAnalyzer(tfmr, None, text_tokens_slice=(len_cond, len_cond + text_len),
-                                                     alignment_layer_idx=9, eos_idx=self.eos)
-        # Upstream keeps no handles; the hook ids it added are found by difference.
-        self.hooks = [(m, key) for layer, m in targets.items() for key in m._forward_hooks
-                      if key not in before[layer]]
-        log.update(syntheses=log.get("syntheses", 0) + 1, heads=heads,
-                   heads_remapped=heads != list(asa.LLAMA_ALIGNED_HEADS),
-                   hooks_installed=len(self.hooks), attention_during_analysis=cfg._attn_implementation,
-                   steps=0, step_s=0.0, wanted_stop=0, first_wanted_stop=None, forced_run=False)
-        self.forced = False
-
-    def begin(self, forced: bool) -> None:
-        self.forced = forced
-        self.log["forced_run"] = forced
-
-    def step(self, logits, next_token=None):
-        if any(a is None for a in self.inner.last_aligned_attns):
-            raise RuntimeError("the alignment analyzer saw no attention maps: its hooked layers did not "
-                               "return attention weights (eager attention is required)")
-        kept = logits.clone() if self.forced else None
-        clock = Stopwatch(logits.device)
-        out = self.inner.step(logits, next_token=next_token)
-        log = self.log
-        log["step_s"] += clock.elapsed()
-        if bool(out[..., self.eos].max() >= _FORCED_EOS):
-            log["wanted_stop"] += 1
-            if log["first_wanted_stop"] is None:
-                log["first_wanted_stop"] = log["steps"]
-        log["steps"] += 1
-        return kept if self.forced else out
-
-    def close(self) -> None:
-        for module, key in self.hooks:
-            for table in (module._forward_hooks, module._forward_hooks_with_kwargs,
-                          module._forward_hooks_always_called):
-                table.pop(key, None)
-        self.hooks = []
-        self.cfg._attn_implementation, self.cfg.output_attentions = self.saved
 
 
 class AlignmentAnalyzer(Variant):
@@ -93,6 +17,8 @@ class AlignmentAnalyzer(Variant):
                     *less(32), source="assessment #1"),)
     requires = ("14+ transformer layers (upstream reads layers 9, 12 and 13)",)
     conflicts = ("flash-attention",)  # it needs attention maps, which only eager attention returns
+    models = ("original",)
+    not_for = {"multilingual": "upstream runs the analyzer in every multilingual decode: the baseline has it already"}
 
     def check(self, pipeline=None) -> str | None:
         if pipeline is not None:
@@ -104,7 +30,7 @@ class AlignmentAnalyzer(Variant):
     def apply(self, pipeline):
         runner = lean_runner(pipeline, self.name)
         log = {"syntheses": 0}
-        runner.analyzer_factory = lambda t3, len_cond, text_len: _Run(log, t3, len_cond, text_len)
+        runner.analyzer_factory = alignment.factory(log)
         return log
 
     def evidence(self, pipeline, log) -> dict:

@@ -31,7 +31,9 @@ class Variant:
     - `lossless`: must give the baseline's tokens for the same seed; tests hold it to that.
     - `aliases`: other names that select it.
     - `models`: the models of the Chatterbox family it is made and tested for; on another it is
-      not applicable, with `not_for[model]` (or a plain default) saying why.
+      not applicable, with `not_for[model]` (or a plain default) saying why. By default the
+      original and the multilingual model: the multilingual one is the original's architecture
+      (Llama T3, the same S3Gen) with a larger text vocabulary and upstream's alignment analyzer.
     `apply` returns the application's own state (counters, handles): the pipeline carries no
     variant's attributes, and `evidence` reads the state back.
     """
@@ -44,7 +46,7 @@ class Variant:
     env: dict[str, str] = {}
     design: Design = Design.IN_PROCESS
     design_reason: str = "changes only its own copy of the model and pipeline"
-    models: tuple[str, ...] = ("original",)
+    models: tuple[str, ...] = ("original", "multilingual")
     not_for: dict[str, str] = {}
 
     def applies_to(self, model: str) -> str | None:

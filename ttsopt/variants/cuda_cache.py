@@ -27,7 +27,7 @@ class CudaCache(Variant):
     design = Design.CROSS_PROCESS
     design_reason = "it changes the whole process's CUDA allocator (settings and cache)"
 
-    models = ("original", "turbo")  # acts on what every model of the family has
+    models = ("original", "turbo", "multilingual")  # acts on what every model of the family has
     def check(self, pipeline=None) -> str | None:
         reason = super().check(pipeline)
         if reason is None and pipeline is not None and ALLOC_CONF not in os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""):

@@ -22,6 +22,9 @@ _MIB = 2**20
 
 class FastT3Variant(Variant):
     name = "fast-t3"
+    models = ("original",)
+    not_for = {"multilingual": "its step returns no attention maps, so upstream's alignment analyzer, which the "
+                               "multilingual model runs on every step, cannot run: the tokens would differ by design"}
     claims = (Claim("t3_decode", "static KV cache, on-device sampling and a step without per-module dispatch "
                                  "(CUDA graph on CUDA): less T3 decode time for the same tokens"),)
     lossless = True
@@ -84,8 +87,9 @@ class CfmSteps(Variant):
         self.name = f"cfm-steps-{steps}"
         if steps == 1:
             self.models = ("turbo",)
-            self.not_for = {"original": "one Euler step of the original model's 10-step CFM is not a trade-off "
-                                        "upstream offers; cfm-steps-2, -4 and -6 are"}
+            one = ("one Euler step of the {}'s 10-step CFM is not a trade-off upstream offers; "
+                   "cfm-steps-2, -4 and -6 are")
+            self.not_for = {m: one.format(f"{m} model") for m in ("original", "multilingual")}
             text = f"1 mean-flow step instead of Turbo's {UPSTREAM_MEANFLOW_STEPS}"
         else:
             self.not_for = {"turbo": f"Turbo's mean-flow decoder takes {UPSTREAM_MEANFLOW_STEPS} steps already; "
@@ -114,7 +118,7 @@ class CpuInt8(Variant):
     are quantized too (`engine.quant` turns its Conv1D projections into the linears they are)."""
     requires = ("CPU (dynamic int8 kernels are CPU-only)",)
     lossless = False
-    models = ("original", "turbo")
+    models = ("original", "turbo", "multilingual")
 
     def __init__(self, name: str, t3_only: bool, aliases: tuple[str, ...] = ()):
         self.name, self.t3_only, self.aliases = name, t3_only, aliases

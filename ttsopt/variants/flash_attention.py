@@ -32,6 +32,9 @@ class FlashAttention(Variant):
     # The analyzer needs attention maps; a static cache needs an explicit mask, which the
     # flash kernel does not take.
     conflicts = ("alignment-analyzer", "static-kv-cache")
+    models = ("original",)
+    not_for = {"multilingual": "the multilingual model runs upstream's alignment analyzer on every step, which "
+                               "needs the attention maps that flash attention does not return"}
 
     def apply(self, pipeline):
         runner = lean_runner(pipeline, self.name)

@@ -31,7 +31,7 @@ class NoGrad(Variant):
                            "last): the baseline runs inference_mode, this variant no_grad, so the claim holds if "
                            "this variant is 6–10% slower", 1 / 0.94, 1 / 0.90, source="assessment #4"),)
     lossless = True
-    models = ("original", "turbo")  # acts on what every model of the family has
+    models = ("original", "turbo", "multilingual")  # acts on what every model of the family has
 
     def apply(self, pipeline):
         pipeline.grad_mode = torch.no_grad
@@ -60,7 +60,7 @@ class ChannelsLast(Variant):
     claims = (Claim("rtf", "claimed 6–10% faster (inference mode & channels last)", 0.90, 0.94,
                     source="assessment #4"),)
     lossless = True
-    models = ("original", "turbo")  # acts on what every model of the family has
+    models = ("original", "turbo", "multilingual")  # acts on what every model of the family has
 
     def apply(self, pipeline):
         tts = pipeline.model.tts

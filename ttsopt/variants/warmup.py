@@ -26,7 +26,7 @@ class Warmup(Variant):
     lossless = True
     design = Design.CROSS_PROCESS
     design_reason = "its claim is about the first call after load, which only a fresh process has"
-    models = ("original", "turbo")  # acts on what every model of the family has
+    models = ("original", "turbo", "multilingual")  # acts on what every model of the family has
 
     def apply(self, pipeline):
         return {"runs": [], "warmup_s": None}

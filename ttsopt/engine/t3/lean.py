@@ -81,22 +81,13 @@ class LeanT3(UpstreamT3):
         return _Forward(self)
 
     def prefill(self, t3_cond, text_tokens, s) -> T3State:
-        if self.analyzer is not None and hasattr(self.analyzer, "close"):
-            self.analyzer.close()  # a synthesis that failed before decode ended left it open
         self.max_new_tokens = s.max_new_tokens
         with self._context():
             return super().prefill(t3_cond, text_tokens, s)
 
     def decode(self, state, s, n_tokens=None):
-        analyzer = self.analyzer
-        if analyzer is not None and hasattr(analyzer, "begin"):
-            analyzer.begin(forced=n_tokens is not None)
-        try:
-            with self._context():
-                return super().decode(state, s, n_tokens=n_tokens)
-        finally:
-            if analyzer is not None and hasattr(analyzer, "close"):
-                analyzer.close()
+        with self._context():
+            return super().decode(state, s, n_tokens=n_tokens)
 
     def score(self, state, tokens):
         with self._context():

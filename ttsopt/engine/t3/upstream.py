@@ -52,7 +52,7 @@ class UpstreamT3:
 
     def __init__(self, t3):
         self.t3 = t3
-        self.analyzer_factory = None  # set by the alignment-analyzer variant
+        self.analyzer_factory = None  # upstream's alignment analyzer: the multilingual model's, or a variant's
         self.analyzer = None
         self.forwards = 0             # transformer forwards after prefill, over this runner's life
 
@@ -63,6 +63,8 @@ class UpstreamT3:
 
     def prefill(self, t3_cond: T3Cond, text_tokens: torch.Tensor, s) -> T3State:
         inputs, bos, len_cond, text_tokens = prefill_inputs(self.t3, t3_cond, text_tokens, s.cfg_weight)
+        if self.analyzer is not None and hasattr(self.analyzer, "close"):
+            self.analyzer.close()  # a synthesis that failed before decode ended left it open
         self.analyzer = None
         if self.analyzer_factory is not None:
             self.analyzer = self.analyzer_factory(self.t3, len_cond, text_tokens.size(-1))
@@ -79,6 +81,16 @@ class UpstreamT3:
                             output_attentions=True, output_hidden_states=True, return_dict=True)
 
     def decode(self, state: T3State, s, n_tokens: int | None = None) -> torch.Tensor:
+        analyzer = self.analyzer
+        if analyzer is not None and hasattr(analyzer, "begin"):
+            analyzer.begin(forced=n_tokens is not None)
+        try:
+            return self._decode(state, s, n_tokens)
+        finally:
+            if analyzer is not None and hasattr(analyzer, "close"):
+                analyzer.close()
+
+    def _decode(self, state: T3State, s, n_tokens: int | None) -> torch.Tensor:
         t3 = self.t3
         stop = t3.hp.stop_speech_token
         rep = RepetitionPenaltyLogitsProcessor(penalty=float(s.repetition_penalty))

@@ -1,0 +1,239 @@
+"""The multilingual model as the workbench runs it: the same tokens and audio as upstream's
+`ChatterboxMultilingualTTS` for the same seed and language, its own files, its language rules,
+and variants that say whether they are made for it."""
+import contextlib
+import copy
+import dataclasses
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from chatterbox.models.t3.inference import alignment_stream_analyzer as asa
+from chatterbox.mtl_tts import SUPPORTED_LANGUAGES, ChatterboxMultilingualTTS
+
+from ttsopt import variants
+from ttsopt.core import params
+from ttsopt.core.errors import UserError
+from ttsopt.engine import sources
+from ttsopt.engine.pipeline import Pipeline, Sampling, TextError
+from ttsopt.engine.t3 import alignment
+from ttsopt.experiment import profiles
+
+STOP = 6562
+
+
+def upstream_heads(model):
+    """Upstream's analyzer reads heads 15, 11 and 2; the tiny model has 4 per layer. The same
+    remapping the workbench applies (modulo the head count), for upstream's own calls."""
+    n = model.t3.tfmr.config.num_attention_heads
+    return alignment._aligned_heads([(layer, head % n) for layer, head in asa.LLAMA_ALIGNED_HEADS])
+
+
+@pytest.fixture(scope="module")
+def mtl_model():
+    return sources.load("tiny", device="cpu", seed=0, model="multilingual")
+
+
+@pytest.fixture()
+def mtl(mtl_model):
+    return Pipeline(mtl_model)
+
+
+def test_the_model_is_upstreams_multilingual_class_with_its_vocabulary(mtl_model):
+    assert mtl_model.name == "multilingual"
+    assert isinstance(mtl_model.tts, ChatterboxMultilingualTTS)
+    assert mtl_model.t3.hp.is_multilingual and not mtl_model.s3gen.meanflow
+
+
+def test_the_languages_are_upstreams_and_only_multilingual_speaks_them_all():
+    assert set(params.MULTILINGUAL) == set(SUPPORTED_LANGUAGES)
+    assert params.LANGUAGES["original"] == params.LANGUAGES["turbo"] == ("en",)
+
+
+def test_sampling_defaults_are_upstream_multilingual_generates():
+    defaults = {k: p.default for k, p in inspect.signature(ChatterboxMultilingualTTS.generate).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    ours = dataclasses.asdict(Sampling.for_model("multilingual"))
+    shared = {k: v for k, v in defaults.items() if k in ours}
+    assert shared == {k: ours[k] for k in shared}
+    assert shared["repetition_penalty"] == 2.0
+
+
+@pytest.mark.parametrize("language,text", [("fr", "Où est la gare, s'il vous plaît ?"), ("ru", "Привет, мир."),
+                                           ("zh", "你好，世界。")])
+def test_text_tokens_are_upstreams_with_the_language_token(mtl, language, text):
+    mtl.language = ours_language = language
+    ours = mtl.text_to_tokens(text)
+    from chatterbox.mtl_tts import punc_norm
+    upstream = mtl.model.tts.tokenizer.text_to_tokens(punc_norm(text), language_id=ours_language)
+    assert torch.equal(ours[0, 1:-1].cpu(), upstream[0].long())
+    assert ours.size(0) == 2  # the CFG row
+    vocab = mtl.model.tts.tokenizer.tokenizer
+    assert ours[0, 1].item() == vocab.token_to_id(f"[{language}]")
+
+
+@pytest.mark.parametrize("limit", [6, 25])
+def test_t3_tokens_equal_upstream_inference_with_its_alignment_analyzer(mtl, limit):
+    mtl.language = "de"
+    s = dataclasses.replace(mtl.sampling, max_new_tokens=limit)
+    ours = mtl.synthesize("Guten Morgen, Welt.", seed=3, sampling=s).raw_tokens
+    text_tokens = mtl.text_to_tokens("Guten Morgen, Welt.")
+    torch.manual_seed(3)
+    with torch.inference_mode(), upstream_heads(mtl.model):
+        upstream = mtl.model.t3.inference(t3_cond=mtl.model.tts.conds.t3, text_tokens=text_tokens,
+                                          max_new_tokens=limit, temperature=s.temperature, cfg_weight=s.cfg_weight,
+                                          repetition_penalty=s.repetition_penalty, min_p=s.min_p, top_p=s.top_p)
+    assert torch.equal(ours, upstream[0].cpu())
+    assert mtl.analyzer_log["steps"] > 0 and not mtl.analyzer_log["forced_run"]
+
+
+@contextlib.contextmanager
+def repeating(model, token: int = 100, boost: float = 12.0):
+    """Random weights never stop by themselves, and the analyzer suppresses a stop until the text
+    is spoken; a strong bias towards one speech token makes T3 repeat it, which the analyzer
+    answers with a forced stop within a few steps: a natural end, in a test's time."""
+    def boosted(module, args, logits):  # the speech head has no bias to raise: its output is raised
+        logits = logits.clone()
+        logits[..., token] += boost
+        return logits
+
+    handle = model.t3.speech_head.register_forward_hook(boosted)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def test_a_natural_stop_gives_upstream_generates_audio_exactly(mtl):
+    mtl.language = "fr"
+    text = "Bonjour le monde."
+    with repeating(mtl.model):
+        torch.manual_seed(7)
+        with upstream_heads(mtl.model):
+            upstream = mtl.model.tts.generate(text, language_id="fr")[0].numpy()
+        ours = mtl.synthesize(text, seed=7)
+    assert ours.raw_tokens[-1].item() == STOP and 2 < ours.raw_tokens.numel() < 20
+    assert mtl.analyzer_log["wanted_stop"] >= 1  # the analyzer's forced stop, as upstream's
+    assert ours.wav.shape == upstream.shape
+    assert np.array_equal(ours.wav, upstream)
+
+
+def test_the_analyzer_leaves_no_hooks_behind_across_syntheses(mtl):
+    layers = mtl.model.t3.tfmr.layers
+    before = sum(len(layer.self_attn._forward_hooks) for layer in layers)
+    for seed in range(3):
+        mtl.synthesize("Hello world.", seed=seed, n_tokens=8)
+    assert sum(len(layer.self_attn._forward_hooks) for layer in layers) == before
+    assert mtl.analyzer_log["syntheses"] == 3 and mtl.analyzer_log["forced_run"]
+
+
+def test_a_forced_length_runs_the_forwards_a_natural_stop_would(mtl):
+    out = mtl.synthesize("Hello world.", seed=1, n_tokens=9)
+    assert out.t3_forwards == 9 and out.n_tokens == 9
+
+
+def test_multilingual_weights_round_trip_through_their_own_layout(mtl, mtl_model, tmp_path):
+    folder = sources.save_local(mtl_model, tmp_path / "mtl")
+    assert {"t3_mtl23ls_v2.safetensors", "s3gen.pt", "ve.pt", "grapheme_mtl_merged_expanded_v1.json",
+            "Cangjie5_TC.json", "conds.pt"} <= {p.name for p in folder.iterdir()}
+    reloaded = Pipeline(sources.load(f"local:{folder}", device="cpu", model="multilingual"))
+    for pipeline in (mtl, reloaded):
+        pipeline.language = "zh"
+    a = mtl.synthesize("你好。", seed=2, n_tokens=10)
+    b = reloaded.synthesize("你好。", seed=2, n_tokens=10)
+    assert torch.equal(a.tokens, b.tokens)
+    assert np.allclose(a.wav, b.wav, atol=1e-5)
+    with pytest.raises(sources.SourceError, match="holds the multilingual model's weights.*add --model multilingual"):
+        sources.load(f"local:{folder}", device="cpu")
+
+
+def test_chinese_without_the_cangjie_mapping_is_refused_not_misread(mtl_model, tmp_path):
+    folder = sources.save_local(mtl_model, tmp_path / "mtl")
+    (folder / sources.CANGJIE_FILE).unlink()
+    pipeline = Pipeline(sources.load(f"local:{folder}", device="cpu", model="multilingual"))
+    pipeline.language = "zh"
+    with pytest.raises(TextError, match="Cangjie"):
+        pipeline.text_to_tokens("你好。")
+    pipeline.language = "fr"
+    assert pipeline.text_to_tokens("Bonjour.").size(-1) > 3  # the other languages still load and speak
+
+
+@pytest.mark.parametrize("model", ["original", "turbo"])
+def test_a_language_the_model_cannot_speak_is_one_clear_error(model, tiny_model):
+    pipeline = Pipeline(tiny_model if model == "original" else sources.load("tiny", device="cpu", model="turbo"))
+    pipeline.language = "fr"
+    with pytest.raises(TextError, match=f"the {model} model speaks English only, not 'fr'.*--model multilingual"):
+        pipeline.synthesize("Bonjour.", n_tokens=4)
+
+
+def test_an_unknown_language_names_the_ones_there_are():
+    with pytest.raises(UserError, match="unknown language 'xx'.*ar, da, de"):
+        params.language("xx")
+
+
+def test_the_prompts_language_column_is_read_and_checked(tmp_path):
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,category,text,language\na,short,Hello.,\nb,short,Bonjour.,FR\n", encoding="utf-8")
+    rows = profiles.load_prompts(csv)
+    assert [r["language"] for r in rows] == ["en", "fr"]
+    with pytest.raises(UserError, match="original model speaks English only.*in b"):
+        profiles.check_languages(rows, "original", csv)
+    assert profiles.check_languages(rows, "multilingual", csv) == rows
+    csv.write_text("id,category,text,language\na,short,Hello.,klingon\n", encoding="utf-8")
+    with pytest.raises(UserError, match="language no model speaks in a"):
+        profiles.load_prompts(csv)
+    csv.write_text("id,category,text\na,short,Hello.\n", encoding="utf-8")
+    assert profiles.load_prompts(csv)[0]["language"] == "en"  # the column is optional
+
+
+def test_every_variant_runs_on_multilingual_or_says_why_not(mtl_model):
+    for name, v in variants.registry().items():
+        reason = v.applies_to("multilingual")
+        if reason is not None:
+            assert "multilingual" in reason or "turbo" in reason.lower(), name
+            with pytest.raises(variants.NotApplicable, match=name):
+                variants.apply(Pipeline(mtl_model), name)
+            continue
+        if v.check(None):  # CUDA-only and the like: nothing to run on this machine
+            continue
+        pipeline = Pipeline(copy.deepcopy(mtl_model))  # variants may change the model's weights in place
+        pipeline.language = "es"
+        applied = variants.apply(pipeline, name)
+        pipeline.synthesize("Hola, mundo.", seed=0, n_tokens=6)
+        assert applied.evidence(pipeline)[name], name
+
+
+def test_lossless_variants_keep_the_multilingual_tokens(mtl_model):
+    base = Pipeline(mtl_model)
+    base.language = "it"
+    expected = base.synthesize("Ciao a tutti.", seed=5, n_tokens=12).raw_tokens
+    for name in ("no-grad", "static-kv-cache"):
+        pipeline = Pipeline(mtl_model)
+        pipeline.language = "it"
+        variants.apply(pipeline, name)
+        assert torch.equal(pipeline.synthesize("Ciao a tutti.", seed=5, n_tokens=12).raw_tokens, expected), name
+
+
+def _cli(*argv, timeout=300):
+    return subprocess.run([sys.executable, "-m", "ttsopt", *argv], capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_synth_speaks_french_with_the_multilingual_model(tmp_path):
+    out = tmp_path / "fr.wav"
+    done = _cli("synth", "Bonjour tout le monde.", "--model", "multilingual", "--language", "fr",
+                "--tokens", "10", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "multilingual model" in done.stdout
+    assert sf.info(str(out)).frames == 10 * 960
+
+
+def test_cli_refuses_a_language_the_model_cannot_speak_before_loading_anything(tmp_path):
+    out = tmp_path / "fr.wav"
+    done = _cli("synth", "Bonjour.", "--language", "fr", "--out", str(out), timeout=60)
+    assert done.returncode == 2
+    assert "the original model speaks English only, not 'fr'" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
