@@ -1,13 +1,20 @@
-"""`ttsopt bench` from a shell, on the tiny model: one table of gains with intervals, and with --save
-the records of every trial, read like any suite's."""
+"""`ttsopt bench` from a shell, on the tiny model: one table of gains with intervals, the quality rows,
+and with --save the records of every trial, read like any suite's."""
+import json
 import os
+import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
+import librosa
+import numpy as np
+import pandas as pd
 import pytest
+import soundfile as sf
 
 from ttsopt.core import records
-from ttsopt.experiment import bench
+from ttsopt.experiment import bench, bench_quality
 from ttsopt.measure.env import cpu_flags
 
 
@@ -21,14 +28,23 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     for row in ("T3 tokens/s", "S3Gen flow s", "end-to-end RTF", "gain 95% CI low", "token match rate",
                 "T3 teacher-forced logit", "weights read per step MiB", "device read bandwidth",
                 "no fast step can beat",
-                "resident after load MiB"):
+                "resident after load MiB", bench_quality.NEEDS_REAL_WEIGHTS, "log-mel distance dB", "PESQ wideband",
+                "STOI"):
         assert row in proc.stdout, row
+    assert "word error rate" not in proc.stdout and "MOS" not in proc.stdout, "random weights: no scores of noise"
     combo, why = bench.best_combo("cpu", cpu_flags())
     assert f"combo {combo} ({why})" in proc.stdout
     printed = (out / "bench.txt").read_text()
     assert printed.startswith("$ ttsopt bench") and "--tokens 6" in printed.splitlines()[0]
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "end-to-end RTF" in printed and "evidence:" in printed and "first audio after" in printed
+    assert bench_quality.NEEDS_REAL_WEIGHTS in printed
+    scored = json.loads((out / "bench.quality.json").read_text())
+    assert scored["random_weights"] is True and scored["sides"] == {}
+    assert scored["fast_vs_baseline"]["log_mel_distance_db"]["value"] >= 0
+    assert all(m["source"] for m in scored["fast_vs_baseline"].values())
+    for clip in scored["clips"].values():
+        assert clip["tokens"] == 6 and sf.info(str(out / clip["path"])).frames > 0
     df = records.load(out)
     trials = df[df["phase"] == "trial"]
     assert sorted(trials.groupby("side").size().to_dict().items()) == [("baseline", 2), ("variant", 2)]
@@ -36,13 +52,58 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert set(trials["pair"]) == {0, 1}
     evidence = df[df["phase"] == "evidence"] if "evidence" in set(df["phase"]) else None
     assert evidence is None or evidence.empty  # bench shows its evidence in the text, not as a verdict
-    for path in out.iterdir():
+    for path in (p for p in out.rglob("*") if p.is_file()):
         assert "secret-canary-bench" not in path.read_bytes().decode("utf-8", "replace"), path
     stream = df[df["phase"] == "stream"].iloc[0]
     batch = df[df["phase"] == "batch"].iloc[0]
     assert stream["x_first_audio_s"] > 0 and batch["x_prompts"] == 2 and batch["x_audio_s_per_wall_s"] > 0
     load = df[df["phase"] == "load"].set_index("side")
     assert load.loc["variant", "mem_params_mb"] < load.loc["baseline", "mem_params_mb"]  # int8 linears
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed; it makes the speech")
+def test_with_real_weights_bench_scores_each_side_and_the_fast_side_against_the_baseline(tmp_path):
+    """Real weights cannot be loaded here: espeak-ng speech stands in for the two sides' clips, a
+    VoiceEncoder with random weights for the model's (mechanics only), its embedding of the
+    baseline clip for the voice the conditionals keep."""
+    import torch
+    from chatterbox.models.voice_encoder import VoiceEncoder
+
+    text, sr = "Please call Stella and ask her to bring these things.", 24_000
+    subprocess.run(["espeak-ng", "-s", "130", "-w", str(tmp_path / "spoken.wav"), text], check=True)
+    spoken, spoken_sr = sf.read(str(tmp_path / "spoken.wav"), dtype="float32")
+    clean = librosa.resample(spoken, orig_sr=spoken_sr, target_sr=sr)
+    noisy = clean + 0.05 * np.random.default_rng(0).standard_normal(len(clean)).astype(np.float32)
+    rows = []
+    for side, wav in (("baseline", clean), ("variant", noisy)):
+        path = tmp_path / "audio" / "bench" / side / "bench.wav"
+        path.parent.mkdir(parents=True)
+        sf.write(str(path), wav, sr)
+        rows.append({"run_id": bench.RUN_ID, "phase": "trial", "side": side, "seed": 0, "n_tokens": 120,
+                     "audio_path": str(path.relative_to(tmp_path))})
+    rows.append({**rows[0], "seed": 1, "audio_path": None})  # later pairs keep no clip
+    torch.manual_seed(0)
+    encoder = VoiceEncoder().eval()
+    speaker = torch.from_numpy(encoder.embeds_from_wavs([librosa.resample(clean, orig_sr=sr, target_sr=16_000)],
+                                                        sample_rate=16_000, as_spk=True))[None]
+    baseline = SimpleNamespace(model=SimpleNamespace(random_weights=False, tts=SimpleNamespace(ve=encoder)),
+                               conditioning=lambda: SimpleNamespace(t3=SimpleNamespace(speaker_emb=speaker)))
+    scored = bench_quality.measure(tmp_path, pd.DataFrame(rows), bench.RUN_ID, baseline, text)
+    sides = scored["sides"]
+    assert set(sides) == {"baseline", "fast"} and scored["random_weights"] is False
+    assert sides["baseline"]["voice_similarity_chatterbox"].value == pytest.approx(1.0, abs=1e-3)
+    assert "chatterbox VoiceEncoder" in sides["fast"]["voice_similarity_chatterbox"].source
+    assert "pocketsphinx" in sides["fast"]["word_error_rate"].source and "distillmos" in sides["fast"]["mos"].source
+    assert scored["fast_vs_baseline"]["pesq_wb"].value < 4 and scored["fast_vs_baseline"]["stoi"].value < 1
+    printed = "\n".join(bench_quality.lines(scored))
+    for label in ("word error rate", "voice similarity", "MOS (1-5)", "log-mel distance dB", "PESQ wideband"):
+        assert label in printed, label
+    assert bench_quality.NEEDS_REAL_WEIGHTS not in printed
+    assert json.loads(json.dumps(bench_quality.as_json(scored)))["sides"]["fast"]["mos"]["source"]
+
+    rows[1]["n_tokens"] = 118  # real weights stop where they stop: the clips no longer line up
+    apart = bench_quality.measure(tmp_path, pd.DataFrame(rows), bench.RUN_ID, baseline, text)["fast_vs_baseline"]
+    assert all(m.value is None and "spoke 120 and 118 tokens" in m.source for m in apart.values())
 
 
 def test_step_bytes_count_int8_weights_at_one_byte(tiny_model):

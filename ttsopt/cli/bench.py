@@ -1,6 +1,8 @@
 """`ttsopt bench`: baseline and the fast path side by side in one process, one table of gains with
 their intervals, the fidelity of the fast side, T3's memory floor, and optionally streaming and
-batching. `--save DIR` keeps the printed text, the records of every trial and a figure."""
+batching, and the quality of both sides' first clips (with random weights only the fast side's
+distance to the baseline's). `--save DIR` keeps the printed text, the records of every trial, the
+first pair's clips, their quality (bench.quality.json) and a figure."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--stream", action="store_true", help="also time streaming (first audio, RTF of the rest)")
     p.add_argument("--batch", type=count, default=0, help="also time N copies of the prompt in one T3 batch")
     p.add_argument("--save", default=None, metavar="DIR",
-                   help="also keep DIR/bench.txt (what is printed), the records (DIR/bench.jsonl) and DIR/bench.png")
+                   help="also keep DIR/bench.txt (what is printed), the records (DIR/bench.jsonl), the first pair's "
+                        "clips (DIR/audio/bench/), their quality (DIR/bench.quality.json) and DIR/bench.png")
     p.set_defaults(func=run)
 
 
@@ -64,11 +67,11 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
 
     import torch
 
-    from ..experiment import bench
+    from ..experiment import bench, bench_quality
     from ..measure.env import cpu_model, cpu_units
 
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in ("bench.jsonl", "bench.env.json"):
+    for stale in ("bench.jsonl", "bench.env.json", "bench.quality.json"):
         (directory / stale).unlink(missing_ok=True)
     result = bench.run(directory, source=args.source, device=args.device, combo=args.combo, text=text, tokens=tokens,
                        trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch, model=args.model)
@@ -79,14 +82,17 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
              f"{'' if args.tokens else ' (scaled with the text)'}, {args.trials} interleaved pair(s), "
              f"prompt {text!r}", f"       combo {result.combo} ({result.why})", "",
              bench.table(result.records).to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
-             *bench.fidelity_lines(result.records), "", *_floor_lines(result.floor), *_extra_lines(result.records),
+             *bench.fidelity_lines(result.records), "", *bench_quality.lines(result.quality), "",
+             *_floor_lines(result.floor), *_extra_lines(result.records),
              "", f"evidence: {json.dumps(result.evidence, default=str, sort_keys=True)}"]
     print("\n".join(lines))
     if args.save:
         (directory / "bench.txt").write_text("$ " + shlex.join(["ttsopt", *sys.argv[1:]]) + "\n" + "\n".join(lines)
                                              + "\n", encoding="utf-8")
+        (directory / "bench.quality.json").write_text(json.dumps(bench_quality.as_json(result.quality), indent=1,
+                                                                 default=float) + "\n", encoding="utf-8")
         _figure(directory, result)
-        print(f"saved {directory / 'bench.txt'}, the records in {directory} and {directory / 'bench.png'}")
+        print(f"saved {directory / 'bench.txt'}, the records and clips in {directory} and {directory / 'bench.png'}")
     return 0
 
 

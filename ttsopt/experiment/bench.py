@@ -4,11 +4,12 @@ a live pipeline can show: T3's memory floor, streaming's first audio, a batch's 
 
 Every trial is a `TrialRecord` in a results store (the run `bench`), so a saved bench is read
 like any suite's records; the printed table is computed from those records, each gain with
-its interval over the pairs.
+its interval over the pairs. The first pair's clips are saved beside them and scored for
+quality last, after everything is timed (`bench_quality`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from ..engine.stream import synthesize_stream
 from ..engine.t3.fast import FastT3
 from ..engine.t3.turbo import UpstreamTurboT3
 from ..measure import roofline
-from . import profiles
+from . import bench_quality, profiles
 from .runner import RunConfig, _Run, measure_pairs
 
 BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithmetic
@@ -57,6 +58,7 @@ class Bench:
     evidence: dict
     combo: str
     why: str  # why this combination: the user's choice, or the device's default and its reason
+    quality: dict = field(default_factory=dict)  # bench_quality.measure: both sides' first clips
 
 
 def run(out_dir, *, source: str, device: str, combo: str | None, text: str, tokens: int, trials: int, seed: int,
@@ -69,7 +71,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     profile = profiles.Profile("bench", None, tuple(range(seed, seed + trials)), trials=1, rounds=0, cross_trials=0,
                                warmup_tokens=min(4, tokens), tokens=tokens, time_limit_s=0, fidelity_prompts=1)
     cfg = RunConfig(out_dir=str(out_dir), variant=combo, source=source, model=model, device=device, run_id=RUN_ID,
-                    profile="smoke", save_audio=False)
+                    profile="smoke", save_audio=True)  # the first pair's clips, for quality
     run_ = _Run(cfg, Design.IN_PROCESS, profile)
     base, fast, applied = measure_pairs(run_, [{"id": "bench", "category": "bench", "text": text}])
     floor = memory_floor(base, fast, run_, text, tokens)
@@ -77,7 +79,8 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
         _stream(run_, fast, text, seed, tokens)
     if batch:
         _batch(run_, fast, text, seed, tokens, batch)
-    return Bench(load(out_dir), floor, applied.evidence(fast), combo, why)
+    scored = bench_quality.measure(out_dir, load(out_dir), RUN_ID, base, text)  # last: after every timing
+    return Bench(load(out_dir), floor, applied.evidence(fast), combo, why, scored)
 
 
 def _stream(run_: _Run, pipeline, text: str, seed: int, tokens: int) -> None:

@@ -410,13 +410,17 @@ def intrusive(wav: np.ndarray, baseline: np.ndarray, sr: int) -> dict[str, Metri
     n = min(len(wav), len(baseline))
     ref, deg = (librosa.resample(np.asarray(x[:n], np.float64), orig_sr=sr, target_sr=RECOGNISER_SR)
                 for x in (baseline, wav))
+    with warnings.catch_warnings(record=True) as warned:  # too short: pystoi warns and returns 1e-5
+        warnings.simplefilter("always")
+        intelligibility = round(float(stoi(ref, deg, RECOGNISER_SR)), 3)
+    short = [w for w in warned if "Not enough STFT frames" in str(w.message)]
+    stoi_metric = Metric(None, "0-1", f"{sources['stoi']}: too short (under 30 frames of speech)") if short else \
+        Metric(intelligibility, "0-1", sources["stoi"])
     try:
         p = round(float(pesq(RECOGNISER_SR, ref, deg, "wb")), 3)
     except Exception as exc:  # the library refuses silence and clips shorter than a quarter second
-        return {"pesq_wb": Metric(None, "MOS-LQO", f"{sources['pesq_wb']}: {type(exc).__name__}"),
-                "stoi": Metric(round(float(stoi(ref, deg, RECOGNISER_SR)), 3), "0-1", sources["stoi"])}
-    return {"pesq_wb": Metric(p, "MOS-LQO", sources["pesq_wb"]),
-            "stoi": Metric(round(float(stoi(ref, deg, RECOGNISER_SR)), 3), "0-1", sources["stoi"])}
+        return {"pesq_wb": Metric(None, "MOS-LQO", f"{sources['pesq_wb']}: {type(exc).__name__}"), "stoi": stoi_metric}
+    return {"pesq_wb": Metric(p, "MOS-LQO", sources["pesq_wb"]), "stoi": stoi_metric}
 
 
 def problems(metrics: dict[str, Metric]) -> list[str]:
