@@ -206,14 +206,14 @@ def test_audio_captures_the_turbo_flow_print_in_a_buffer_only(turbo):
 def test_cli_bench_runs_turbos_int8_path_against_its_own_baseline():
     proc = _cli("bench", "--model", "turbo", "--source", "tiny", "--tokens", "6", "--trials", "2")
     assert proc.returncode == 0, proc.stderr
-    assert "bench: turbo model" in proc.stdout and "combo cpu-int8-t3" in proc.stdout
+    assert "bench: turbo model" in proc.stdout and "combo fast-t3+cpu-int8-t3" in proc.stdout
     assert "dynamic.modules.linear.Linear" in proc.stdout  # GPT-2's Conv1D projections were quantized
     assert "token match rate" in proc.stdout and "T3 step memory floor" in proc.stdout
 
 
 @pytest.mark.parametrize("argv, message", [
     (("--stream",), "built for the original model's T3 only"),
-    (("--combo", "fast-t3"), "made and tested for the original model"),
+    (("--combo", "fast-s3gen"), "made and tested for the original and multilingual model"),
 ])
 def test_cli_bench_refuses_for_turbo_what_is_not_built_for_it(argv, message):
     proc = _cli("bench", "--model", "turbo", "--source", "tiny", *argv, timeout=120)
@@ -229,3 +229,49 @@ def test_gpt2_projections_become_the_linears_they_are_before_int8():
     expected = layer(x)
     assert quant.as_linears(layer) == 1 and isinstance(layer[0], torch.nn.Linear)
     assert torch.allclose(layer(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("forced", [True, False])
+def test_fast_t3_gives_turbos_upstream_tokens_for_the_same_seed(turbo_model, forced):
+    s = dataclasses.replace(Sampling.for_model("turbo"), max_new_tokens=30)
+    base = Pipeline(turbo_model).synthesize("Hello world.", seed=5, sampling=s, n_tokens=20 if forced else None)
+    fast = Pipeline(turbo_model)
+    applied = variants.apply(fast, "fast-t3")
+    out = fast.synthesize("Hello world.", seed=5, sampling=s, n_tokens=20 if forced else None)
+    assert torch.equal(out.raw_tokens, base.raw_tokens)
+    assert out.t3_forwards == base.t3_forwards
+    evidence = applied.evidence(fast)["fast-t3"]
+    assert evidence["t3"] == "FastTurboT3" and evidence["steps"] > 0 and evidence["layer_step"]
+
+
+def test_fast_t3_gives_turbos_upstream_tokens_at_a_natural_stop(turbo_model):
+    with stopping_early(turbo_model):
+        base = Pipeline(turbo_model).synthesize("Hello world.", seed=7)
+        fast = Pipeline(turbo_model)
+        variants.apply(fast, "fast-t3")
+        out = fast.synthesize("Hello world.", seed=7)
+    assert out.raw_tokens[-1].item() == STOP and torch.equal(out.raw_tokens, base.raw_tokens)
+
+
+def test_fast_t3_on_int8_gpt2_gives_the_int8_upstream_tokens():
+    model = sources.load("tiny", device="cpu", seed=0, model="turbo")  # int8 changes the weights in place
+    int8 = Pipeline(model)
+    variants.apply(int8, "cpu-int8-t3")
+    expected = int8.synthesize("Hello world.", seed=2, n_tokens=15).raw_tokens
+    fast = Pipeline(model)
+    applied = variants.apply(fast, "fast-t3")
+    assert torch.equal(fast.synthesize("Hello world.", seed=2, n_tokens=15).raw_tokens, expected)
+    assert applied.evidence(fast)["fast-t3"]["layer_step"] == "int8-dynamic"
+
+
+def test_fast_t3_scores_turbos_teacher_forced_logits_as_upstream():
+    turbo_model = sources.load("tiny", device="cpu", seed=0, model="turbo")  # float: other tests quantize theirs
+    base = Pipeline(turbo_model)
+    tokens = base.synthesize("Hello world.", seed=1, n_tokens=10).raw_tokens[:-1]
+    from ttsopt.engine.t3.fast_turbo import FastTurboT3
+    with torch.inference_mode():
+        conds, text = base.conditioning(), base.text_to_tokens("Hello world.")
+        expected = base.t3.score(base.t3.prefill(conds.t3, text, base.sampling), tokens)
+        fast = FastTurboT3(turbo_model.t3)
+        got = fast.score(fast.prefill(conds.t3, text, base.sampling), tokens)
+    assert torch.allclose(got, expected, atol=1e-4)

@@ -11,12 +11,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .options import MAX_TOKENS, add_model, count, positive, tokens
+from .options import MAX_TOKENS, add_language, add_model, check_language, count, positive, tokens
 
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="baseline vs the fast path, side by side, one table of gains")
     add_model(p, default_source="synthetic")
+    add_language(p)
     p.add_argument("--tokens", type=tokens, default=None,
                    help=f"speech tokens per synthesis, both sides, 1 to {MAX_TOKENS} (default: scaled with the "
                         "text as the full profile scales it, 1.2 per character)")
@@ -46,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model != "original" and (args.stream or args.batch):
         raise UserError(f"--stream and --batch are built for the original model's T3 only, not {args.model}")
+    check_language(args)
+    if args.language != "en" and args.prompt is None:
+        raise UserError(f"--language {args.language}: the default prompt is English; give the text with --prompt")
     text = args.prompt if args.prompt is not None else default_prompt()
     if not text.strip():
         raise UserError("--prompt is empty: give at least one word to speak")
@@ -74,7 +78,8 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
     for stale in ("bench.jsonl", "bench.env.json", "bench.quality.json"):
         (directory / stale).unlink(missing_ok=True)
     result = bench.run(directory, source=args.source, device=args.device, combo=args.combo, text=text, tokens=tokens,
-                       trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch, model=args.model)
+                       trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch, model=args.model,
+                       language=args.language)
     device = torch.device("cuda" if str(result.records["device"].dropna().iloc[0]).startswith("cuda") else "cpu")
     where = torch.cuda.get_device_name() if device.type == "cuda" else \
         f"{cpu_model() or 'unknown CPU'} ({cpu_units() or 'no vector units known'}), {torch.get_num_threads()} threads"

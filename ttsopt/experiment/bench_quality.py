@@ -26,7 +26,7 @@ PER_SIDE = (("word_error_rate", "word error rate"), ("voice_similarity_chatterbo
 RELATIVE = (("log_mel_distance_db", "log-mel distance dB"), ("pesq_wb", "PESQ wideband"), ("stoi", "STOI"))
 
 
-def measure(out_dir, records: pd.DataFrame, run_id: str, baseline, text: str) -> dict:
+def measure(out_dir, records: pd.DataFrame, run_id: str, baseline, text: str | None) -> dict:
     """The quality rows of run RUN_ID in OUT_DIR; BASELINE is the baseline's pipeline, whose
     model says whether the weights are random and lends its VoiceEncoder and voice."""
     import soundfile as sf
@@ -64,14 +64,15 @@ def first_clips(records: pd.DataFrame, run_id: str) -> dict:
     return out
 
 
-def score(clips: dict[str, tuple[np.ndarray, int]], tokens: dict[str, int], text: str, random_weights: bool,
+def score(clips: dict[str, tuple[np.ndarray, int]], tokens: dict[str, int], text: str | None, random_weights: bool,
           encoder=None, speaker=None) -> dict:
     """CLIPS and TOKENS by side name (baseline, fast): the per-side metrics (real weights only;
     the voice with ENCODER and the SPEAKER embedding) and the fast side's against the baseline's."""
     out = {"random_weights": bool(random_weights), "sides": {}, "fast_vs_baseline": {}}
     if not random_weights:
         for name, (wav, sr) in clips.items():
-            metrics = {"word_error_rate": quality.word_error_rate(wav, sr, text)}
+            metrics = {"word_error_rate": quality.word_error_rate(wav, sr, text) if text is not None else
+                       quality.Metric(None, "", "not computed: the recogniser speaks English only")}
             if encoder is not None and speaker is not None:
                 metrics["voice_similarity_chatterbox"] = quality.chatterbox_similarity(encoder, wav, sr, speaker)
             metrics["mos"] = quality.naturalness(wav, sr)

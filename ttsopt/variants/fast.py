@@ -13,6 +13,7 @@ from ..engine import quant
 from ..engine.s3gen import UPSTREAM_CFM_STEPS, UPSTREAM_MEANFLOW_STEPS, BucketedEstimator, FlowStage
 from ..engine.stream import ChunkedS3Gen
 from ..engine.t3.fast import FastT3
+from ..engine.t3.fast_turbo import FastTurboT3
 from ..measure import weights
 from .base import Variant, dtypes_of
 from .quantize import BNB_CLAIM
@@ -21,8 +22,9 @@ _MIB = 2**20
 
 
 class FastT3Variant(Variant):
+    """The original's Llama T3 (`engine.t3.fast`) or Turbo's GPT-2 T3 (`engine.t3.fast_turbo`)."""
     name = "fast-t3"
-    models = ("original",)
+    models = ("original", "turbo")
     not_for = {"multilingual": "its step returns no attention maps, so upstream's alignment analyzer, which the "
                                "multilingual model runs on every step, cannot run: the tokens would differ by design"}
     claims = (Claim("t3_decode", "static KV cache, on-device sampling and a step without per-module dispatch "
@@ -30,7 +32,8 @@ class FastT3Variant(Variant):
     lossless = True
 
     def apply(self, pipeline):
-        runner = FastT3(pipeline.model.t3)
+        t3 = pipeline.model.t3
+        runner = FastTurboT3(t3) if pipeline.model.name == "turbo" else FastT3(t3)
         pipeline.replace("t3", runner, by=self.name)
         return runner
 

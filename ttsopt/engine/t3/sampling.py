@@ -68,3 +68,25 @@ def draw_in_graph(probs: torch.Tensor) -> torch.Tensor:
     consumes the RNG exactly like `torch.multinomial(probs, 1)` (tests pin this)."""
     race = torch.empty_like(probs).exponential_(1)
     return (probs / race).argmax(dim=-1, keepdim=True)
+
+
+def warp_turbo(logits: torch.Tensor, seen: torch.Tensor, s, forced: bool) -> torch.Tensor:
+    """Turbo's processors (`turbo.processors`) as tensor ops, in upstream's order: forcing mask,
+    temperature, top-k, top-p, repetition penalty — each the op transformers' processor runs."""
+    if forced:
+        logits = logits.clone()
+        logits[:, SPEECH_VOCAB_SIZE:] = -float("inf")
+    if s.temperature > 0 and s.temperature != 1.0:
+        logits = logits / s.temperature
+    if s.top_k > 0:
+        k = min(s.top_k, logits.size(-1))
+        logits = logits.masked_fill(logits < torch.topk(logits, k)[0][..., -1, None], -float("inf"))
+    if s.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False)
+        remove = sorted_logits.softmax(dim=-1).cumsum(dim=-1) <= (1 - s.top_p)
+        remove[..., -1:] = False
+        logits = logits.masked_fill(remove.scatter(1, order, remove), -float("inf"))
+    if s.repetition_penalty != 1.0:
+        p = float(s.repetition_penalty)
+        logits = torch.where(seen, torch.where(logits < 0, logits * p, logits / p), logits)
+    return logits

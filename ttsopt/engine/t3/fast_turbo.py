@@ -1,0 +1,104 @@
+"""fast-t3 for Turbo: upstream's `inference_turbo` loop without its overheads.
+
+What upstream pays per token and this loop does not: transformers' GPT2Model call (cache
+bookkeeping, mask construction, per-module dispatch) over a KV cache grown by concatenation, and
+logits processors that gather a growing id list. Here: GPT-2 over a static KV cache written in
+place (`gpt2_step`), and Turbo's processors as tensor ops (`sampling.warp_turbo`). Prefill is
+upstream's own GPT2Model call, its keys and values copied into the static cache. Same seed, same
+tokens as `turbo.UpstreamTurboT3` on CPU, natural stop included (tests hold it to that).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from chatterbox.models.t3.modules.cond_enc import T3Cond
+
+from . import gpt2_step, sampling
+from .lean import output_cache
+
+
+@dataclass
+class FastTurboState:
+    cache: gpt2_step.StaticKV
+    logits: torch.Tensor   # (1, V): the first token's logits
+    length: int            # cache slots filled: conditioning, text and start-of-speech
+    bos: torch.Tensor
+    len_cond: int
+    text_len: int
+
+
+class FastTurboT3:
+    """Drop-in for Turbo's `pipeline.t3`: `prefill`, `decode`, `score`, counting its forwards."""
+    name = "fast-t3-turbo"
+
+    def __init__(self, t3):
+        self.t3 = t3
+        self.analyzer_factory = None
+        self.plan: gpt2_step.Plan | None = None
+        self.steps = 0
+        self.forwards = 0
+
+    def _plan(self) -> gpt2_step.Plan:
+        if self.plan is None or not self.plan.current():  # a variant applied later swaps modules (int8)
+            self.plan = gpt2_step.Plan(self.t3.tfmr)
+        return self.plan
+
+    def prefill(self, t3_cond: T3Cond, text_tokens: torch.Tensor, s) -> FastTurboState:
+        t3 = self.t3
+        text_tokens = torch.atleast_2d(text_tokens).to(dtype=torch.long, device=t3.device)
+        bos = t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
+        embeds, len_cond = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens,
+                                                   speech_tokens=bos, cfg_weight=0.0)
+        out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
+        length = embeds.size(1)
+        cache = gpt2_step.StaticKV(t3.tfmr.config, 1, length + s.max_new_tokens + 2, embeds.dtype, embeds.device)
+        for i, layer in enumerate(output_cache(out).layers):
+            cache.k[i, :, :, :length] = layer.keys
+            cache.v[i, :, :, :length] = layer.values
+        logits = t3.speech_head(out[0][:, -1:])[:, -1, :]
+        return FastTurboState(cache, logits, length, bos, len_cond, text_tokens.size(-1))
+
+    def _step(self, token: torch.Tensor, state: FastTurboState, i: int) -> torch.Tensor:
+        h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(token), state.cache, state.length + i, self._plan())
+        self.forwards += 1
+        return self.t3.speech_head(h)[:, -1, :]
+
+    def decode(self, state: FastTurboState, s, n_tokens: int | None = None) -> torch.Tensor:
+        stop = self.t3.hp.stop_speech_token
+        forced = n_tokens is not None
+        steps = s.max_new_tokens + 1 if not forced else n_tokens + 1
+        seen = torch.zeros_like(state.logits, dtype=torch.bool)
+        seen[0, state.bos.view(-1)] = True  # upstream's first step sees the start token only
+        logits, predicted = state.logits, []
+        for i in range(steps):
+            if forced and i == n_tokens:
+                predicted.append(torch.full_like(state.bos, stop))
+                break
+            processed = sampling.warp_turbo(logits, seen, s, forced)
+            if i > 0 and bool(torch.isneginf(processed).all()):  # a host read: free on CPU
+                break  # upstream gives up when every id is masked
+            token = sampling.draw(torch.softmax(processed, dim=-1))
+            predicted.append(token)
+            self.steps += 1
+            if i == 0:
+                seen.zero_()  # from the second step on, upstream's ids are the sampled tokens alone
+            seen.scatter_(1, token, True)
+            if token.view(-1) == stop or i == steps - 1:
+                break
+            logits = self._step(token, state, i)
+        return torch.cat(predicted, dim=1)
+
+    def score(self, state: FastTurboState, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: the logits (n, V) at each step when fed TOKENS, in one forward."""
+        tokens = torch.atleast_2d(tokens).to(device=state.logits.device, dtype=torch.long)
+        rows = [state.logits]
+        if tokens.size(1) > 1:
+            h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(tokens[:, :-1]), state.cache, state.length,
+                                  self._plan())
+            rows.append(self.t3.speech_head(h)[0])
+        return torch.cat(rows).float()
+
+    def evidence(self) -> dict:
+        return {"decode": "eager static-kv (GPT-2)", "layer_step": self._plan().kind, "steps": self.steps,
+                "forwards": self.forwards}

@@ -1,0 +1,105 @@
+"""A minimal GPT-2 forward over a static KV cache, built from Turbo's own GPT2Model modules.
+
+Each block computes what its modules compute, op for op: LayerNorm, the fused q/k/v projection,
+scaled-dot-product attention as transformers' SDPA path calls it, the output projection and
+the MLP with its own activation module. Projections are called without `Module.__call__`
+where they are plain: transformers' `Conv1D` as the `addmm` its forward runs, `nn.Linear` (and
+the dynamic int8 linears `cpu-int8-t3` makes of them) as in `llama_step`. Only the cache and
+the attention call are ours: keys and values are written in place into preallocated tensors
+instead of being concatenated onto a cache that is copied whole every step.
+
+GPT-2 adds learned position embeddings to its inputs (`wpe`); Turbo feeds speech embeddings as
+`inputs_embeds`, so a step's input is the speech embedding plus `wpe` at its position, as
+GPT2Model forms it.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .llama_step import _has_hooks
+from .llama_step import _linear as _plain_linear
+
+
+class StaticKV:
+    """Preallocated keys and values, (layers, batch, heads, capacity, head_dim) each."""
+
+    def __init__(self, config, batch: int, capacity: int, dtype, device):
+        head_dim = config.n_embd // config.n_head
+        shape = (config.n_layer, batch, config.n_head, capacity, head_dim)
+        # Sliced attention reads filled slots only, so the cache need not be zeroed.
+        self.k = torch.empty(shape, dtype=dtype, device=device)
+        self.v = torch.empty(shape, dtype=dtype, device=device)
+
+    @property
+    def capacity(self) -> int:
+        return self.k.size(3)
+
+
+def _projection(m: nn.Module):
+    """m(x) without `Module.__call__`: Conv1D's own addmm, or what `llama_step` does for linears."""
+    if type(m) is Conv1D and not _has_hooks(m):
+        def conv1d(x):
+            out = torch.addmm(m.bias, x.view(-1, x.size(-1)), m.weight)
+            return out.view(*x.shape[:-1], m.nf)
+        return conv1d
+    return _plain_linear(m)
+
+
+def _layer_norm(m: nn.Module):
+    if type(m) is nn.LayerNorm and not _has_hooks(m):
+        return lambda x: F.layer_norm(x, m.normalized_shape, m.weight, m.bias, m.eps)
+    return m
+
+
+def _kind(m: nn.Module) -> str:
+    """What a projection is, for evidence: conv1d (GPT-2's own), linear, int8-dynamic, or its class."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    kinds = {Conv1D: "conv1d", nn.Linear: "linear", DynamicLinear: "int8-dynamic"}
+    return kinds.get(type(m), f"{type(m).__module__}.{type(m).__name__}")
+
+
+class Plan:
+    """Per block: (ln_1, c_attn, c_proj, ln_2, c_fc, act, mlp c_proj, attention module), resolved once."""
+
+    def __init__(self, tfmr):
+        self.tfmr = tfmr
+        self.modules = self._modules(tfmr)
+        self.blocks = [(_layer_norm(b.ln_1), _projection(b.attn.c_attn), _projection(b.attn.c_proj),
+                        _layer_norm(b.ln_2), _projection(b.mlp.c_fc), b.mlp.act, _projection(b.mlp.c_proj), b.attn)
+                       for b in tfmr.h]
+        self.ln_f = _layer_norm(tfmr.ln_f)
+        self.kind = ",".join(sorted({_kind(m) for b in tfmr.h for m in (b.attn.c_attn, b.mlp.c_fc)}))
+
+    @staticmethod
+    def _modules(tfmr) -> list:
+        out = [tfmr.ln_f, tfmr.wpe]
+        for b in tfmr.h:
+            out += [b.ln_1, b.attn.c_attn, b.attn.c_proj, b.ln_2, b.mlp.c_fc, b.mlp.act, b.mlp.c_proj]
+        return out
+
+    def current(self) -> bool:
+        return all(a is b for a, b in zip(self.modules, self._modules(self.tfmr)))
+
+
+def forward(tfmr, embeds: torch.Tensor, cache: StaticKV, start: int, plan: Plan) -> torch.Tensor:
+    """EMBEDS (B, T, D) at positions [start, start + T) through every block and `ln_f`."""
+    B, T, _ = embeds.shape
+    positions = torch.arange(start, start + T, device=embeds.device).unsqueeze(0)
+    h = embeds + tfmr.wpe(positions)
+    mask = None
+    if T > 1:  # token t sees the cache before `start` and the new tokens up to itself
+        mask = torch.arange(start + T, device=h.device)[None, :] <= positions.view(T, 1)
+    for i, (ln_1, c_attn, c_proj, ln_2, c_fc, act, mlp_proj, attn) in enumerate(plan.blocks):
+        q, k, v = c_attn(ln_1(h)).split(attn.split_size, dim=2)
+        shape = (B, T, -1, attn.head_dim)
+        q, k, v = (x.view(shape).transpose(1, 2) for x in (q, k, v))
+        cache.k[i, :, :, start:start + T] = k
+        cache.v[i, :, :, start:start + T] = v
+        out = F.scaled_dot_product_attention(q, cache.k[i, :, :, :start + T], cache.v[i, :, :, :start + T],
+                                             attn_mask=mask, scale=attn.scaling)
+        h = h + c_proj(out.transpose(1, 2).reshape(B, T, -1))
+        h = h + mlp_proj(act(c_fc(ln_2(h))))
+    return plan.ln_f(h)
