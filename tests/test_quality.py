@@ -162,3 +162,39 @@ def test_score_refuses_a_missing_or_unreadable_clip(tmp_path, capsys):
     assert cli.main(["score", str(tmp_path / "text.wav")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "not a readable audio file" in err
+
+
+def _tiny_ctc_recogniser(folder):
+    """A transformers speech-recognition model folder with random weights: the plumbing of a local
+    recogniser, which hears nothing sensible."""
+    import torch
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
+    folder.mkdir()
+    vocab = {"<pad>": 0, "|": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate("abcdefghijklmnopqrstuvwxyz'")}}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    processor = Wav2Vec2Processor(Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000),
+                                  Wav2Vec2CTCTokenizer(str(folder / "vocab.json")))
+    config = Wav2Vec2Config(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=64, conv_dim=(32, 32), conv_stride=(5, 4), conv_kernel=(10, 8),
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    torch.manual_seed(0)
+    Wav2Vec2ForCTC(config).save_pretrained(str(folder))
+    processor.save_pretrained(str(folder))
+    return folder
+
+
+def test_a_local_recogniser_named_in_the_environment_replaces_pocketsphinx(tmp_path, monkeypatch):
+    folder = _tiny_ctc_recogniser(tmp_path / "asr")
+    monkeypatch.setenv(quality.ASR_ENV, str(folder))
+    metric = quality.word_error_rate(speechlike(1.0), SR, "hello world")
+    assert metric.value is not None and metric.value >= 0
+    assert f"wav2vec2 model at {folder} (TTSOPT_ASR_MODEL)" in metric.source and "pocketsphinx" not in metric.source
+    monkeypatch.setenv(quality.ASR_ENV, str(tmp_path))  # a folder with no model in it
+    with pytest.raises(quality.UserError, match="TTSOPT_ASR_MODEL=.*no transformers model there"):
+        quality.word_error_rate(speechlike(1.0), SR, "hello world")

@@ -29,7 +29,8 @@ def _base_rtf(prompt: str, seed: int) -> float:
 
 
 def _write_run(out: Path, run_id: str, variant: str, role: str, factor: float, *, engaged=True, claim=None,
-               jitter: float = 0.0, busy: str | None = None, source: str = "tiny", wer: dict | None = None) -> None:
+               jitter: float = 0.0, busy: str | None = None, source: str = "tiny", wer: dict | None = None,
+               voice: dict | None = None) -> None:
     store = Store(out, run_id)
     store.write_env({"torch": "2.x-test", "chatterbox_tts": "0.1.7", "cpu_model": "Test CPU", "git_commit": "abc123",
                      "date_utc": "2026-01-01T00:00:00+00:00", "source": "tiny"})
@@ -61,6 +62,8 @@ def _write_run(out: Path, run_id: str, variant: str, role: str, factor: float, *
                 if wer is not None:  # what the runner scores with real weights
                     record.quality = {"word_error_rate": wer[side] + 0.02 * seed, "problems": "",
                                       "recogniser": "a test's"}
+                if voice is not None:
+                    record.quality["voice_similarity"] = voice[side] - 0.01 * seed
                 store.append(record)
             pair += 1
     reason = "decoded every step on the fast path" if engaged else f"none of its {SCRIPT} ran"
@@ -384,6 +387,18 @@ def test_a_faster_variant_that_loses_words_is_called_faster_with_a_quality_loss(
     assert not rows.loc["aa-in-process", "quality_loss"]
     page = html.build(tmp_path, pages=False).read_text()
     assert "faster" in page and ", quality loss" in page and "<th>Quality</th>" in page
+
+
+def test_a_faster_variant_whose_voice_drifts_is_called_faster_with_a_quality_loss(tmp_path):
+    real = dict(source="local:/weights", jitter=0.005, wer={"baseline": 0.10, "variant": 0.10})
+    _write_run(tmp_path, "aa-in-process", "baseline", "aa", 1.0, voice={"baseline": 0.90, "variant": 0.90}, **real)
+    _write_run(tmp_path, "drift", "drift", "variant", 0.5, voice={"baseline": 0.90, "variant": 0.70}, **real)
+    _write_run(tmp_path, "same", "same", "variant", 0.5, voice={"baseline": 0.90, "variant": 0.89}, **real)
+    rows = table.table(records.load(tmp_path))[0].set_index("run_id")
+    assert rows.loc["drift", "verdict_text"].endswith(", quality loss")
+    assert "voice similarity 0.90 → 0.69" in rows.loc["drift", "quality_text"]
+    assert "voice similarity worse" in rows.loc["drift", "quality_text"]
+    assert not rows.loc["same", "quality_loss"]  # within the baseline's spread over seeds
 
 
 def test_random_weights_are_never_scored_and_say_quality_needs_real_weights(store_dir):

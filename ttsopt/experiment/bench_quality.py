@@ -105,7 +105,8 @@ def lines(q: dict) -> list[str]:
                 continue
             b, f = q["sides"]["baseline"][key], q["sides"]["fast"][key]
             out.append(f"  {label:30s} {_value(b):>12s} {_value(f):>12s}  ({b.source})")
-    out.append("fast against the baseline (same tokens, aligned clips):")
+    out.append("fast against the baseline (clips of the same length, aligned; their tokens may differ, see the "
+               "token match rate):")
     for key, label in RELATIVE:
         m = q["fast_vs_baseline"][key]
         out.append(f"  {label:30s} {_value(m):>12s}  ({m.source})")

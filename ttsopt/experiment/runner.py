@@ -223,6 +223,16 @@ def _synth(run: _Run, side: str, pipeline, prompt: dict, seed: int, phase: str, 
     return record, out
 
 
+def _voice(baseline, out) -> dict:
+    """The voice of clip OUT in Chatterbox's own speaker space: the baseline's VoiceEncoder (one
+    instrument for both sides) against the speaker embedding of the voice both were asked to speak."""
+    conds = baseline.model.tts.conds
+    if conds is None or getattr(conds.t3, "speaker_emb", None) is None:
+        return {}
+    return {"voice_similarity": quality.chatterbox_similarity(baseline.model.tts.ve, out.wav, out.sr,
+                                                              conds.t3.speaker_emb)}
+
+
 def _spoken(pipeline, prompt: dict) -> str:
     """PROMPT's text, with the pipeline set to speak its language (the prompts CSV's column)."""
     pipeline.language = prompt.get("language") or "en"
@@ -295,8 +305,9 @@ def _pair(run: _Run, sides: dict, prompt: dict, seed: int, trial: int, index: in
     v_rec.fid.update(fidelity.compare_output(b_out.tokens, b_out.wav, v_out.tokens, v_out.wav))
     if trial == 0 and not sides[Side.BASELINE].model.random_weights:  # after both are timed
         text = prompt["text"] if prompt.get("language", "en") == "en" else None  # the recogniser is English
-        b_rec.quality.update(quality.as_record(quality.score(b_out.wav, b_out.sr, text=text)))
-        v_rec.quality.update(quality.as_record(quality.score(v_out.wav, v_out.sr, text=text)))
+        for rec, out in ((b_rec, b_out), (v_rec, v_out)):
+            rec.quality.update(quality.as_record({**quality.score(out.wav, out.sr, text=text),
+                                                  **_voice(sides[Side.BASELINE], out)}))
     if trial == 0 and seed == run.profile.seeds[0] and run.cfg.save_audio:
         _save_audio(run, b_rec, b_out, Side.BASELINE)
         _save_audio(run, v_rec, v_out, Side.VARIANT)

@@ -12,7 +12,9 @@ Some checks need a model. The word error rate of an offline recogniser against t
 pocketsphinx is the recogniser that ships its English model inside its wheel (no download at run
 time, which our machines cannot do); jiwer normalises both texts and counts the errors. It is a
 weak recogniser: on clean espeak-ng speech its error rate is already about 0.6, so it says
-"worse" only for large losses, and it means nothing on random weights' noise. The voice is
+"worse" only for large losses, and it means nothing on random weights' noise. A user who has a
+stronger one on disk (a Whisper checkpoint, or any transformers speech-recognition model folder)
+names it in `TTSOPT_ASR_MODEL`, and it replaces pocketsphinx; the metric's source names it. The voice is
 compared with a reference clip by Resemblyzer's speaker encoder (its weights ship in its wheel
 too): the cosine of the two utterance embeddings; with real Chatterbox weights loaded, the
 model's own VoiceEncoder gives the voice as T3 hears it (`chatterbox_similarity`). Against a
@@ -31,13 +33,19 @@ names how it was computed (`source`), the timing metrics the detector that found
 """
 from __future__ import annotations
 
+import functools
 import io
+import json
+import os
 import re
 import warnings
 from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+
+from ..core.errors import UserError
 
 FRAME_S, HOP_S = 0.020, 0.010
 VAD_RANGE_DB = 35.0       # speech: within this of the clip's loud frames (95th percentile)
@@ -250,14 +258,55 @@ RECOGNISER_SR = 16_000
 WER_MISSING = "not computed: the recogniser is not installed (pip install 'ttsopt[quality]': pocketsphinx, jiwer)"
 
 
+ASR_ENV = "TTSOPT_ASR_MODEL"  # a local transformers speech-recognition model folder: replaces pocketsphinx
+
+
+def _local_recogniser() -> Path | None:
+    """The folder `TTSOPT_ASR_MODEL` names, checked; None when it is not set."""
+    value = os.environ.get(ASR_ENV, "").strip()
+    if not value:
+        return None
+    folder = Path(value).expanduser()
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{ASR_ENV}={value}: no transformers model there (no config.json); point it at a "
+                        "downloaded speech-recognition model folder (a Whisper checkpoint, say), or unset it")
+    return folder
+
+
 def recogniser_source() -> str | None:
     """What computes the word error rate here, or None when its packages are missing."""
     from importlib.metadata import PackageNotFoundError, version
     try:
-        return (f"pocketsphinx {version('pocketsphinx')} (en-us model in its wheel), "
-                f"jiwer {version('jiwer')} (wer_standardize)")
+        jiwer = f"jiwer {version('jiwer')} (wer_standardize)"
+        local = _local_recogniser()
+        if local is not None:
+            kind = json.loads((local / "config.json").read_text()).get("model_type", "unknown")
+            return f"{kind} model at {local} ({ASR_ENV}), transformers {version('transformers')}, {jiwer}"
+        return f"pocketsphinx {version('pocketsphinx')} (en-us model in its wheel), {jiwer}"
     except PackageNotFoundError:
         return None
+
+
+@functools.lru_cache(maxsize=2)
+def _asr_pipeline(folder: str):
+    from transformers import pipeline
+    return pipeline("automatic-speech-recognition", model=folder, device="cpu")
+
+
+def _transcribe(audio: np.ndarray) -> str:
+    """What the recogniser hears in AUDIO (16 kHz float)."""
+    local = _local_recogniser()
+    if local is not None:
+        asr = _asr_pipeline(str(local))
+        extra = {"generate_kwargs": {"language": "en", "task": "transcribe"}} \
+            if asr.model.config.model_type == "whisper" else {}
+        return str(asr({"raw": audio, "sampling_rate": RECOGNISER_SR}, **extra)["text"])
+    from pocketsphinx import Decoder
+    decoder = Decoder(samprate=RECOGNISER_SR, loglevel="FATAL")
+    decoder.start_utt()
+    decoder.process_raw((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes(), full_utt=True)
+    decoder.end_utt()
+    return decoder.hyp().hypstr if decoder.hyp() is not None else ""
 
 
 def word_error_rate(wav: np.ndarray, sr: int, text: str) -> Metric:
@@ -268,15 +317,10 @@ def word_error_rate(wav: np.ndarray, sr: int, text: str) -> Metric:
         return Metric(None, "word error rate", WER_MISSING)
     import jiwer
     import librosa
-    from pocketsphinx import Decoder
 
     audio = librosa.resample(np.asarray(wav, np.float32), orig_sr=sr, target_sr=RECOGNISER_SR) \
         if sr != RECOGNISER_SR else np.asarray(wav, np.float32)
-    decoder = Decoder(samprate=RECOGNISER_SR, loglevel="FATAL")
-    decoder.start_utt()
-    decoder.process_raw((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes(), full_utt=True)
-    decoder.end_utt()
-    heard = decoder.hyp().hypstr if decoder.hyp() is not None else ""
+    heard = _transcribe(audio)
     value = jiwer.wer(text, heard, reference_transform=jiwer.wer_standardize,
                       hypothesis_transform=jiwer.wer_standardize) if heard.strip() else 1.0
     return Metric(round(float(value), 3), "word error rate", source, note=heard)
