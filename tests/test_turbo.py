@@ -212,7 +212,7 @@ def test_cli_bench_runs_turbos_int8_path_against_its_own_baseline():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--stream",), "built for the original model's T3 only"),
+    (("--batch", "2"), "built for the original model's T3 only"),
     (("--combo", "fast-s3gen"), "made and tested for the original and multilingual model"),
 ])
 def test_cli_bench_refuses_for_turbo_what_is_not_built_for_it(argv, message):
@@ -275,3 +275,18 @@ def test_fast_t3_scores_turbos_teacher_forced_logits_as_upstream():
         fast = FastTurboT3(turbo_model.t3)
         got = fast.score(fast.prefill(conds.t3, text, base.sampling), tokens)
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_turbo_streams_from_fast_t3s_tokens_and_its_chunks_make_the_whole(turbo_model):
+    from chatterbox.models.s3gen.const import S3GEN_SIL
+
+    from ttsopt.engine.stream import synthesize_stream
+    pipeline = Pipeline(turbo_model)
+    variants.apply(pipeline, "fast-t3")
+    whole = pipeline.synthesize("Hello world.", seed=4, n_tokens=60)
+    out = synthesize_stream(pipeline, "Hello world.", seed=4, n_tokens=60, chunk_tokens=25)
+    # The same draws until the first chunk's flow takes its noise from the same generator; then
+    # another sample of the same length, the three silence tokens appended, as upstream does.
+    assert torch.equal(out.tokens[:25], whole.tokens[:25]) and out.tokens[-3:].tolist() == [S3GEN_SIL] * 3
+    assert len(out.chunks) >= 3 and len(out.wav) == len(whole.wav) == 63 * SAMPLES_PER_TOKEN
+    assert 0 < out.first_audio_s < out.wall_s

@@ -45,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
     from ..core.errors import UserError
     from ..experiment import profiles
 
-    if args.model != "original" and (args.stream or args.batch):
-        raise UserError(f"--stream and --batch are built for the original model's T3 only, not {args.model}")
+    if args.model != "original" and args.batch:
+        raise UserError(f"--batch is built for the original model's T3 only, not {args.model}")
+    if args.model == "multilingual" and args.stream:
+        raise UserError("--stream reads fast-t3's token stream, which the multilingual model cannot use "
+                        "(it has no attention maps for upstream's alignment analyzer)")
     check_language(args)
     if args.language != "en" and args.prompt is None:
         raise UserError(f"--language {args.language}: the default prompt is English; give the text with --prompt")

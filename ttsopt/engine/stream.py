@@ -118,7 +118,9 @@ def synthesize_stream(pipeline, text: str, *, seed: int = 0, n_tokens: int | Non
             nonlocal mels
             raw = torch.cat(blocks, dim=1)[0]
             emitted = 0 if mels is None else mels.size(2)
-            new = chunked.render(pipeline.flow, raw[raw < SPEECH_VOCAB_SIZE].to(pipeline.device), conds, emitted, final)
+            # The last chunk renders what a whole synthesis renders (Turbo: its three silence tokens too).
+            speech = pipeline.speech_tokens(raw) if final else raw[raw < SPEECH_VOCAB_SIZE].to(pipeline.device)
+            new = chunked.render(pipeline.flow, speech, conds, emitted, final)
             if new.size(2):
                 chunks.append(chunked.vocode_chunk(pipeline.vocode, new, emitted, mels).float().cpu().numpy())
                 mels = new if mels is None else torch.cat([mels, new], dim=2)
@@ -131,5 +133,5 @@ def synthesize_stream(pipeline, text: str, *, seed: int = 0, n_tokens: int | Non
                 emit(final=False)
                 pending = 0
         emit(final=True)
-    raw = torch.cat(blocks, dim=1)[0].cpu()
-    return StreamResult(chunks, raw[raw < SPEECH_VOCAB_SIZE], ready[0], clock.elapsed())
+    raw = torch.cat(blocks, dim=1)[0]
+    return StreamResult(chunks, pipeline.speech_tokens(raw).cpu(), ready[0], clock.elapsed())

@@ -65,29 +65,33 @@ class FastTurboT3:
         return self.t3.speech_head(h)[:, -1, :]
 
     def decode(self, state: FastTurboState, s, n_tokens: int | None = None) -> torch.Tensor:
+        return torch.cat(list(self.blocks(state, s, n_tokens)), dim=1)
+
+    def blocks(self, state: FastTurboState, s, n_tokens: int | None = None):
+        """Decode as a stream of (1, 1) tokens, each yielded as soon as it is drawn (streaming reads
+        this); the stop token, natural or forced, is the last."""
         stop = self.t3.hp.stop_speech_token
         forced = n_tokens is not None
         steps = s.max_new_tokens + 1 if not forced else n_tokens + 1
         seen = torch.zeros_like(state.logits, dtype=torch.bool)
         seen[0, state.bos.view(-1)] = True  # upstream's first step sees the start token only
-        logits, predicted = state.logits, []
+        logits = state.logits
         for i in range(steps):
             if forced and i == n_tokens:
-                predicted.append(torch.full_like(state.bos, stop))
-                break
+                yield torch.full_like(state.bos, stop)
+                return
             processed = sampling.warp_turbo(logits, seen, s, forced)
             if i > 0 and bool(torch.isneginf(processed).all()):  # a host read: free on CPU
-                break  # upstream gives up when every id is masked
+                return  # upstream gives up when every id is masked
             token = sampling.draw(torch.softmax(processed, dim=-1))
-            predicted.append(token)
             self.steps += 1
+            yield token
             if i == 0:
                 seen.zero_()  # from the second step on, upstream's ids are the sampled tokens alone
             seen.scatter_(1, token, True)
             if token.view(-1) == stop or i == steps - 1:
-                break
+                return
             logits = self._step(token, state, i)
-        return torch.cat(predicted, dim=1)
 
     def score(self, state: FastTurboState, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: the logits (n, V) at each step when fed TOKENS, in one forward."""
