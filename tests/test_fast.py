@@ -260,3 +260,43 @@ def test_natural_stop_at_n_runs_n_forwards(eos_model):
             assert forced.forwards == up.forwards
             return
     pytest.fail("no seed stopped by itself")
+
+
+# int4 of random weights: each group's 16 levels span its range, so a weight is off by up to
+# 1/30 of that range; over a tiny T3 the teacher-forced logits move by about a tenth. The bound
+# is what this test holds int4 to; bench prints the measured error for the real model.
+INT4_LOGIT_TOLERANCE = 0.25
+
+
+@pytest.mark.skipif(not quant.int4_available(), reason="this torch has no CPU int4 weight kernel")
+def test_cpu_int4_t3_keeps_the_teacher_forced_logits_within_a_stated_tolerance(tiny_model):
+    model = copy.deepcopy(tiny_model)  # int4 replaces the transformer's linears in place
+    reference = Pipeline(model)
+    tokens = reference.synthesize(TEXT, seed=1, n_tokens=12).raw_tokens[:-1]
+
+    def logits(pipeline):
+        with torch.inference_mode():
+            conds, text = pipeline.conditioning(), pipeline.text_to_tokens(TEXT)
+            return pipeline.t3.score(pipeline.t3.prefill(conds.t3, text, pipeline.sampling), tokens).float()
+
+    expected = logits(reference)
+    quantized = Pipeline(model)
+    applied = variants.apply(quantized, "cpu-int4-t3")
+    got = logits(quantized)
+    error = float((got - expected).norm() / expected.norm())
+    assert 0 < error < INT4_LOGIT_TOLERANCE, error
+    evidence = applied.evidence(quantized)["cpu-int4-t3"]["t3.tfmr"]
+    assert evidence["linear_types"] == {"ttsopt.engine.quant.Int4Linear": 14 * 7}
+    assert evidence["linear_mb_after"] < evidence["linear_mb_before"] / 5  # float32 -> 4 bits plus group scales
+
+
+@pytest.mark.skipif(not quant.int4_available(), reason="this torch has no CPU int4 weight kernel")
+def test_an_int4_layer_computes_its_linear_to_within_int4_rounding():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 96)
+    x = torch.randn(3, 256)
+    layer = quant.Int4Linear(linear, group=64)
+    error = (layer(x) - linear(x)).norm() / linear(x).norm()
+    assert 0 < error < 0.15 and layer(x).dtype == torch.float32
+    with pytest.raises(ValueError, match="groups of 64 do not divide 100"):
+        quant.Int4Linear(torch.nn.Linear(100, 8), group=64)

@@ -27,10 +27,17 @@ def _linear_tensors(m: nn.Module) -> list[torch.Tensor]:
         return [m.weight(), m.bias()]
     if isinstance(m, _conv1d()):
         return [m.weight, m.bias]
+    if _is_int4(m):
+        return [m.packed, m.scales_zeros, m.bias]
     if isinstance(m, nn.Linear):  # bitsandbytes' layers subclass it, with packed weights
         state = getattr(m.weight, "quant_state", None)  # nf4 block scales
         return [m.weight, m.bias, getattr(state, "absmax", None), getattr(m.weight, "SCB", None)]
     return []
+
+
+def _is_int4(m: nn.Module) -> bool:
+    """engine.quant's Int4Linear, known by what it holds (this floor does not import the engine)."""
+    return type(m).__name__ == "Int4Linear" and hasattr(m, "packed") and hasattr(m, "scales_zeros")
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -72,7 +79,7 @@ def linear_counts(module: nn.Module) -> dict[str, int]:
     """How many linear layers of each kind MODULE holds: the proof a swap happened."""
     counts: dict[str, int] = {}
     for m in module.modules():
-        if isinstance(m, (nn.Linear, _dynamic_int8(), _conv1d())):
+        if isinstance(m, (nn.Linear, _dynamic_int8(), _conv1d())) or _is_int4(m):
             kind = f"{type(m).__module__}.{type(m).__name__}"
             counts[kind] = counts.get(kind, 0) + 1
     return counts

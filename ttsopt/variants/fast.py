@@ -160,6 +160,41 @@ class CpuInt8(Variant):
         return n > 0, f"{n} dynamic int8 linear layers"
 
 
+class CpuInt4T3(Variant):
+    """Group-wise int4 weights (`engine.quant.Int4Linear`) for the linear layers of T3's
+    transformer, through torch's own CPU int4 kernel; activations in bfloat16. The speech head
+    stays float, as with int8."""
+    name = "cpu-int4-t3"
+    requires = ("CPU (torch's int4 weight kernel here is its CPU one)",)
+    lossless = False
+    models = ("original", "turbo", "multilingual")
+    claims = (Claim("t3_decode", "int4 weights in groups of 64 in the T3 transformer: an eighth of float32's "
+                                 "weight bytes to read per step, so less time; a fidelity trade-off"),)
+    conflicts = ("cpu-int8", "cpu-int8-t3", "bf16", "fp16")
+
+    def check(self, pipeline=None):
+        if not quant.int4_available():
+            return "this torch has no CPU int4 weight kernel (_weight_int4pack_mm_for_cpu)"
+        if pipeline is not None and pipeline.device.type != "cpu":
+            return f"the int4 kernel used here is torch's CPU one; the model is on {pipeline.device}"
+        return None
+
+    def apply(self, pipeline):
+        tfmr = pipeline.model.t3.tfmr
+        before = weights.linear_bytes(tfmr)
+        return {"replaced": quant.quantize_int4(tfmr), "linear_mb_before": round(before / _MIB, 1)}
+
+    def evidence(self, pipeline, state) -> dict:
+        tfmr = pipeline.model.t3.tfmr
+        return {"t3.tfmr": {"linear_types": weights.linear_counts(tfmr), "group": quant.INT4_GROUP,
+                            "linear_mb_before": state["linear_mb_before"],
+                            "linear_mb_after": round(weights.linear_bytes(tfmr) / _MIB, 1)}}
+
+    def engaged(self, evidence):
+        n = sum(c for kind, c in evidence.get("t3.tfmr", {}).get("linear_types", {}).items() if "Int4" in kind)
+        return n > 0, f"{n} int4 linear layers"
+
+
 class StreamVariant(Variant):
     """As stage wrappers, S3Gen renders the tokens chunk by chunk (the cost of streaming); time to
     first audio needs T3's live stream: `ttsopt.engine.stream.synthesize_stream`, bench --stream."""
@@ -186,5 +221,6 @@ class StreamVariant(Variant):
 
 
 VARIANTS = [FastT3Variant(), FastS3GenVariant(), CpuInt8("cpu-int8", t3_only=False),
-            CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)), *map(CfmSteps, CFM_STEP_VARIANTS),
+            CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)), CpuInt4T3(),
+            *map(CfmSteps, CFM_STEP_VARIANTS),
             StreamVariant()]
