@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from chatterbox.models.t3.modules.cond_enc import T3Cond
 
-from . import gpt2_step, sampling
+from . import gpt2_step, sampling, turbo
 from .lean import output_cache
 
 
@@ -45,19 +45,14 @@ class FastTurboT3:
         return self.plan
 
     def prefill(self, t3_cond: T3Cond, text_tokens: torch.Tensor, s) -> FastTurboState:
-        t3 = self.t3
-        text_tokens = torch.atleast_2d(text_tokens).to(dtype=torch.long, device=t3.device)
-        bos = t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
-        embeds, len_cond = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens,
-                                                   speech_tokens=bos, cfg_weight=0.0)
-        out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
-        length = embeds.size(1)
-        cache = gpt2_step.StaticKV(t3.tfmr.config, 1, length + s.max_new_tokens + 2, embeds.dtype, embeds.device)
-        for i, layer in enumerate(output_cache(out).layers):
-            cache.k[i, :, :, :length] = layer.keys
-            cache.v[i, :, :, :length] = layer.values
-        logits = t3.speech_head(out[0][:, -1:])[:, -1, :]
-        return FastTurboState(cache, logits, length, bos, len_cond, text_tokens.size(-1))
+        p = turbo.prefill(self.t3, t3_cond, text_tokens)
+        layers = output_cache(p.out).layers
+        cache = gpt2_step.StaticKV(self.t3.tfmr.config, 1, p.length + s.max_new_tokens + 2, layers[0].keys.dtype,
+                                   p.logits.device)
+        for i, layer in enumerate(layers):
+            cache.k[i, :, :, :p.length] = layer.keys
+            cache.v[i, :, :, :p.length] = layer.values
+        return FastTurboState(cache, p.logits, p.length, p.bos, p.len_cond, p.text_len)
 
     def _step(self, token: torch.Tensor, state: FastTurboState, i: int) -> torch.Tensor:
         h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(token), state.cache, state.length + i, self._plan())

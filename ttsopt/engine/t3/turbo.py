@@ -36,6 +36,27 @@ class TurboState:
     text_len: int
 
 
+@dataclass
+class Prefilled:
+    out: object             # GPT2Model's output, its KV cache included
+    logits: torch.Tensor    # (1, V): the first token's logits
+    bos: torch.Tensor
+    length: int             # positions: conditioning, text and start-of-speech
+    len_cond: int
+    text_len: int
+
+
+def prefill(t3, t3_cond: T3Cond, text_tokens: torch.Tensor) -> Prefilled:
+    """`inference_turbo`'s prefill: conditioning, text and the start-of-speech token through GPT-2."""
+    text_tokens = torch.atleast_2d(text_tokens).to(dtype=torch.long, device=t3.device)
+    bos = t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
+    embeds, len_cond = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens,
+                                               speech_tokens=bos, cfg_weight=0.0)
+    out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
+    logits = t3.speech_head(out[0][:, -1:])[:, -1, :]
+    return Prefilled(out, logits, bos, embeds.size(1), len_cond, text_tokens.size(-1))
+
+
 def processors(s) -> LogitsProcessorList:
     """`inference_turbo`'s processors for sampling settings S, in upstream's order."""
     chain = LogitsProcessorList()
@@ -59,14 +80,8 @@ class UpstreamTurboT3:
         self.forwards = 0             # transformer forwards after prefill, over this runner's life
 
     def prefill(self, t3_cond: T3Cond, text_tokens: torch.Tensor, s) -> TurboState:
-        t3 = self.t3
-        text_tokens = torch.atleast_2d(text_tokens).to(dtype=torch.long, device=t3.device)
-        bos = t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
-        embeds, len_cond = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens,
-                                                   speech_tokens=bos, cfg_weight=0.0)
-        out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
-        logits = t3.speech_head(out[0][:, -1:])[:, -1, :]
-        return TurboState(logits, out.past_key_values, bos, len_cond, text_tokens.size(-1))
+        p = prefill(self.t3, t3_cond, text_tokens)
+        return TurboState(p.logits, p.out.past_key_values, p.bos, p.len_cond, p.text_len)
 
     def _step(self, token: torch.Tensor, past):
         self.forwards += 1
