@@ -29,7 +29,11 @@ def speak(text: str, path, voice: str = "en") -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("speech")
+    return degraded_clips(tmp_path_factory.mktemp("speech"))
+
+
+def degraded_clips(folder) -> dict[str, np.ndarray]:
+    """TEXT spoken by espeak-ng, and the six degraded copies, at SR (scripts/quality-table.py too)."""
     clean = speak(TEXT, folder / "clean.wav")
     rng = np.random.default_rng(0)
     active = quality.speech_activity(clean, SR, "energy")  # the same cut whichever detector scores

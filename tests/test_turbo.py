@@ -174,8 +174,13 @@ def test_cli_list_says_per_model_what_runs():
     proc = _cli("list", "--model", "turbo", "--json", timeout=120)
     rows = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
     assert rows["no-grad"]["here"] == "yes" and "turbo" in rows["no-grad"]["models"]
-    assert rows["fast-t3"]["here"].startswith("not applicable: made and tested for the original model")
+    assert rows["fast-s3gen"]["here"].startswith("not applicable: made and tested for the original and "
+                                                 "multilingual model")
     assert rows["cfm-steps-1"]["here"] == "yes" and rows["cpu-int8-t3"]["here"] == "yes"
+    assert rows["fast-t3"]["here"] == "yes"
+    proc = _cli("list", "--model", "multilingual", "--json", timeout=120)
+    rows = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert "alignment analyzer" in rows["fast-t3"]["here"] and rows["cpu-int8-t3"]["here"] == "yes"
 
 
 def test_cli_models_prints_each_models_gain_and_the_report_shows_it_beside_a_suite(tmp_path):
