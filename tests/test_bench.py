@@ -86,8 +86,9 @@ def test_with_real_weights_bench_scores_each_side_and_the_fast_side_against_the_
     encoder = VoiceEncoder().eval()
     speaker = torch.from_numpy(encoder.embeds_from_wavs([librosa.resample(clean, orig_sr=sr, target_sr=16_000)],
                                                         sample_rate=16_000, as_spk=True))[None]
-    baseline = SimpleNamespace(model=SimpleNamespace(random_weights=False, tts=SimpleNamespace(ve=encoder)),
-                               conditioning=lambda: SimpleNamespace(t3=SimpleNamespace(speaker_emb=speaker)))
+    conds = SimpleNamespace(t3=SimpleNamespace(speaker_emb=speaker))  # the voice the model holds
+    tts = SimpleNamespace(ve=encoder, conds=conds)
+    baseline = SimpleNamespace(model=SimpleNamespace(random_weights=False, tts=tts))
     scored = bench_quality.measure(tmp_path, pd.DataFrame(rows), bench.RUN_ID, baseline, text)
     sides = scored["sides"]
     assert set(sides) == {"baseline", "fast"} and scored["random_weights"] is False

@@ -263,9 +263,10 @@ def test_natural_stop_at_n_runs_n_forwards(eos_model):
 
 
 # int4 of random weights: each group's 16 levels span its range, so a weight is off by up to
-# 1/30 of that range; over a tiny T3 the teacher-forced logits move by about a tenth. The bound
-# is what this test holds int4 to; bench prints the measured error for the real model.
-INT4_LOGIT_TOLERANCE = 0.25
+# 1/30 of that range. On the tiny T3 (seed 0) the teacher-forced logits moved by 0.007 relative
+# on the EPYC box; the bound leaves room for other CPUs' kernels. bench prints the error for the
+# full model (0.045 on synthetic Turbo weights).
+INT4_LOGIT_TOLERANCE = 0.05
 
 
 @pytest.mark.skipif(not quant.int4_available(), reason="this torch has no CPU int4 weight kernel")

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 from chatterbox.models.t3.inference import alignment_stream_analyzer as asa
-from chatterbox.mtl_tts import SUPPORTED_LANGUAGES, ChatterboxMultilingualTTS
+from chatterbox.mtl_tts import SUPPORTED_LANGUAGES, ChatterboxMultilingualTTS, punc_norm
 
 from ttsopt import variants
 from ttsopt.core import params
@@ -66,10 +66,9 @@ def test_sampling_defaults_are_upstream_multilingual_generates():
 @pytest.mark.parametrize("language,text", [("fr", "Où est la gare, s'il vous plaît ?"), ("ru", "Привет, мир."),
                                            ("zh", "你好，世界。")])
 def test_text_tokens_are_upstreams_with_the_language_token(mtl, language, text):
-    mtl.language = ours_language = language
+    mtl.language = language
     ours = mtl.text_to_tokens(text)
-    from chatterbox.mtl_tts import punc_norm
-    upstream = mtl.model.tts.tokenizer.text_to_tokens(punc_norm(text), language_id=ours_language)
+    upstream = mtl.model.tts.tokenizer.text_to_tokens(punc_norm(text), language_id=language)
     assert torch.equal(ours[0, 1:-1].cpu(), upstream[0].long())
     assert ours.size(0) == 2  # the CFG row
     vocab = mtl.model.tts.tokenizer.tokenizer

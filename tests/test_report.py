@@ -63,7 +63,7 @@ def _write_run(out: Path, run_id: str, variant: str, role: str, factor: float, *
                     record.quality = {"word_error_rate": wer[side] + 0.02 * seed, "problems": "",
                                       "recogniser": "a test's"}
                 if voice is not None:
-                    record.quality["voice_similarity"] = voice[side] - 0.01 * seed
+                    record.quality["voice_similarity_chatterbox"] = voice[side] - 0.01 * seed
                 store.append(record)
             pair += 1
     reason = "decoded every step on the fast path" if engaged else f"none of its {SCRIPT} ran"

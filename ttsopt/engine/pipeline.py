@@ -368,10 +368,12 @@ def _upstream_quietly(encode, text: str, language_id: str):
     import logging
     import warnings
     package = _LANGUAGE_PACKAGES.get(language_id)
-    if package and importlib.util.find_spec(package) is None and language_id not in _WARNED:
+    if package and language_id not in _WARNED:  # looked up once per language, not in every timed text step
         _WARNED.add(language_id)
-        warnings.warn(f"{package} is not installed: upstream's tokenizer skips its {language_id!r} text preparation "
-                      f"(pip install {package.replace('_', '-')} for upstream's full behaviour)", stacklevel=3)
+        if importlib.util.find_spec(package) is None:
+            warnings.warn(f"{package} is not installed: upstream's tokenizer skips its {language_id!r} text "
+                          f"preparation (pip install {package.replace('_', '-')} for upstream's full behaviour)",
+                          stacklevel=3)
     log = logging.getLogger("chatterbox.models.tokenizers.tokenizer")
     level = log.level
     log.setLevel(logging.ERROR)

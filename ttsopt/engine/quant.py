@@ -54,9 +54,9 @@ def quantize_linears(module: nn.Module) -> nn.Module:
 # --- int4 ------------------------------------------------------------------------------------------
 # Group-wise asymmetric int4 weights through torch's own CPU kernel (`_weight_int4pack_mm_for_cpu`,
 # the one gpt-fast and torchao's CPU int4 path call): per group of GROUP input features a scale and
-# a zero point, weights packed two to a byte. The kernel multiplies bfloat16 activations (float32
-# ones take a path several times slower than float32 itself on the CPUs measured here), so a layer
-# casts its input to bfloat16 and its output back.
+# a zero point, weights packed two to a byte. The kernel multiplies bfloat16 activations (with
+# float32 ones it was several times slower than a float32 linear on the EPYC box, in a
+# microbenchmark), so a layer casts its input to bfloat16 and its output back.
 INT4_GROUP = 64
 
 

@@ -38,11 +38,9 @@ def measure(out_dir, records: pd.DataFrame, run_id: str, baseline, text: str | N
     for name, clip in clips.items():
         wav, sr = sf.read(str(Path(out_dir) / clip["path"]), dtype="float32")
         wavs[name] = (wav, sr)
+    from .runner import voice_reference
     model = baseline.model
-    encoder = speaker = None
-    if not model.random_weights:
-        encoder = getattr(model.tts, "ve", None)
-        speaker = baseline.conditioning().t3.speaker_emb
+    encoder, speaker = (voice_reference(baseline) or (None, None)) if not model.random_weights else (None, None)
     out = score(wavs, {name: clip["tokens"] for name, clip in clips.items()}, text, model.random_weights,
                 encoder, speaker)
     out["clips"] = clips

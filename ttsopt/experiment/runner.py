@@ -223,14 +223,23 @@ def _synth(run: _Run, side: str, pipeline, prompt: dict, seed: int, phase: str, 
     return record, out
 
 
-def _voice(baseline, out) -> dict:
-    """The voice of clip OUT in Chatterbox's own speaker space: the baseline's VoiceEncoder (one
-    instrument for both sides) against the speaker embedding of the voice both were asked to speak."""
+def voice_reference(baseline) -> tuple | None:
+    """(VoiceEncoder, speaker embedding) for Chatterbox's own speaker space: the baseline's encoder
+    (one instrument for both sides) and the embedding of the voice both were asked to speak; None
+    when the model holds no voice."""
     conds = baseline.model.tts.conds
     if conds is None or getattr(conds.t3, "speaker_emb", None) is None:
+        return None
+    return baseline.model.tts.ve, conds.t3.speaker_emb
+
+
+def _voice(baseline, out) -> dict:
+    """The voice of clip OUT in Chatterbox's own speaker space (`voice_reference`)."""
+    reference = voice_reference(baseline)
+    if reference is None:
         return {}
-    return {"voice_similarity": quality.chatterbox_similarity(baseline.model.tts.ve, out.wav, out.sr,
-                                                              conds.t3.speaker_emb)}
+    encoder, speaker = reference
+    return {"voice_similarity_chatterbox": quality.chatterbox_similarity(encoder, out.wav, out.sr, speaker)}
 
 
 def _spoken(pipeline, prompt: dict) -> str:

@@ -79,11 +79,16 @@ class Metric:
         return asdict(self)
 
 
+def _frame_count(n: int, sr: int, frame_s: float, hop_s: float) -> int:
+    frame, hop = max(1, int(frame_s * sr)), max(1, int(hop_s * sr))
+    return 1 + (max(n, frame) - frame) // hop
+
+
 def _frames(wav: np.ndarray, sr: int, frame_s: float, hop_s: float) -> np.ndarray:
     frame, hop = max(1, int(frame_s * sr)), max(1, int(hop_s * sr))
     if len(wav) < frame:
         wav = np.pad(wav, (0, frame - len(wav)))
-    count = 1 + (len(wav) - frame) // hop
+    count = _frame_count(len(wav), sr, frame_s, hop_s)
     index = np.arange(frame)[None, :] + hop * np.arange(count)[:, None]
     return wav[index]
 
@@ -152,7 +157,7 @@ def _silero_activity(wav: np.ndarray, sr: int) -> np.ndarray:
         audio = librosa.resample(audio, orig_sr=sr, target_sr=VAD_SR)
     found = stretches(torch.from_numpy(np.ascontiguousarray(audio)), model, sampling_rate=VAD_SR,
                       min_speech_duration_ms=int(MIN_BURST_S * 1000), min_silence_duration_ms=int(BRIDGE_S * 1000))
-    count = len(_frames(np.zeros(len(wav)), sr, FRAME_S, HOP_S))
+    count = _frame_count(len(wav), sr, FRAME_S, HOP_S)
     starts = np.arange(count) * HOP_S
     active = np.zeros(count, bool)
     for stretch in found:

@@ -1,5 +1,5 @@
 """Quality beside speed, per run: the word error rate, voice similarity and predicted MOS of both
-sides' clips (`q_word_error_rate`, `q_voice_similarity` in Chatterbox's own speaker space, `q_mos`;
+sides' clips (`q_word_error_rate`, `q_voice_similarity_chatterbox` in Chatterbox's own speaker space, `q_mos`;
 scored by the runner after each first trial, real weights only)
 and the problems the model-free checks flagged. A verdict never hides a loss: when the variant's
 median is worse than the baseline's by more than the baseline's own spread over its seeds (and at
@@ -19,7 +19,7 @@ WER = "q_word_error_rate"
 MIN_WER_LOSS = 0.05  # a change of one word in twenty: below it no loss is named, whatever the spread
 RANDOM_SOURCES = ("synthetic", "tiny")
 # column, label, +1 where higher is worse (-1 where lower is), the smallest change named a loss
-CHECKS = ((WER, "word error rate", 1, MIN_WER_LOSS), ("q_voice_similarity", "voice similarity", -1, 0.02),
+CHECKS = ((WER, "word error rate", 1, MIN_WER_LOSS), ("q_voice_similarity_chatterbox", "voice similarity", -1, 0.02),
           ("q_mos", "MOS", -1, 0.1))
 
 
