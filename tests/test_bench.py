@@ -28,7 +28,8 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     for row in ("T3 tokens/s", "S3Gen flow s", "end-to-end RTF", "gain 95% CI low", "token match rate",
                 "T3 teacher-forced logit", "weights read per step MiB", "device read bandwidth",
                 "no fast step can beat",
-                "resident after load MiB", bench_quality.NEEDS_REAL_WEIGHTS, "log-mel distance dB", "PESQ wideband",
+                "resident after load MiB (own process)", "first synthesis peak above resident MiB (own process)",
+                "stream: first audio s", bench_quality.NEEDS_REAL_WEIGHTS, "log-mel distance dB", "PESQ wideband",
                 "STOI"):
         assert row in proc.stdout, row
     assert "word error rate" not in proc.stdout and "MOS" not in proc.stdout, "random weights: no scores of noise"
@@ -37,7 +38,7 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     printed = (out / "bench.txt").read_text()
     assert printed.startswith("$ ttsopt bench") and "--tokens 6" in printed.splitlines()[0]
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "end-to-end RTF" in printed and "evidence:" in printed and "first audio after" in printed
+    assert "end-to-end RTF" in printed and "evidence:" in printed and "stream: first audio s" in printed
     assert bench_quality.NEEDS_REAL_WEIGHTS in printed
     scored = json.loads((out / "bench.quality.json").read_text())
     assert scored["random_weights"] is True and scored["sides"] == {}
@@ -54,11 +55,18 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert evidence is None or evidence.empty  # bench shows its evidence in the text, not as a verdict
     for path in (p for p in out.rglob("*") if p.is_file()):
         assert "secret-canary-bench" not in path.read_bytes().decode("utf-8", "replace"), path
-    stream = df[df["phase"] == "stream"].iloc[0]
+    streams = df[df["phase"] == "stream"]
+    assert sorted(streams.groupby("side").size().to_dict().items()) == [("baseline", 2), ("variant", 2)]
+    assert (streams["x_first_audio_s"] > 0).all() and set(streams["pair"]) == {0, 1}
     batch = df[df["phase"] == "batch"].iloc[0]
-    assert stream["x_first_audio_s"] > 0 and batch["x_prompts"] == 2 and batch["x_audio_s_per_wall_s"] > 0
-    load = df[df["phase"] == "load"].set_index("side")
+    assert batch["x_prompts"] == 2 and batch["x_audio_s_per_wall_s"] > 0
+    load = df[(df["phase"] == "load") & (df["process"] == 0)].set_index("side")
     assert load.loc["variant", "mem_params_mb"] < load.loc["baseline", "mem_params_mb"]  # int8 linears
+    # Each side alone in a fresh process of its own: one load and one first synthesis each.
+    alone = df[df["process"].isin([1, 2])]
+    assert sorted(zip(alone["process"], alone["side"], alone["phase"])) == [
+        (1, "baseline", "cold"), (1, "baseline", "load"), (2, "variant", "cold"), (2, "variant", "load")]
+    assert (alone.loc[alone["phase"] == "load", "mem_rss_resident_mb"] > 0).all()
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed; it makes the speech")
@@ -125,13 +133,14 @@ def test_step_bytes_count_int8_weights_at_one_byte(tiny_model):
     assert roofline.step_bytes(t3, 100, 20) - after == per_position * 110
 
 
-@pytest.mark.parametrize("flags, flow_in_bf16", [({"avx2", "avx512f", "amx_bf16", "amx_tile"}, True),
-                                                 ({"avx2", "avx512f", "avx512_bf16"}, True),
-                                                 ({"avx2", "fma"}, False), (set(), False)])
-def test_the_cpu_default_puts_the_flow_in_bfloat16_only_with_bf16_units(flags, flow_in_bf16):
+@pytest.mark.parametrize("flags, precision", [({"avx2", "avx512f", "amx_bf16", "amx_tile"}, "bfloat16"),
+                                             ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+                                             ({"avx2", "fma"}, "int8"), (set(), "int8")])
+def test_the_cpu_default_says_which_precision_its_flow_takes(flags, precision):
     combo, why = bench.best_combo("cpu", flags)
-    assert ("fast-s3gen" in combo.split("+")) is flow_in_bf16
-    assert "cpu-int8-t3" in combo.split("+") and ("emulated" in why) is not flow_in_bf16
+    assert combo == "fast-t3+cpu-int8-t3+fast-s3gen"
+    assert f"estimator in {precision}" in why and ("emulated" in why) is (precision == "int8")
+    assert bench.best_combo("cpu", flags, "multilingual")[0] == "cpu-int8-t3+fast-s3gen"
 
 
 def test_the_cuda_default_keeps_the_bf16_flow():

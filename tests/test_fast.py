@@ -132,6 +132,47 @@ def test_fast_variant_applies_with_evidence(tiny_model, spec):
     assert engaged, why
 
 
+@pytest.mark.parametrize("flags, precision", [({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+                                             ({"avx2", "amx_bf16", "amx_tile"}, "bfloat16"),
+                                             ({"avx2", "fma"}, "int8"), (set(), "int8")])
+def test_fast_s3gen_takes_bfloat16_only_where_the_cpu_has_bf16_units(tiny_model, monkeypatch, flags, precision):
+    from ttsopt.variants import fast as fast_variants
+    monkeypatch.setattr(fast_variants, "cpu_flags", lambda: flags)
+    model = copy.copy(tiny_model)
+    model.tts = copy.deepcopy(tiny_model.tts)
+    pipeline = Pipeline(model)
+    applied = variants.apply(pipeline, "fast-s3gen")
+    pipeline.synthesize(TEXT, seed=1, n_tokens=12)
+    evidence = applied.evidence(pipeline)["fast-s3gen"]
+    assert evidence["precision"] == precision
+    dtypes, linears = evidence["estimator_dtypes"], evidence["estimator_linears"]
+    if precision == "bfloat16":
+        assert set(dtypes) == {"bfloat16"} and "torch.nn.modules.linear.Linear" in linears
+    else:  # convolutions stay float32; every linear layer is dynamic int8
+        assert set(dtypes) == {"float32"} and "torch.nn.modules.linear.Linear" not in linears
+        assert linears["torch.ao.nn.quantized.dynamic.modules.linear.Linear"] > 0
+    engaged, why = applied.engaged(applied.evidence(pipeline))
+    assert engaged and precision in why, why
+
+
+@pytest.mark.parametrize("n", [None, 17])
+def test_upstream_t3_streams_the_tokens_it_decodes(tiny_model, eos_model, n):
+    """Streaming the baseline reads upstream's loop token by token: the same tokens as decode."""
+    model = eos_model if n is None else tiny_model
+    pipeline = Pipeline(model)
+    s = pipeline.sampling
+    with torch.inference_mode():
+        tt = pipeline.text_to_tokens(TEXT)
+        torch.manual_seed(5)
+        whole = pipeline.t3.decode(pipeline.t3.prefill(pipeline.conditioning().t3, tt, s), s, n)
+        torch.manual_seed(5)
+        blocks = list(pipeline.t3.blocks(pipeline.t3.prefill(pipeline.conditioning().t3, tt, s), s, n))
+    assert all(b.shape == (1, 1) for b in blocks)
+    assert torch.equal(torch.cat(blocks, dim=1), whole)
+    out = synthesize_stream(pipeline, TEXT, seed=2, n_tokens=37, chunk_tokens=10)
+    assert sum(len(c) for c in out.chunks) == 37 * SAMPLES_PER_TOKEN and len(out.chunks) >= 3
+
+
 def test_cpu_int8_swaps_every_linear(tiny_model):
     t3 = copy.deepcopy(tiny_model.t3)
     before = weights.linear_counts(t3.tfmr)

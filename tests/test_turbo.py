@@ -185,19 +185,25 @@ def test_cli_list_says_per_model_what_runs():
 
 def test_cli_models_prints_each_models_gain_and_the_report_shows_it_beside_a_suite(tmp_path):
     suite = tmp_path / "suite"
-    proc = _cli("models", "--source", "tiny", "--tokens", "6", "--trials", "2", "--save", str(suite / "models"))
+    proc = _cli("models", "--source", "tiny", "--tokens", "30", "--trials", "2", "--stream",
+                "--save", str(suite / "models"))
     assert proc.returncode == 0, proc.stderr
     assert "turbo gain" in proc.stdout and "multilingual gain" in proc.stdout and "(n = 2)" in proc.stdout
+    assert "first audio when streaming s" in proc.stdout  # every model streamed from its own upstream loop
     assert "S3 Token -> Mel" not in proc.stdout
     rows = [json.loads(line) for line in (suite / "models" / "models.jsonl").read_text().splitlines()]
     trials = [r for r in rows if r["phase"] == "trial"]
     assert sorted(r["model"] for r in trials) == ["multilingual"] * 2 + ["original"] * 2 + ["turbo"] * 2
     assert [r["pair"] for r in trials if r["model"] == "turbo"] == [0, 1]
+    streams = [r for r in rows if r["phase"] == "stream"]
+    assert sorted(r["model"] for r in streams) == sorted(r["model"] for r in trials)
+    assert all(r["x_chunks"] >= 2 and 0 < r["x_first_audio_s"] < r["wall_s"] for r in streams)
 
     from ttsopt.core import records
     from ttsopt.report import html, table
     page = html.build(suite).read_text()
-    assert '<section id="models">' in page and "turbo gain" in page and "6 speech tokens, 2 trial(s)" in page
+    assert '<section id="models">' in page and "turbo gain" in page and "30 speech tokens, 2 trial(s)" in page
+    assert "first audio when streaming s" in page
     assert table.table(records.load(suite))[0].empty  # the comparison is no run of a suite
 
 
@@ -295,3 +301,22 @@ def test_turbo_streams_from_fast_t3s_tokens_and_its_chunks_make_the_whole(turbo_
     assert torch.equal(out.tokens[:25], whole.tokens[:25]) and out.tokens[-3:].tolist() == [S3GEN_SIL] * 3
     assert len(out.chunks) >= 3 and len(out.wav) == len(whole.wav) == 63 * SAMPLES_PER_TOKEN
     assert 0 < out.first_audio_s < out.wall_s
+
+
+def test_fast_t3_computes_a_voices_conditioning_once_and_a_new_voice_again():
+    model = sources.load("tiny", device="cpu", seed=0, model="turbo")  # float: other tests quantize theirs
+    from ttsopt.engine.t3.fast_turbo import FastTurboT3
+    base = Pipeline(model)
+    fast = FastTurboT3(model.t3)
+    with torch.inference_mode():
+        conds, text = base.conditioning(), base.text_to_tokens("Hello world.")
+        whole = base.t3.prefill(conds.t3, text, base.sampling).logits  # upstream: one call over everything
+        first = fast.prefill(conds.t3, text, base.sampling)
+        again = fast.prefill(conds.t3, base.text_to_tokens("Another sentence, longer."), base.sampling)
+        assert (fast.voice_hits, fast.voice_misses) == (1, 1)
+        other = dataclasses.replace(conds.t3, speaker_emb=conds.t3.speaker_emb + 0.5)
+        fast.prefill(other, text, base.sampling)
+        assert (fast.voice_hits, fast.voice_misses) == (1, 2)
+    assert torch.allclose(first.logits, whole, atol=1e-5)  # split at the voice: the same function
+    L = first.len_cond
+    assert torch.equal(again.cache.k[:, :, :, :L], first.cache.k[:, :, :, :L])

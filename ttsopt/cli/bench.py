@@ -24,10 +24,15 @@ def register(sub) -> None:
     p.add_argument("--prompt", default=None, help="text to speak (default: medium-01 of data/prompts/prompts.csv)")
     p.add_argument("--trials", type=positive, default=2, help="interleaved pairs (default: 2)")
     p.add_argument("--seed", type=count, default=0, help="pair t uses seed SEED + t on both sides")
-    p.add_argument("--combo", default=None, help="variant spec (default per device: fast-t3+cpu-int8-t3 on a CPU, "
-                                                 "+fast-s3gen where it has avx512_bf16 or amx_bf16; "
-                                                 "fast-t3+fast-s3gen on CUDA; cpu-int8-t3 for turbo on a CPU)")
-    p.add_argument("--stream", action="store_true", help="also time streaming (first audio, RTF of the rest)")
+    p.add_argument("--combo", default=None,
+                   help="variant spec (default per device and model: fast-t3+cpu-int8-t3+fast-s3gen on a CPU, whose "
+                        "flow estimator goes bfloat16 with avx512_bf16 or amx_bf16 and int8 linears without; "
+                        "fast-t3+fast-s3gen on CUDA; fast-t3+cpu-int8-t3 for turbo, cpu-int8-t3+fast-s3gen for "
+                        "multilingual on a CPU)")
+    p.add_argument("--stream", action="store_true",
+                   help="also stream both sides once per pair, after the pairs (first audio, RTF of the rest)")
+    p.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="skip loading each side once more in a fresh process of its own to measure its memory")
     p.add_argument("--batch", type=count, default=0, help="also time N copies of the prompt in one T3 batch")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="also keep DIR/bench.txt (what is printed), the records (DIR/bench.jsonl), the first pair's "
@@ -47,9 +52,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model != "original" and args.batch:
         raise UserError(f"--batch is built for the original model's T3 only, not {args.model}")
-    if args.model == "multilingual" and args.stream:
-        raise UserError("--stream reads fast-t3's token stream, which the multilingual model cannot use "
-                        "(it has no attention maps for upstream's alignment analyzer)")
     check_language(args)
     if args.language != "en" and args.prompt is None:
         raise UserError(f"--language {args.language}: the default prompt is English; give the text with --prompt")
@@ -82,7 +84,7 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
         (directory / stale).unlink(missing_ok=True)
     result = bench.run(directory, source=args.source, device=args.device, combo=args.combo, text=text, tokens=tokens,
                        trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch, model=args.model,
-                       language=args.language)
+                       language=args.language, memory=args.memory)
     device = torch.device("cuda" if str(result.records["device"].dropna().iloc[0]).startswith("cuda") else "cpu")
     where = torch.cuda.get_device_name() if device.type == "cuda" else \
         f"{cpu_model() or 'unknown CPU'} ({cpu_units() or 'no vector units known'}), {torch.get_num_threads()} threads"
@@ -124,9 +126,10 @@ def _floor_lines(f: dict) -> list[str]:
 def _extra_lines(records) -> list[str]:
     from ..core.vocab import Phase
     out = []
-    for _, r in records[records["phase"] == Phase.STREAM].iterrows():
-        out.append(f"stream: first audio after {r['x_first_audio_s']:.2f} s, {r['x_chunks']:.0f} chunks, RTF of the "
-                   f"rest {r['x_rest_rtf']:.3f}, whole {r['wall_s']:.2f} s for {r['audio_s']:.2f} s of audio")
+    streams = records[records["phase"] == Phase.STREAM]
+    if len(streams):
+        out.append(f"stream: chunks of {streams['x_chunk_tokens'].iloc[0]:.0f} tokens, "
+                   f"{streams['x_chunks'].median():.0f} per synthesis, {len(streams)} streams (rows above)")
     for _, r in records[records["phase"] == Phase.BATCH].iterrows():
         out.append(f"batch of {r['x_prompts']:.0f}: {r['audio_s']:.2f} s of audio in {r['wall_s']:.2f} s (T3 "
                    f"{r['x_t3_s']:.2f} s) = {r['x_audio_s_per_wall_s']:.2f} audio s per wall s")

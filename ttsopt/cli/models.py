@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--prompt", default=None, help="text to speak (default: medium-01 of data/prompts/prompts.csv)")
     p.add_argument("--trials", type=positive, default=3, help="rounds of one synthesis per model (default: 3)")
     p.add_argument("--seed", type=count, default=0, help="trial t uses seed SEED + t for every model (default: 0)")
+    p.add_argument("--stream", action="store_true",
+                   help="also stream each synthesis (its first audio, RTF of the rest) right after it")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="also keep DIR/models.txt (what is printed) and the records (DIR/models.jsonl)")
     p.set_defaults(func=run)
@@ -73,7 +75,8 @@ def _run(args, names, text: str, n: int, directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in ("models.jsonl", "models.env.json"):
         (directory / stale).unlink(missing_ok=True)
-    steps = tqdm(total=2 * len(names) + args.trials * len(names), desc="models", unit="step", file=sys.stderr)
+    per_trial = len(names) * (2 if args.stream else 1)
+    steps = tqdm(total=2 * len(names) + args.trials * per_trial, desc="models", unit="step", file=sys.stderr)
     started = []
 
     def progress(message: str) -> None:  # told when a step starts: the one before it is done
@@ -84,7 +87,7 @@ def _run(args, names, text: str, n: int, directory: Path) -> int:
 
     try:
         result = models.run(directory, names=names, source=args.source, device=args.device, text=text, tokens=n,
-                            trials=args.trials, seed=args.seed, progress=progress)
+                            trials=args.trials, seed=args.seed, stream=args.stream, progress=progress)
         steps.update(1)
     finally:
         steps.close()

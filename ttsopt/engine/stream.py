@@ -21,6 +21,7 @@ from ..measure.timing import Stopwatch
 from .pipeline import SAMPLE_RATE, rtf
 
 SAMPLES_PER_FRAME = 480
+CHUNK_TOKENS = 25  # speech tokens per chunk: one second of speech
 VOCODER_CONTEXT_FRAMES = 8  # left context the vocoder gets, so chunk seams are not cold starts
 
 
@@ -51,7 +52,7 @@ class ChunkedS3Gen:
     stage they wrap) it renders a finished token list chunk by chunk; `synthesize_stream` feeds
     it T3's live token stream instead."""
 
-    def __init__(self, s3gen, chunk_tokens: int = 25):
+    def __init__(self, s3gen, chunk_tokens: int = CHUNK_TOKENS):
         self.s3gen = s3gen
         self.chunk_tokens = chunk_tokens
         self.segments: list[int] = []   # mel frames per chunk of the last utterance
@@ -99,10 +100,12 @@ class ChunkedS3Gen:
 
 
 def synthesize_stream(pipeline, text: str, *, seed: int = 0, n_tokens: int | None = None,
-                      chunk_tokens: int = 25) -> StreamResult:
-    """Stream PIPELINE's synthesis of TEXT; `pipeline.t3` must offer `blocks` (fast-t3, eager)."""
+                      chunk_tokens: int = CHUNK_TOKENS) -> StreamResult:
+    """Stream PIPELINE's synthesis of TEXT; `pipeline.t3` must offer `blocks` (every runner here does:
+    upstream's loops and fast-t3's eager one)."""
     if not hasattr(pipeline.t3, "blocks"):
-        raise ValueError("streaming reads T3's token stream: apply fast-t3 first")
+        raise ValueError(f"streaming reads T3's token stream, which {type(pipeline.t3).__name__} does not offer "
+                         "(no `blocks`)")
     s = pipeline.sampling
     chunked = ChunkedS3Gen(pipeline.model.s3gen, chunk_tokens)
     clock = Stopwatch(pipeline.device)

@@ -21,41 +21,36 @@ from ..core.records import load
 from ..core.vocab import Design, Phase, Side, Stage
 from ..engine.batch import synthesize_batch
 from ..engine.pipeline import Sampling
-from ..engine.stream import synthesize_stream
 from ..engine.t3.fast import FastT3
 from ..engine.t3.turbo import UpstreamTurboT3
 from ..measure import roofline
-from . import bench_quality, profiles
-from .runner import RunConfig, _Run, measure_pairs
-
-BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithmetic
+from ..variants import BASELINE
+from ..variants.fast import flow_precision
+from . import bench_memory, bench_quality, profiles
+from .runner import RunConfig, _Run, _stream_trial, measure_pairs
 
 
 def best_combo(device_type: str, flags: set[str], model: str = "original") -> tuple[str, str]:
-    """The fast combination for a device, CPU FLAGS and model, and why. `fast-s3gen` runs the flow
-    estimator in bfloat16, which a CPU without bf16 units emulates, slower than float32: there
-    the flow stays as upstream runs it. Turbo has int8 T3 linears on a CPU and nothing yet on CUDA."""
+    """The fast combination for a device, CPU FLAGS and model, and why. `fast-s3gen` picks the flow
+    estimator's precision from the same flags (`variants.fast.flow_precision`): bfloat16 where it is
+    native, int8 linear layers where bfloat16 would be emulated. Turbo's flow takes 2 steps already;
+    on CUDA nothing is built for it yet."""
     if model == "turbo":
         if device_type == "cuda":
             raise UserError("no fast combination is built for turbo on CUDA yet; name one with --combo")
         return "fast-t3+cpu-int8-t3", ("turbo on a CPU: GPT-2 over a static KV cache with int8 linears "
                                        "(its flow already takes 2 steps)")
-    units = [f for f in BF16_UNITS if f in flags]
+    precision, why = flow_precision(device_type, flags)
+    flow = f"the flow estimator in {precision}; {why}"
     if model == "multilingual":  # fast-t3 has no alignment analyzer, which upstream runs for this model
         if device_type == "cuda":
-            return "fast-s3gen", "multilingual on CUDA: the flow estimator in bfloat16 with CUDA graphs"
-        if units:
-            return "cpu-int8-t3+fast-s3gen", (f"multilingual on a CPU with {', '.join(units)}: int8 T3 linears, "
-                                              "the flow estimator in bfloat16")
-        return "cpu-int8-t3", "multilingual on a CPU without bf16 units: int8 T3 linears"
+            return "fast-s3gen", f"multilingual on CUDA: CUDA graphs and {flow}"
+        return "cpu-int8-t3+fast-s3gen", f"multilingual on a CPU: int8 T3 linears, {flow}"
     if device_type == "cuda":
-        return "fast-t3+fast-s3gen", "CUDA: the T3 step and the flow estimator in bfloat16 with CUDA graphs"
-    if units:
-        return ("fast-t3+cpu-int8-t3+fast-s3gen",
-                f"this CPU has {', '.join(units)}: int8 T3 linears, the flow estimator in bfloat16")
-    return ("fast-t3+cpu-int8-t3",
-            f"this CPU has none of {', '.join(BF16_UNITS)}: int8 T3 linears; the flow stays float32, "
-            "since emulated bfloat16 is slower than float32")
+        return "fast-t3+fast-s3gen", f"CUDA: the T3 step and the flow as CUDA graphs, {flow}"
+    return "fast-t3+cpu-int8-t3+fast-s3gen", f"a CPU: T3 over a static KV cache with int8 linears, {flow}"
+
+
 RUN_ID = "bench"
 
 
@@ -70,7 +65,7 @@ class Bench:
 
 
 def run(out_dir, *, source: str, device: str, combo: str | None, text: str, tokens: int, trials: int, seed: int,
-        stream: bool, batch: int, model: str = "original", language: str = "en") -> Bench:
+        stream: bool, batch: int, model: str = "original", language: str = "en", memory: bool = True) -> Bench:
     from ..engine.sources import resolve_device
     from ..measure.env import cpu_flags
     why = "chosen with --combo"
@@ -85,20 +80,25 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
                                                 "language": language}])
     floor = memory_floor(base, fast, run_, text, tokens)
     if stream:
-        _stream(run_, fast, text, seed, tokens)
+        _stream(run_, base, fast, text, seed, tokens, trials)
     if batch:
         _batch(run_, fast, text, seed, tokens, batch)
+    if memory:  # each side alone in a fresh process, after every timing of this one
+        n = tokens if base.model.random_weights else None
+        for side, spec in ((Side.BASELINE, BASELINE), (Side.VARIANT, combo)):
+            bench_memory.measure(bench_memory.Job(str(out_dir), RUN_ID, source, model, device, spec, side, text,
+                                                  language, n, seed))
     # Last, after every timing; the recogniser is English, so other languages get no word error rate.
     scored = bench_quality.measure(out_dir, load(out_dir), RUN_ID, base, text if language == "en" else None)
     return Bench(load(out_dir), floor, applied.evidence(fast), combo, why, scored)
 
 
-def _stream(run_: _Run, pipeline, text: str, seed: int, tokens: int) -> None:
-    out = synthesize_stream(pipeline, text, seed=seed, n_tokens=tokens)
-    run_.write(run_.record(Phase.STREAM, Side.VARIANT, prompt_id="bench", seed=seed, wall_s=out.wall_s,
-                           audio_s=out.audio_s, n_tokens=int(out.tokens.numel()),
-                           extra={"first_audio_s": out.first_audio_s, "chunks": len(out.chunks),
-                                  "rest_rtf": out.rest_rtf}))
+def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int) -> None:
+    """Both sides streamed once per pair, in the pairs' alternating order: streaming's own replicates."""
+    for pair in range(trials):
+        sides = ((Side.BASELINE, base), (Side.VARIANT, fast))
+        for side, pipeline in sides if pair % 2 == 0 else sides[::-1]:
+            run_.write(_stream_trial(run_, side, pipeline, "bench", text, seed + pair, tokens, pair))
 
 
 def _batch(run_: _Run, pipeline, text: str, seed: int, tokens: int, n: int) -> None:
@@ -112,11 +112,15 @@ def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int) -> dict:
     """Bytes each side's T3 step must read, this device's read bandwidth, and what follows."""
     with torch.inference_mode():  # prefill length: conditioning + text + start-of-speech
         prefill_len = _prefill_length(base, text)
-    bandwidth = roofline.read_bandwidth(base.device)
+    rates = roofline.read_bandwidths(base.device)
+    bandwidth = max(rates)
     df = load(run_.cfg.out_dir)
     trials = df[(df["phase"] == Phase.TRIAL) & (df["run_id"] == RUN_ID)]
     out = {"prefill_positions": prefill_len, "read_bandwidth_gb_s": bandwidth / 1e9,
-           "bandwidth_probe": f"best of 5 sums over a 256 MiB float32 tensor on {base.device}"}
+           "read_bandwidth_samples_gb_s": [r / 1e9 for r in rates],
+           "bandwidth_probe": (f"the best of {len(rates)} sums over a 256 MiB float32 tensor on {base.device}, after "
+                               f"the two sides' timings; all {len(rates)}: {min(rates) / 1e9:.1f}–"
+                               f"{max(rates) / 1e9:.1f} GB/s, median {float(np.median(rates)) / 1e9:.1f}")}
     for side, p in ((Side.BASELINE, base), (Side.VARIANT, fast)):
         step_s = 1 / float(trials.loc[trials["side"] == side, "tokens_per_s"].median())
         nbytes = roofline.step_bytes(p.model.t3, prefill_len, n_tokens)
@@ -145,9 +149,13 @@ ROWS = (  # label, column, phase, higher is better
     ("vocoder s", f"stage_{Stage.VOCODER}", Phase.TRIAL, False),
     ("end-to-end wall s", "wall_s", Phase.TRIAL, False),
     ("end-to-end RTF", "rtf", Phase.TRIAL, False),
-    ("model weights MiB", "mem_params_mb", Phase.LOAD, False),
-    ("resident after load MiB", "mem_rss_resident_mb", Phase.LOAD, False),
-    ("synthesis peak above resident MiB", "mem_rss_synth_peak_mb", Phase.TRIAL, False),
+    ("stream: first audio s", "x_first_audio_s", Phase.STREAM, False),
+    ("stream: RTF after the first chunk", "x_rest_rtf", Phase.STREAM, False),
+    ("stream: whole wall s", "wall_s", Phase.STREAM, False),
+    ("model weights MiB (counted)", "mem_params_mb", Phase.LOAD, False),
+    # Measured in a fresh process per side (`bench_memory`): one process holding both sides cannot tell them apart.
+    ("resident after load MiB (own process)", "mem_rss_resident_mb", Phase.LOAD, False),
+    ("first synthesis peak above resident MiB (own process)", "mem_rss_synth_peak_mb", Phase.COLD, False),
 )
 
 
@@ -157,18 +165,26 @@ def table(records: pd.DataFrame) -> pd.DataFrame:
     df = records[records["run_id"] == RUN_ID]
     rows = []
     for label, column, phase, higher in ROWS:
-        if column not in df.columns:
-            continue
         sel = df[df["phase"] == phase]
+        if column.startswith("mem_rss"):
+            sel = sel[pd.to_numeric(sel["process"], errors="coerce").isin(bench_memory.PROCESS.values())]
+        if column not in df.columns or sel.empty:
+            continue
         b = pd.to_numeric(sel.loc[sel["side"] == Side.BASELINE, column], errors="coerce").median()
         f = pd.to_numeric(sel.loc[sel["side"] == Side.VARIANT, column], errors="coerce").median()
         gain = low = high = np.nan
-        if phase == Phase.TRIAL and not column.startswith("mem_"):
-            c = stats.compare(df, column, metric=column, design=Design.IN_PROCESS)
-            gain, low, high = c.gain(higher)
+        n = None
+        if phase in (Phase.TRIAL, Phase.STREAM) and not column.startswith("mem_"):
+            try:
+                c = stats.compare(df, column, metric=column, design=Design.IN_PROCESS, phase=phase)
+                (gain, low, high), n = c.gain(higher), c.n
+            except ValueError:  # no pair with the value on both sides (one chunk has no rest to time)
+                n = 0
         rows.append({"metric (median)": label, "baseline": b, "fast": f, "gain": gain, "gain 95% CI low": low,
-                     "gain 95% CI high": high})
-    return pd.DataFrame(rows)
+                     "gain 95% CI high": high, "n": n})
+    out = pd.DataFrame(rows)
+    out["n"] = out["n"].astype("Int64")  # pairs behind the interval; none for the memory rows
+    return out
 
 
 def fidelity_lines(records: pd.DataFrame) -> list[str]:

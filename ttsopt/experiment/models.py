@@ -25,7 +25,7 @@ from ..core.records import load
 from ..core.vocab import MODELS_RUN_ID, Design, Phase, Side
 from ..measure import env as env_mod
 from . import profiles
-from .runner import RunConfig, _load_side, _Run, _synth
+from .runner import RunConfig, _load_side, _Run, _stream_trial, _synth
 
 RUN_ID = MODELS_RUN_ID
 
@@ -37,9 +37,10 @@ class Models:
 
 
 def run(out_dir, *, names: tuple[str, ...], source: str, device: str, text: str, tokens: int, trials: int,
-        seed: int, progress=None) -> Models:
+        seed: int, stream: bool = False, progress=None) -> Models:
     """Load every model of NAMES (the first is the reference), then TRIALS rounds of one synthesis
-    each, the order rotated; PROGRESS(message) is told what runs."""
+    each, the order rotated; with STREAM each synthesis is followed by the same one streamed
+    (`engine.stream`: the model's own T3 loop, S3Gen in chunks). PROGRESS(message) is told what runs."""
     say = progress or (lambda message: None)
     profile = profiles.Profile(RUN_ID, None, tuple(range(seed, seed + trials)), trials=1, rounds=0, cross_trials=0,
                                warmup_tokens=min(4, tokens), tokens=tokens, time_limit_s=0, fidelity_prompts=0)
@@ -65,6 +66,10 @@ def run(out_dir, *, names: tuple[str, ...], source: str, device: str, text: str,
             record, _ = _synth(runs[name], _side(names.index(name)), pipelines[name], prompt, seed + trial,
                                Phase.TRIAL, n, trial=trial, pair=trial)
             runs[name].write(record)
+            if stream:
+                say(f"trial {trial + 1}/{trials}: {name} streamed")
+                runs[name].write(_stream_trial(runs[name], _side(names.index(name)), pipelines[name], "models", text,
+                                               seed + trial, n, trial))
     return Models(load(Path(out_dir))[lambda d: d["run_id"] == RUN_ID], tuple(names))
 
 

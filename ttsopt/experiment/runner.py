@@ -211,6 +211,18 @@ def _load_side(run: _Run, side: str, spec: str):
     return pipeline, applied
 
 
+def _stream_trial(run: _Run, side: str, pipeline, prompt_id: str, text: str, seed: int, n_tokens: int | None,
+                  trial: int) -> TrialRecord:
+    """One streamed synthesis (`engine.stream`) as a record of phase `stream`: its first audio,
+    chunks and the RTF of the rest. Pair = trial, so both sides' streams pair like trials."""
+    from ..engine.stream import CHUNK_TOKENS, synthesize_stream
+    out = synthesize_stream(pipeline, text, seed=seed, n_tokens=n_tokens)
+    return run.record(Phase.STREAM, side, prompt_id=prompt_id, seed=seed, trial=trial, pair=trial, wall_s=out.wall_s,
+                      audio_s=out.audio_s, n_tokens=int(out.tokens.numel()), forced_tokens=n_tokens,
+                      extra={"first_audio_s": out.first_audio_s, "chunks": len(out.chunks),
+                             "chunk_tokens": CHUNK_TOKENS, "rest_rtf": out.rest_rtf})
+
+
 def _synth(run: _Run, side: str, pipeline, prompt: dict, seed: int, phase: str, n: int | None, **keys):
     timer = StageTimes(pipeline.device)
     with memory.track(pipeline.device, "synth") as mem:

@@ -49,14 +49,16 @@ def step_bytes(t3, prefill_len: int, n_tokens: int) -> float:
     return weight_bytes(t3) + kv_bytes(t3, prefill_len + n_tokens / 2)
 
 
-def read_bandwidth(device, mib: int = 256, repeats: int = 5) -> float:
-    """Bytes per second this device reads: the best of REPEATS sums over a MIB-MiB float32
-    tensor (larger than any cache that matters here), with torch's threads as configured."""
+def read_bandwidths(device, mib: int = 256, repeats: int = 5) -> list[float]:
+    """Bytes per second this device read in each of REPEATS sums over a MIB-MiB float32 tensor
+    (larger than any cache that matters here), with torch's threads as configured; one unmeasured
+    pass first faults the pages in."""
     device = torch.device(device)
     x = torch.ones(mib * 2**20 // 4, device=device)
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first pass faults the pages in
+    rates = []
+    for i in range(repeats + 1):
         with wall_timer(device) as t:
             x.sum()
-        best = min(best, t.seconds)
-    return x.numel() * x.element_size() / best
+        if i:
+            rates.append(x.numel() * x.element_size() / t.seconds)
+    return rates

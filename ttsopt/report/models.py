@@ -24,6 +24,9 @@ ROWS = (  # label, column, phase, higher is better (None: shown without a gain)
     ("RTF (wall / audio)", "rtf", Phase.TRIAL, False),
     ("model weights MiB", "mem_params_mb", Phase.LOAD, None),
     ("resident after load MiB", "mem_rss_resident_mb", Phase.LOAD, None),
+    ("first audio when streaming s", "x_first_audio_s", Phase.STREAM, False),
+    ("streaming RTF after the first chunk", "x_rest_rtf", Phase.STREAM, False),
+    ("streaming whole wall s", "wall_s", Phase.STREAM, False),
 )
 NOTE = ("gain: the first model's time / the other's (throughput: the other's / the first's), the geometric mean "
         "over trials with its 95% interval; above 1 the other is faster. The models emit different tokens: "
@@ -50,24 +53,25 @@ def table(records: pd.DataFrame, models: tuple[str, ...] | None = None) -> pd.Da
     reference = models[0]
     rows = []
     for label, column, phase, higher in ROWS:
-        if column not in records.columns:
-            continue
         sel = records[records["phase"] == phase]
+        if column not in records.columns or sel.empty:  # streaming rows only when streams were timed
+            continue
         row = {"metric (median)": label}
         for name in models:
             row[name] = pd.to_numeric(sel.loc[sel["model"] == name, column], errors="coerce").median()
         for name in models[1:]:
-            row[f"{name} gain"], row[f"{name} 95% CI"] = _gain(sel, reference, name, column, higher)
+            row[f"{name} gain"], row[f"{name} 95% CI"] = _gain(sel, reference, name, column, higher, phase)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _gain(sel: pd.DataFrame, reference: str, other: str, column: str, higher: bool | None) -> tuple[float, str]:
+def _gain(sel: pd.DataFrame, reference: str, other: str, column: str, higher: bool | None,
+          phase: str = Phase.TRIAL) -> tuple[float, str]:
     if higher is None:
         return math.nan, ""
     pair = sel[sel["model"].isin((reference, other))]
     try:
-        c = stats.compare(pair, column, metric=column, design=Design.IN_PROCESS)
+        c = stats.compare(pair, column, metric=column, design=Design.IN_PROCESS, phase=phase)
     except ValueError:  # no trial of one of them finished
         return math.nan, "no trials"
     ratio, low, high = c.gain(higher)

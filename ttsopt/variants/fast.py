@@ -15,6 +15,7 @@ from ..engine.stream import ChunkedS3Gen
 from ..engine.t3.fast import FastT3
 from ..engine.t3.fast_turbo import FastTurboT3
 from ..measure import weights
+from ..measure.env import cpu_flags
 from .base import Variant, dtypes_of
 from .quantize import BNB_CLAIM
 
@@ -45,35 +46,58 @@ class FastT3Variant(Variant):
         return steps > 0, f"{steps} decode steps on the static-KV path ({evidence.get('layer_step')})"
 
 
+BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithmetic
+
+
+def flow_precision(device_type: str, flags: set[str]) -> tuple[str, str]:
+    """The flow estimator's precision for fast-s3gen on a device with CPU FLAGS, and why. bfloat16 where
+    it is native (CUDA, or a CPU with BF16_UNITS); elsewhere bfloat16 is emulated, slower than float32,
+    so the estimator keeps float32 convolutions and gets dynamic int8 linear layers instead."""
+    if device_type == "cuda":
+        return "bfloat16", "CUDA: bfloat16 is native"
+    units = [f for f in BF16_UNITS if f in flags]
+    if units:
+        return "bfloat16", f"this CPU has {', '.join(units)}: bfloat16 is native"
+    return "int8", (f"this CPU has none of {', '.join(BF16_UNITS)}, so bfloat16 would be emulated, slower than "
+                    "float32: int8 linear layers instead, convolutions in float32")
+
+
 class FastS3GenVariant(Variant):
     name = "fast-s3gen"
-    claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in bfloat16, padded to length "
+    claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in a cheaper precision for the "
+                                  "device (bfloat16 where native, else int8 linear layers), padded to length "
                                   "buckets and replayed from CUDA graphs on CUDA: less flow time, a fidelity "
                                   "trade-off"),)
     lossless = False
-    dtype = torch.bfloat16
 
     def apply(self, pipeline):
         # Only the estimator: the encoder is a small share of the time, and keeping `mu` in float32
         # keeps the CFM noise (randn_like(mu)) the very values upstream draws for the same seed.
+        precision, why = flow_precision(pipeline.device.type, cpu_flags())
         decoder = pipeline.model.s3gen.flow.decoder
         if not isinstance(decoder.estimator, BucketedEstimator):
             decoder.estimator = BucketedEstimator(decoder.estimator, graphs=pipeline.device.type == "cuda")
-        decoder.estimator.to(self.dtype)
-        return None
+        if precision == "bfloat16":
+            decoder.estimator.to(torch.bfloat16)
+        else:
+            quant.quantize_linears(decoder.estimator.estimator)
+        return {"precision": precision, "why": why}
 
     def evidence(self, pipeline, state) -> dict:
         flow = pipeline.model.s3gen.flow
         est = flow.decoder.estimator
         stage = pipeline.find("flow", FlowStage)
-        return {"estimator_dtypes": dtypes_of(est), "encoder_dtypes": dtypes_of(flow.encoder),
-                "vocoder_dtypes": dtypes_of(pipeline.model.s3gen.mel2wav),
+        return {**state, "estimator_dtypes": dtypes_of(est), "estimator_linears": weights.linear_counts(est),
+                "encoder_dtypes": dtypes_of(flow.encoder), "vocoder_dtypes": dtypes_of(pipeline.model.s3gen.mel2wav),
                 "estimator": est.evidence() if isinstance(est, BucketedEstimator) else "not wrapped",
                 "flow_calls": stage.calls if stage else None}
 
     def engaged(self, evidence):
-        cast = evidence.get("estimator_dtypes", {}).get(str(self.dtype).replace("torch.", ""), 0)
         calls = evidence.get("flow_calls") or 0
+        if evidence.get("precision") == "int8":
+            n = sum(c for kind, c in evidence.get("estimator_linears", {}).items() if "dynamic" in kind)
+            return n > 0 and calls > 0, f"{n} int8 linear layers in the estimator, {calls} flow call(s)"
+        cast = evidence.get("estimator_dtypes", {}).get("bfloat16", 0)
         return cast > 0 and calls > 0, f"{cast} estimator parameters in bfloat16, {calls} flow call(s)"
 
 

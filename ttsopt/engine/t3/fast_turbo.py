@@ -3,8 +3,8 @@
 What upstream pays per token and this loop does not: transformers' GPT2Model call (cache
 bookkeeping, mask construction, per-module dispatch) over a KV cache grown by concatenation, and
 logits processors that gather a growing id list. Here: GPT-2 over a static KV cache written in
-place (`gpt2_step`), and Turbo's processors as tensor ops (`sampling.warp_turbo`). Prefill is
-upstream's own GPT2Model call, its keys and values copied into the static cache. Same seed, same
+place (`gpt2_step`), and Turbo's processors as tensor ops (`sampling.warp_turbo`). Prefill runs
+upstream's inputs through the same step, the voice's conditioning once per voice. Same seed, same
 tokens as `turbo.UpstreamTurboT3` on CPU, natural stop included (tests hold it to that).
 """
 from __future__ import annotations
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 from chatterbox.models.t3.modules.cond_enc import T3Cond
 
-from . import gpt2_step, sampling, turbo
-from .lean import output_cache
+from . import gpt2_step, sampling
 
 
 @dataclass
@@ -28,6 +27,13 @@ class FastTurboState:
     text_len: int
 
 
+@dataclass
+class VoicePrefix:
+    cond: torch.Tensor         # (1, len_cond, D) the conditioning embeddings they were computed from
+    plan: gpt2_step.Plan       # and the modules that computed them
+    kv: gpt2_step.StaticKV     # (layers, 1, heads, len_cond, head_dim)
+
+
 class FastTurboT3:
     """Drop-in for Turbo's `pipeline.t3`: `prefill`, `decode`, `score`, counting its forwards."""
     name = "fast-t3-turbo"
@@ -38,6 +44,8 @@ class FastTurboT3:
         self.plan: gpt2_step.Plan | None = None
         self.steps = 0
         self.forwards = 0
+        self.voice: VoicePrefix | None = None  # the last voice's conditioning keys and values
+        self.voice_hits = self.voice_misses = 0
 
     def _plan(self) -> gpt2_step.Plan:
         if self.plan is None or not self.plan.current():  # a variant applied later swaps modules (int8)
@@ -45,14 +53,37 @@ class FastTurboT3:
         return self.plan
 
     def prefill(self, t3_cond: T3Cond, text_tokens: torch.Tensor, s) -> FastTurboState:
-        p = turbo.prefill(self.t3, t3_cond, text_tokens)
-        layers = output_cache(p.out).layers
-        cache = gpt2_step.StaticKV(self.t3.tfmr.config, 1, p.length + s.max_new_tokens + 2, layers[0].keys.dtype,
-                                   p.logits.device)
-        for i, layer in enumerate(layers):
-            cache.k[i, :, :, :p.length] = layer.keys
-            cache.v[i, :, :, :p.length] = layer.values
-        return FastTurboState(cache, p.logits, p.length, p.bos, p.len_cond, p.text_len)
+        """Upstream's prefill inputs, through the static-KV step in two parts: the conditioning (the
+        voice's speaker embedding and prompt tokens, no text) and then the text and start-of-speech.
+        A causal transformer's keys and values for a prefix depend on that prefix alone, so the
+        conditioning's are computed once per voice (`_voice`) and copied into each utterance's cache;
+        Turbo's conditioning is most of its prefill (375 prompt tokens)."""
+        t3 = self.t3
+        text_tokens = torch.atleast_2d(text_tokens).to(dtype=torch.long, device=t3.device)
+        bos = t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
+        embeds, len_cond = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens, speech_tokens=bos,
+                                                   cfg_weight=0.0)
+        length, plan = embeds.size(1), self._plan()
+        cache = gpt2_step.StaticKV(t3.tfmr.config, 1, length + s.max_new_tokens + 2, embeds.dtype, embeds.device)
+        voice = self._voice(embeds[:, :len_cond], plan)
+        cache.k[:, :, :, :len_cond] = voice.kv.k
+        cache.v[:, :, :, :len_cond] = voice.kv.v
+        h = gpt2_step.forward(t3.tfmr, embeds[:, len_cond:], cache, len_cond, plan)
+        logits = t3.speech_head(h[:, -1:])[:, -1, :]
+        return FastTurboState(cache, logits, length, bos, len_cond, text_tokens.size(-1))
+
+    def _voice(self, cond: torch.Tensor, plan: gpt2_step.Plan) -> VoicePrefix:
+        """The conditioning's keys and values, kept while the same conditioning embeddings (compared
+        by value: another voice, or other weights, gives others) come through the same plan."""
+        kept = self.voice
+        if kept is not None and kept.plan is plan and kept.cond.shape == cond.shape and torch.equal(kept.cond, cond):
+            self.voice_hits += 1
+            return kept
+        kv = gpt2_step.StaticKV(self.t3.tfmr.config, 1, cond.size(1), cond.dtype, cond.device)
+        gpt2_step.forward(self.t3.tfmr, cond, kv, 0, plan)
+        self.voice = VoicePrefix(cond.clone(), plan, kv)
+        self.voice_misses += 1
+        return self.voice
 
     def _step(self, token: torch.Tensor, state: FastTurboState, i: int) -> torch.Tensor:
         h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(token), state.cache, state.length + i, self._plan())
@@ -100,4 +131,4 @@ class FastTurboT3:
 
     def evidence(self) -> dict:
         return {"decode": "eager static-kv (GPT-2)", "layer_step": self._plan().kind, "steps": self.steps,
-                "forwards": self.forwards}
+                "forwards": self.forwards, "voice_prefix": {"hits": self.voice_hits, "misses": self.voice_misses}}

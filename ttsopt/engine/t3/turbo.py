@@ -90,6 +90,10 @@ class UpstreamTurboT3:
 
     def decode(self, state: TurboState, s, n_tokens: int | None = None) -> torch.Tensor:
         """Speech tokens, the stop token included when T3 (or the forced length) ended speech."""
+        return torch.cat(list(self.blocks(state, s, n_tokens)), dim=1)
+
+    def blocks(self, state: TurboState, s, n_tokens: int | None = None):
+        """Upstream's loop as a stream of (1, 1) tokens, each yielded as soon as it is drawn."""
         stop = self.t3.hp.stop_speech_token
         chain = processors(s)
         logits, past = state.logits, state.past
@@ -98,21 +102,21 @@ class UpstreamTurboT3:
         steps = s.max_new_tokens + 1 if n_tokens is None else n_tokens + 1
         for i in range(steps):
             if n_tokens is not None and i == n_tokens:
-                predicted.append(torch.full_like(state.bos, stop))
-                break
+                yield torch.full_like(state.bos, stop)
+                return
             if n_tokens is not None:
                 logits = logits.clone()
                 logits[:, SPEECH_VOCAB_SIZE:] = -float("inf")
             ids = state.bos if not predicted else torch.cat(predicted, dim=1)
             processed = chain(ids, logits)
             if i > 0 and torch.all(processed == -float("inf")):
-                break  # upstream gives up when every id is masked
+                return  # upstream gives up when every id is masked
             token = torch.multinomial(torch.softmax(processed, dim=-1), num_samples=1)
             predicted.append(token)
+            yield token
             if token.view(-1) == stop or i == steps - 1:
-                break
+                return
             logits, past = self._step(token, past)
-        return torch.cat(predicted, dim=1)
 
     def score(self, state: TurboState, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: the logits (n, V) T3 gives at each step when fed TOKENS, before any

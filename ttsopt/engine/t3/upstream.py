@@ -81,28 +81,32 @@ class UpstreamT3:
                             output_attentions=True, output_hidden_states=True, return_dict=True)
 
     def decode(self, state: T3State, s, n_tokens: int | None = None) -> torch.Tensor:
+        return torch.cat(list(self.blocks(state, s, n_tokens)), dim=1)
+
+    def blocks(self, state: T3State, s, n_tokens: int | None = None):
+        """Upstream's loop as a stream of (1, 1) tokens, each yielded as soon as it is drawn, the stop
+        token (natural or forced) last: streaming the upstream model reads this, `decode` joins it."""
         analyzer = self.analyzer
         if analyzer is not None and hasattr(analyzer, "begin"):
             analyzer.begin(forced=n_tokens is not None)
         try:
-            return self._decode(state, s, n_tokens)
+            yield from self._tokens(state, s, n_tokens)
         finally:
             if analyzer is not None and hasattr(analyzer, "close"):
                 analyzer.close()
 
-    def _decode(self, state: T3State, s, n_tokens: int | None) -> torch.Tensor:
+    def _tokens(self, state: T3State, s, n_tokens: int | None):
         t3 = self.t3
         stop = t3.hp.stop_speech_token
         rep = RepetitionPenaltyLogitsProcessor(penalty=float(s.repetition_penalty))
         min_p, top_p = MinPLogitsWarper(min_p=s.min_p), TopPLogitsWarper(top_p=s.top_p)
         generated = state.bos.clone()
-        predicted = []
         output, past = state.output, state.past
         steps = s.max_new_tokens if n_tokens is None else n_tokens + 1
         for i in range(steps):
             if n_tokens is not None and i == n_tokens:
-                predicted.append(torch.full_like(generated[:, :1], stop))
-                break
+                yield torch.full_like(generated[:, :1], stop)
+                return
             logits_step = output.logits[:, -1, :]
             cond, uncond = logits_step[0:1, :], logits_step[1:2, :]
             cfg = torch.as_tensor(s.cfg_weight, device=cond.device, dtype=cond.dtype)
@@ -117,13 +121,12 @@ class UpstreamT3:
                 logits = logits / s.temperature
             logits = top_p(ids, min_p(ids, logits))
             next_token = torch.multinomial(torch.softmax(logits, dim=-1), num_samples=1)
-            predicted.append(next_token)
             generated = torch.cat([generated, next_token], dim=1)
+            yield next_token
             if next_token.view(-1) == stop:
-                break
+                return
             output = self._step(next_token, i + 1, past)
             past = output.past_key_values
-        return torch.cat(predicted, dim=1)
 
     def score(self, state: T3State, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: the CFG-combined logits (n, V) T3 gives at each step when fed TOKENS,
