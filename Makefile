@@ -28,7 +28,7 @@ suite: setup
 	$(BIN)/python -m ttsopt run --source $(SOURCE) --variants all --profile $(PROFILE) --out $(OUT); \
 	status=$$?; [ $$status -ge 2 ] && exit $$status; \
 	$(if $(filter local:%,$(SOURCE)),echo "no models comparison: local:DIR holds one model's files" &&,\
-	$(BIN)/python -m ttsopt models --source $(SOURCE) --save $(OUT)/models &&) \
+	$(BIN)/python -m ttsopt models --source $(SOURCE) --stream --save $(OUT)/models &&) \
 	$(BIN)/python -m ttsopt report $(OUT) >/dev/null && exit $$status
 
 # The floors contract and ruff first: a broken layer or lint fails before the slow tests run.

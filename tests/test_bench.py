@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import librosa
@@ -145,3 +146,17 @@ def test_the_cpu_default_says_which_precision_its_flow_takes(flags, precision):
 
 def test_the_cuda_default_keeps_the_bf16_flow():
     assert bench.best_combo("cuda", set())[0] == "fast-t3+fast-s3gen"
+
+
+def test_the_readme_bench_tables_are_what_the_saved_records_say():
+    import importlib.util
+    import re
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bench_table", root / "scripts" / "bench-table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"<!-- bench-table (\S+) -->\n(.*?)\n<!-- /bench-table -->", readme, re.S)
+    assert blocks, "the README shows a saved bench's table"
+    for directory, shown in blocks:
+        assert shown == script.markdown(root / directory), f"regenerate: scripts/bench-table.py {directory} --readme"

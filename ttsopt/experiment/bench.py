@@ -23,6 +23,7 @@ from ..engine.batch import synthesize_batch
 from ..engine.pipeline import Sampling
 from ..engine.t3.fast import FastT3
 from ..engine.t3.turbo import UpstreamTurboT3
+from ..measure import env as env_mod
 from ..measure import roofline
 from ..variants import BASELINE
 from ..variants.fast import flow_precision
@@ -76,6 +77,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     cfg = RunConfig(out_dir=str(out_dir), variant=combo, source=source, model=model, device=device, run_id=RUN_ID,
                     profile="smoke", save_audio=True)  # the first pair's clips, for quality
     run_ = _Run(cfg, Design.IN_PROCESS, profile)
+    run_.store.write_env(env_mod.capture(source, model))  # the machine the numbers come from, with the records
     base, fast, applied = measure_pairs(run_, [{"id": "bench", "category": "bench", "text": text,
                                                 "language": language}])
     floor = memory_floor(base, fast, run_, text, tokens)

@@ -50,37 +50,41 @@ BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithme
 
 
 def flow_precision(device_type: str, flags: set[str]) -> tuple[str, str]:
-    """The flow estimator's precision for fast-s3gen on a device with CPU FLAGS, and why. bfloat16 where
-    it is native (CUDA, or a CPU with BF16_UNITS); elsewhere bfloat16 is emulated, slower than float32,
-    so the estimator keeps float32 convolutions and gets dynamic int8 linear layers instead."""
+    """The flow's precision for fast-s3gen on a device with CPU FLAGS, and why. bfloat16 for the
+    estimator where it is native (CUDA, or a CPU with BF16_UNITS); elsewhere bfloat16 is emulated,
+    slower than float32, so the flow keeps float32 convolutions and gets dynamic int8 linear layers
+    in the estimator and the encoder instead (the encoder's conformer is mostly linear layers)."""
     if device_type == "cuda":
         return "bfloat16", "CUDA: bfloat16 is native"
     units = [f for f in BF16_UNITS if f in flags]
     if units:
         return "bfloat16", f"this CPU has {', '.join(units)}: bfloat16 is native"
     return "int8", (f"this CPU has none of {', '.join(BF16_UNITS)}, so bfloat16 would be emulated, slower than "
-                    "float32: int8 linear layers instead, convolutions in float32")
+                    "float32: int8 linear layers in the estimator and the encoder instead, convolutions in float32")
 
 
 class FastS3GenVariant(Variant):
     name = "fast-s3gen"
     claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in a cheaper precision for the "
-                                  "device (bfloat16 where native, else int8 linear layers), padded to length "
-                                  "buckets and replayed from CUDA graphs on CUDA: less flow time, a fidelity "
-                                  "trade-off"),)
+                                  "device (bfloat16 where native, else int8 linear layers, the encoder's too), padded "
+                                  "to length buckets and replayed from CUDA graphs on CUDA: less flow time, a "
+                                  "fidelity trade-off"),)
     lossless = False
 
     def apply(self, pipeline):
-        # Only the estimator: the encoder is a small share of the time, and keeping `mu` in float32
-        # keeps the CFM noise (randn_like(mu)) the very values upstream draws for the same seed.
+        # bfloat16 for the estimator only: an encoder in bfloat16 would make `mu` bfloat16 and change the
+        # CFM noise (randn_like(mu)) upstream draws for the same seed. Int8 linears return float32, so
+        # there the encoder's linears go int8 too and the noise stays the same.
         precision, why = flow_precision(pipeline.device.type, cpu_flags())
-        decoder = pipeline.model.s3gen.flow.decoder
+        flow = pipeline.model.s3gen.flow
+        decoder = flow.decoder
         if not isinstance(decoder.estimator, BucketedEstimator):
             decoder.estimator = BucketedEstimator(decoder.estimator, graphs=pipeline.device.type == "cuda")
         if precision == "bfloat16":
             decoder.estimator.to(torch.bfloat16)
         else:
             quant.quantize_linears(decoder.estimator.estimator)
+            quant.quantize_linears(flow.encoder)
         return {"precision": precision, "why": why}
 
     def evidence(self, pipeline, state) -> dict:
@@ -88,7 +92,8 @@ class FastS3GenVariant(Variant):
         est = flow.decoder.estimator
         stage = pipeline.find("flow", FlowStage)
         return {**state, "estimator_dtypes": dtypes_of(est), "estimator_linears": weights.linear_counts(est),
-                "encoder_dtypes": dtypes_of(flow.encoder), "vocoder_dtypes": dtypes_of(pipeline.model.s3gen.mel2wav),
+                "encoder_dtypes": dtypes_of(flow.encoder), "encoder_linears": weights.linear_counts(flow.encoder),
+                "vocoder_dtypes": dtypes_of(pipeline.model.s3gen.mel2wav),
                 "estimator": est.evidence() if isinstance(est, BucketedEstimator) else "not wrapped",
                 "flow_calls": stage.calls if stage else None}
 
@@ -96,7 +101,9 @@ class FastS3GenVariant(Variant):
         calls = evidence.get("flow_calls") or 0
         if evidence.get("precision") == "int8":
             n = sum(c for kind, c in evidence.get("estimator_linears", {}).items() if "dynamic" in kind)
-            return n > 0 and calls > 0, f"{n} int8 linear layers in the estimator, {calls} flow call(s)"
+            enc = sum(c for kind, c in evidence.get("encoder_linears", {}).items() if "dynamic" in kind)
+            return n > 0 and calls > 0, (f"{n} int8 linear layers in the estimator and {enc} in the encoder, "
+                                         f"{calls} flow call(s)")
         cast = evidence.get("estimator_dtypes", {}).get("bfloat16", 0)
         return cast > 0 and calls > 0, f"{cast} estimator parameters in bfloat16, {calls} flow call(s)"
 
