@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .options import MAX_TOKENS, add_language, add_model, check_language, count, positive, tokens
+from .progress import steps
 
 
 def register(sub) -> None:
@@ -82,9 +83,10 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     for stale in ("bench.jsonl", "bench.env.json", "bench.quality.json"):
         (directory / stale).unlink(missing_ok=True)
-    result = bench.run(directory, source=args.source, device=args.device, combo=args.combo, text=text, tokens=tokens,
-                       trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch, model=args.model,
-                       language=args.language, memory=args.memory)
+    with steps(bench.steps(args.trials, args.stream, args.batch, args.memory), "bench") as progress:
+        result = bench.run(directory, source=args.source, device=args.device, combo=args.combo, text=text,
+                           tokens=tokens, trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch,
+                           model=args.model, language=args.language, memory=args.memory, progress=progress)
     device = torch.device("cuda" if str(result.records["device"].dropna().iloc[0]).startswith("cuda") else "cpu")
     where = torch.cuda.get_device_name() if device.type == "cuda" else \
         f"{cpu_model() or 'unknown CPU'} ({cpu_units() or 'no vector units known'}), {torch.get_num_threads()} threads"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..core import params
 from .options import MAX_TOKENS, count, device, positive, source, tokens
+from .progress import steps
 
 
 def register(sub) -> None:
@@ -66,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args, names, text: str, n: int, directory: Path) -> int:
     import torch
-    from tqdm import tqdm
 
     from ..experiment import models
     from ..measure.env import cpu_model, cpu_units
@@ -76,21 +76,9 @@ def _run(args, names, text: str, n: int, directory: Path) -> int:
     for stale in ("models.jsonl", "models.env.json"):
         (directory / stale).unlink(missing_ok=True)
     per_trial = len(names) * (2 if args.stream else 1)
-    steps = tqdm(total=2 * len(names) + args.trials * per_trial, desc="models", unit="step", file=sys.stderr)
-    started = []
-
-    def progress(message: str) -> None:  # told when a step starts: the one before it is done
-        if started:
-            steps.update(1)
-        started.append(message)
-        steps.set_postfix_str(message)
-
-    try:
+    with steps(2 * len(names) + args.trials * per_trial, "models") as progress:
         result = models.run(directory, names=names, source=args.source, device=args.device, text=text, tokens=n,
                             trials=args.trials, seed=args.seed, stream=args.stream, progress=progress)
-        steps.update(1)
-    finally:
-        steps.close()
     on_cuda = str(result.records["device"].dropna().iloc[0]).startswith("cuda")
     where = torch.cuda.get_device_name() if on_cuda else \
         f"{cpu_model() or 'unknown CPU'} ({cpu_units() or 'no vector units known'}), {torch.get_num_threads()} threads"

@@ -66,7 +66,10 @@ class Bench:
 
 
 def run(out_dir, *, source: str, device: str, combo: str | None, text: str, tokens: int, trials: int, seed: int,
-        stream: bool, batch: int, model: str = "original", language: str = "en", memory: bool = True) -> Bench:
+        stream: bool, batch: int, model: str = "original", language: str = "en", memory: bool = True,
+        progress=None) -> Bench:
+    """PROGRESS(message) is told as each of `steps(...)` starts."""
+    say = progress or (lambda message: None)
     from ..engine.sources import resolve_device
     from ..measure.env import cpu_flags
     why = "chosen with --combo"
@@ -78,26 +81,37 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
                     profile="smoke", save_audio=True)  # the first pair's clips, for quality
     run_ = _Run(cfg, Design.IN_PROCESS, profile)
     run_.store.write_env(env_mod.capture(source, model))  # the machine the numbers come from, with the records
+    say(f"loading both sides, warming up, {trials} interleaved pair(s)")
     base, fast, applied = measure_pairs(run_, [{"id": "bench", "category": "bench", "text": text,
                                                 "language": language}])
+    say("T3's memory floor")
     floor = memory_floor(base, fast, run_, text, tokens)
     if stream:
-        _stream(run_, base, fast, text, seed, tokens, trials)
+        _stream(run_, base, fast, text, seed, tokens, trials, say)
     if batch:
+        say(f"a batch of {batch}")
         _batch(run_, fast, text, seed, tokens, batch)
     if memory:  # each side alone in a fresh process, after every timing of this one
         n = tokens if base.model.random_weights else None
         for side, spec in ((Side.BASELINE, BASELINE), (Side.VARIANT, combo)):
+            say(f"memory: the {side} side alone in a fresh process")
             bench_memory.measure(bench_memory.Job(str(out_dir), RUN_ID, source, model, device, spec, side, text,
                                                   language, n, seed))
     # Last, after every timing; the recogniser is English, so other languages get no word error rate.
+    say("scoring quality")
     scored = bench_quality.measure(out_dir, load(out_dir), RUN_ID, base, text if language == "en" else None)
     return Bench(load(out_dir), floor, applied.evidence(fast), combo, why, scored)
 
 
-def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int) -> None:
+def steps(trials: int, stream: bool, batch: int, memory: bool) -> int:
+    """How many steps `run` reports to its progress callback."""
+    return 3 + (trials if stream else 0) + (1 if batch else 0) + (2 if memory else 0)
+
+
+def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int, say) -> None:
     """Both sides streamed once per pair, in the pairs' alternating order: streaming's own replicates."""
     for pair in range(trials):
+        say(f"streaming both sides, pair {pair + 1}/{trials}")
         sides = ((Side.BASELINE, base), (Side.VARIANT, fast))
         for side, pipeline in sides if pair % 2 == 0 else sides[::-1]:
             run_.write(_stream_trial(run_, side, pipeline, "bench", text, seed + pair, tokens, pair))
@@ -146,6 +160,7 @@ def _prefill_length(pipeline, text: str) -> int:
 # --- the table -------------------------------------------------------------------------------------
 ROWS = (  # label, column, phase, higher is better
     ("T3 tokens/s", "tokens_per_s", Phase.TRIAL, True),
+    ("T3 prefill s", f"stage_{Stage.T3_PREFILL}", Phase.TRIAL, False),
     ("T3 decode s", f"stage_{Stage.T3_DECODE}", Phase.TRIAL, False),
     ("S3Gen flow s", f"stage_{Stage.S3GEN_FLOW}", Phase.TRIAL, False),
     ("vocoder s", f"stage_{Stage.VOCODER}", Phase.TRIAL, False),
