@@ -34,6 +34,10 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithmetic
+FP16_UNITS = ("avx512_fp16", "amx_fp16")  # and of native float16
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags (avx2, avx512_bf16, amx_bf16, ...); empty where /proc is absent."""
     try:

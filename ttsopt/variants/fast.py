@@ -15,7 +15,7 @@ from ..engine.stream import ChunkedS3Gen
 from ..engine.t3.fast import FastT3
 from ..engine.t3.fast_turbo import FastTurboT3
 from ..measure import weights
-from ..measure.env import cpu_flags
+from ..measure.env import BF16_UNITS, cpu_flags
 from .base import Variant, dtypes_of
 from .quantize import BNB_CLAIM
 
@@ -44,9 +44,6 @@ class FastT3Variant(Variant):
     def engaged(self, evidence):
         steps = evidence.get("steps", 0)
         return steps > 0, f"{steps} decode steps on the static-KV path ({evidence.get('layer_step')})"
-
-
-BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithmetic
 
 
 def flow_precision(device_type: str, flags: set[str]) -> tuple[str, str]:

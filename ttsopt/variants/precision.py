@@ -16,10 +16,10 @@ import functools
 import torch
 
 from ..core.claims import Claim, less
-from ..measure.env import cpu_flags
+from ..measure.env import BF16_UNITS, FP16_UNITS, cpu_flags
 from .base import Variant, dtypes_of, lean_runner
 
-_CPU_UNITS = {torch.bfloat16: ("avx512_bf16", "amx_bf16"), torch.float16: ("avx512_fp16", "amx_fp16")}
+_CPU_UNITS = {torch.bfloat16: BF16_UNITS, torch.float16: FP16_UNITS}
 
 
 def _autocast(device_type: str, dtype: torch.dtype):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from chatterbox.models.t3.modules.cond_enc import T3Cond
 
-from . import gpt2_step, sampling
+from . import gpt2_step, sampling, turbo
 
 
 @dataclass
@@ -57,12 +57,9 @@ class FastTurboT3:
         voice's speaker embedding and prompt tokens, no text) and then the text and start-of-speech.
         A causal transformer's keys and values for a prefix depend on that prefix alone, so the
         conditioning's are computed once per voice (`_voice`) and copied into each utterance's cache;
-        Turbo's conditioning is most of its prefill (375 prompt tokens)."""
+        Turbo's conditioning (up to 375 prompt tokens) is most of its prefill."""
         t3 = self.t3
-        text_tokens = torch.atleast_2d(text_tokens).to(dtype=torch.long, device=t3.device)
-        bos = t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
-        embeds, len_cond = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens, speech_tokens=bos,
-                                                   cfg_weight=0.0)
+        embeds, bos, len_cond, text_tokens = turbo.prefill_inputs(t3, t3_cond, text_tokens)
         length, plan = embeds.size(1), self._plan()
         cache = gpt2_step.StaticKV(t3.tfmr.config, 1, length + s.max_new_tokens + 2, embeds.dtype, embeds.device)
         voice = self._voice(embeds[:, :len_cond], plan)

@@ -46,12 +46,19 @@ class Prefilled:
     text_len: int
 
 
-def prefill(t3, t3_cond: T3Cond, text_tokens: torch.Tensor) -> Prefilled:
-    """`inference_turbo`'s prefill: conditioning, text and the start-of-speech token through GPT-2."""
+def prefill_inputs(t3, t3_cond: T3Cond, text_tokens: torch.Tensor):
+    """`inference_turbo`'s prefill inputs: (embeds (1, L, D) of conditioning, text and start-of-speech,
+    bos (1, 1), len_cond, text tokens (1, T))."""
     text_tokens = torch.atleast_2d(text_tokens).to(dtype=torch.long, device=t3.device)
     bos = t3.hp.start_speech_token * torch.ones_like(text_tokens[:, :1])
     embeds, len_cond = t3.prepare_input_embeds(t3_cond=t3_cond, text_tokens=text_tokens,
                                                speech_tokens=bos, cfg_weight=0.0)
+    return embeds, bos, len_cond, text_tokens
+
+
+def prefill(t3, t3_cond: T3Cond, text_tokens: torch.Tensor) -> Prefilled:
+    """`inference_turbo`'s prefill: conditioning, text and the start-of-speech token through GPT-2."""
+    embeds, bos, len_cond, text_tokens = prefill_inputs(t3, t3_cond, text_tokens)
     out = t3.tfmr(inputs_embeds=embeds, use_cache=True)
     logits = t3.speech_head(out[0][:, -1:])[:, -1, :]
     return Prefilled(out, logits, bos, embeds.size(1), len_cond, text_tokens.size(-1))
