@@ -139,9 +139,9 @@ def test_step_bytes_count_int8_weights_at_one_byte(tiny_model):
                                              ({"avx2", "fma"}, "int8"), (set(), "int8")])
 def test_the_cpu_default_says_which_precision_its_flow_takes(flags, precision):
     combo, why = bench.best_combo("cpu", flags)
-    assert combo == "fast-t3+cpu-int8-t3+fast-s3gen"
+    assert combo == "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen"
     assert f"estimator in {precision}" in why and ("emulated" in why) is (precision == "int8")
-    assert bench.best_combo("cpu", flags, "multilingual")[0] == "cpu-int8-t3+fast-s3gen"
+    assert bench.best_combo("cpu", flags, "multilingual")[0] == "cpu-int8-t3+cpu-int8-head+fast-s3gen"
 
 
 def test_the_cuda_default_keeps_the_bf16_flow():

@@ -41,14 +41,58 @@ def as_linears(module: nn.Module) -> int:
 
 def quantize_linears(module: nn.Module) -> nn.Module:
     """Replace every nn.Linear (and GPT-2 `Conv1D`) under MODULE in place with its dynamic int8
-    counterpart."""
-    from torch.ao.quantization import quantize_dynamic
+    counterpart, with a scale per output channel.
+
+    Per channel rather than quantize_dynamic's default single scale per matrix: a row's error then
+    follows its own range, not the largest weight's, at the same speed (fbgemm dequantizes per
+    column either way). It is also what lets `llama_step` join q, k and v (and gate and up) into
+    one matrix with the very same int8 weights and scales, so the joined step is exact.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     as_linears(module)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
     return module
+
+
+def per_channel(m) -> bool:
+    """Whether dynamic int8 linear M holds qint8 weights with a scale per output channel."""
+    w = m._packed_params._weight_bias()[0]
+    return w.dtype == torch.qint8 and w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+
+
+def joined(layers) -> torch.ScriptObject:
+    """One packed int8 matrix holding the rows of LAYERS (dynamic int8 linears over the same
+    input, per-channel, no bias) in order: their int8 weights, scales and zero points as they
+    are, so each output column is computed exactly as its own layer computes it."""
+    ws = [m._packed_params._weight_bias() for m in layers]
+    if any(b is not None for _, b in ws) or not all(per_channel(m) for m in layers):
+        raise ValueError("only per-channel int8 linears without bias can be joined exactly")
+    w = torch._make_per_channel_quantized_tensor(
+        torch.cat([w.int_repr() for w, _ in ws]), torch.cat([w.q_per_channel_scales() for w, _ in ws]),
+        torch.cat([w.q_per_channel_zero_points() for w, _ in ws]), 0)
+    return torch.ops.quantized.linear_prepack(w, None)
+
+
+class Int8Head(nn.Module):
+    """A T3 speech head as a dynamic int8 linear (per channel) that still answers `.weight.device`:
+    upstream's `T3.device` is `speech_head.weight.device`."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        holder = nn.Sequential(linear)
+        quantize_linears(holder)
+        self.linear = holder[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The int8 weight itself (unpacked on each read; upstream reads it once per utterance)."""
+        return self.linear.weight()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
 
 
 # --- int4 ------------------------------------------------------------------------------------------

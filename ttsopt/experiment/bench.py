@@ -39,17 +39,18 @@ def best_combo(device_type: str, flags: set[str], model: str = "original") -> tu
     if model == "turbo":
         if device_type == "cuda":
             raise UserError("no fast combination is built for turbo on CUDA yet; name one with --combo")
-        return "fast-t3+cpu-int8-t3", ("turbo on a CPU: GPT-2 over a static KV cache with int8 linears "
-                                       "(its flow already takes 2 steps)")
+        return "fast-t3+cpu-int8-t3+cpu-int8-head", ("turbo on a CPU: GPT-2 over a static KV cache with int8 "
+                                                     "linears and speech head (its flow already takes 2 steps)")
     precision, why = flow_precision(device_type, flags)
     flow = f"the flow estimator in {precision}; {why}"
     if model == "multilingual":  # fast-t3 has no alignment analyzer, which upstream runs for this model
         if device_type == "cuda":
             return "fast-s3gen", f"multilingual on CUDA: CUDA graphs and {flow}"
-        return "cpu-int8-t3+fast-s3gen", f"multilingual on a CPU: int8 T3 linears, {flow}"
+        return "cpu-int8-t3+cpu-int8-head+fast-s3gen", f"multilingual on a CPU: int8 T3 linears and speech head, {flow}"
     if device_type == "cuda":
         return "fast-t3+fast-s3gen", f"CUDA: the T3 step and the flow as CUDA graphs, {flow}"
-    return "fast-t3+cpu-int8-t3+fast-s3gen", f"a CPU: T3 over a static KV cache with int8 linears, {flow}"
+    return "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen", (f"a CPU: T3 over a static KV cache with int8 linears "
+                                                            f"and speech head, {flow}")
 
 
 RUN_ID = "bench"

@@ -46,6 +46,36 @@ class FastT3Variant(Variant):
         return steps > 0, f"{steps} decode steps on the static-KV path ({evidence.get('layer_step')})"
 
 
+class CompiledT3Variant(Variant):
+    """fast-t3's loop with every decode layer run through `torch.compile` (`engine.t3.compiled`):
+    the step a GPU would run (mode "reduce-overhead" there) is the one the CPU tests run. Float
+    layers only: dynamo does not trace dynamic int8 linears' packed weights, so on a CPU the int8
+    TorchScript step (`fast-t3+cpu-int8-t3`) stays the fast one; this measures what compiling buys
+    the float step, its compile time apart (evidence `compile.compile_s`)."""
+    name = "compiled-t3"
+    models = ("original",)
+    not_for = {"turbo": "the compiled step is the Llama layer; Turbo's GPT-2 step is not compiled",
+               "multilingual": FastT3Variant.not_for["multilingual"]}
+    claims = (Claim("t3_decode", "fast-t3's static-KV step with its layers compiled by torch.compile (inductor): "
+                                 "fused elementwise chains, less T3 decode time, same tokens within float rounding"),)
+    lossless = False  # inductor's fused loops round differently; tests hold the tokens to the eager step's
+    conflicts = ("fast-t3", "cpu-int8", "cpu-int8-t3", "cpu-int4-t3")
+
+    def apply(self, pipeline):
+        runner = FastT3(pipeline.model.t3, compiled=True)
+        pipeline.replace("t3", runner, by=self.name)
+        return runner
+
+    def evidence(self, pipeline, runner) -> dict:
+        return {"t3": type(runner).__name__, **runner.evidence()}
+
+    def engaged(self, evidence):
+        steps, compile_ = evidence.get("steps", 0), evidence.get("compile", {})
+        ok = steps > 0 and compile_.get("layer_calls", 0) > 0
+        return ok, (f"{steps} decode steps, {compile_.get('layer_calls', 0)} compiled layer calls "
+                    f"(compiled in {compile_.get('compile_s')} s)")
+
+
 def flow_precision(device_type: str, flags: set[str]) -> tuple[str, str]:
     """The flow's precision for fast-s3gen on a device with CPU FLAGS, and why. bfloat16 for the
     estimator where it is native (CUDA, or a CPU with BF16_UNITS); elsewhere bfloat16 is emulated,
@@ -188,6 +218,44 @@ class CpuInt8(Variant):
         return n > 0, f"{n} dynamic int8 linear layers"
 
 
+class CpuInt8Head(Variant):
+    """T3's speech head as a dynamic int8 linear with a scale per output channel (`quant.Int8Head`).
+    With the transformer in int8 the head is the one float32 matrix a decode step still reads (8194
+    rows for the original model), and a float product at two rows reads it far below the memory's
+    speed; `ttsopt bench` shows the step with and without it. Logits come from int8 weights, so the
+    bench's fidelity lines (token match, teacher-forced logit error) say what it costs."""
+    name = "cpu-int8-head"
+    requires = ("CPU (dynamic int8 kernels are CPU-only)",)
+    lossless = False
+    models = ("original", "turbo", "multilingual")
+    claims = (Claim("t3_decode", "T3's speech head in int8: a quarter of its float32 bytes per step, so less "
+                                 "time; a fidelity trade-off"),)
+    conflicts = ("bf16", "fp16")
+
+    def check(self, pipeline=None):
+        if pipeline is not None and pipeline.device.type != "cpu":
+            return f"dynamic int8 runs on CPU only; the model is on {pipeline.device}"
+        return None
+
+    def apply(self, pipeline):
+        t3 = pipeline.model.t3
+        before = weights.linear_bytes(t3.speech_head)
+        if not isinstance(t3.speech_head, quant.Int8Head):
+            t3.speech_head = quant.Int8Head(t3.speech_head)
+        return before
+
+    def evidence(self, pipeline, before) -> dict:
+        head = pipeline.model.t3.speech_head
+        return {"speech_head": {"type": type(head).__name__, "linear_types": weights.linear_counts(head),
+                                "mb_before": round(before / _MIB, 1),
+                                "mb_after": round(weights.linear_bytes(head) / _MIB, 1)}}
+
+    def engaged(self, evidence):
+        part = evidence.get("speech_head", {})
+        n = sum(c for kind, c in part.get("linear_types", {}).items() if "dynamic" in kind)
+        return n > 0, f"speech head {part.get('type')}: {part.get('mb_before')} -> {part.get('mb_after')} MiB"
+
+
 class CpuInt4T3(Variant):
     """Group-wise int4 weights (`engine.quant.Int4Linear`) for the linear layers of T3's
     transformer, through torch's own CPU int4 kernel; activations in bfloat16. The speech head
@@ -248,7 +316,7 @@ class StreamVariant(Variant):
                           "rendered exactly as without streaming")
 
 
-VARIANTS = [FastT3Variant(), FastS3GenVariant(), CpuInt8("cpu-int8", t3_only=False),
-            CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)), CpuInt4T3(),
+VARIANTS = [FastT3Variant(), CompiledT3Variant(), FastS3GenVariant(), CpuInt8("cpu-int8", t3_only=False),
+            CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)), CpuInt8Head(), CpuInt4T3(),
             *map(CfmSteps, CFM_STEP_VARIANTS),
             StreamVariant()]

@@ -37,17 +37,24 @@ class FastT3:
     `eos_every`: how many steps pass between host reads of the sampled tokens in natural-stop
     runs. On CPU reading a token costs nothing and extra draws would shift the global RNG that
     S3Gen's noise comes from, so the default is 1 there; on CUDA it is 8 (a sync per 8 tokens).
-    `graphs`: capture the decode step as a CUDA graph (CUDA only).
+    `graphs`: capture the decode step as a CUDA graph (CUDA only; the default there unless compiled).
+    `compiled`: run the decode step's layers through `torch.compile` (`compiled.plan`) instead.
     """
     name = "fast-t3"
 
-    def __init__(self, t3, *, eos_every: int | None = None, graphs: bool | None = None):
+    def __init__(self, t3, *, eos_every: int | None = None, graphs: bool | None = None, compiled: bool = False):
         self.t3 = t3
         cuda = t3.device.type == "cuda"
         self.eos_every = eos_every or (8 if cuda else 1)
-        self.graphs = cuda if graphs is None else graphs
+        self.graphs = (cuda and not compiled) if graphs is None else graphs
         if self.graphs and not cuda:
             raise ValueError("CUDA graphs need the model on a CUDA device")
+        if self.graphs and compiled:
+            raise ValueError("a compiled step and a hand-captured CUDA graph are two ways to the same end: pick one")
+        self.compiled = None       # a llama_step plan whose layers run through torch.compile
+        if compiled:
+            from . import compiled as compiled_mod
+            self.compiled = compiled_mod.plan(t3.tfmr)
         self.graph = None          # cuda_graph.GraphDecoder, built on first use
         self.steps = 0             # decode steps run (eager and replayed), for evidence
         self.host_reads = 0        # times the sampled tokens were read back by the host
@@ -118,11 +125,14 @@ class FastT3:
             # After the last forced token too: upstream runs this forward, whose logits a natural
             # run reads its stop token from, so both do the same work for the same length.
             embed = t3.speech_emb(token) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
-            h = llama_step.forward(t3.tfmr, embed.expand(2, -1, -1), state.cache, state.length + i)
+            logits = self._step(embed.expand(2, -1, -1), state.cache, state.length + i)
             self.forwards += 1
-            logits = t3.speech_head(h)[:, -1]
         if forced:
             yield torch.full_like(state.logits[:1, :1], stop, dtype=torch.long)
+
+    def _step(self, embed: torch.Tensor, cache: llama_step.StaticKV, start: int) -> torch.Tensor:
+        h = llama_step.forward(self.t3.tfmr, embed, cache, start, plan=self.compiled)
+        return self.t3.speech_head(h)[:, -1]
 
     # --- teacher-forced scoring ------------------------------------------------------------
     def score(self, state: FastState, tokens: torch.Tensor) -> torch.Tensor:
@@ -149,7 +159,9 @@ class FastT3:
         return self.graph
 
     def evidence(self) -> dict:
-        return {"decode": "cuda-graph" if self.graphs else "eager static-kv",
-                "layer_step": llama_step.plan_for(self.t3.tfmr).kind, "steps": self.steps,
+        decode = "cuda-graph" if self.graphs else "compiled static-kv" if self.compiled else "eager static-kv"
+        layer_step = (self.compiled or llama_step.plan_for(self.t3.tfmr)).kind
+        return {"decode": decode, "layer_step": layer_step, "steps": self.steps,
+                **({"compile": self.compiled.scripted[0].evidence()} if self.compiled is not None else {}),
                 "host_reads": self.host_reads, "forwards": self.forwards, "eos_every": self.eos_every,
                 **({"graph": self.graph.evidence()} if self.graph is not None else {})}

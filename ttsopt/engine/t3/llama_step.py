@@ -12,8 +12,13 @@ int8 CPU step. `Plan` resolves every layer's weights once and calls the ops dire
 packed weights (exactly what each module's forward runs), RMSNorm as its five ops. A module
 that carries hooks, or that is neither kind (bitsandbytes, say), is still called as a module.
 On CPU, when every layer is plain (all-float or all-int8 linears, no hooks), each layer runs
-as one TorchScript function instead (`scripted`): the same ops from C++. `Plan.kind` says which
-path runs; fast-t3's evidence reports it, and `ttsopt bench` what the step costs.
+as one TorchScript function instead (`scripted`): the same ops from C++. With per-channel int8
+weights (`quant.quantize_linears`) q, k and v are read as one matrix and gate and up as another
+(`quant.joined`: the same int8 rows and scales, so the same results): four int8 products per
+layer instead of seven, each paying its activation quantization and thread start once. A plan
+can also run every layer through a function given to it (`compiled`: `torch.compile`'s).
+`Plan.kind` says which path runs; fast-t3's evidence reports it, and `ttsopt bench` what the
+step costs.
 
 Two ways to address the cache:
 - `start` an int: the new tokens go to slots [start, start + T) and attention reads exactly
@@ -31,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
+
+from .. import quant
 
 
 class StaticKV:
@@ -96,7 +103,9 @@ class Plan:
     """Per layer: (input norm, q, k, v, o, post-attention norm, gate, up, act, down, attn).
     Built from the modules as they are now; `current` tells whether it still matches them."""
 
-    def __init__(self, tfmr):
+    def __init__(self, tfmr, layer_fn=None):
+        """LAYER_FN: a function of `layer_args`'s arguments to run every layer with (`compiled`
+        passes `torch.compile`'s version of the float layer) instead of the TorchScript one."""
         self.tfmr = tfmr
         self.modules = self._modules(tfmr)
         self.layers = []
@@ -107,15 +116,36 @@ class Plan:
                                 _linear(mlp.gate_proj), _linear(mlp.up_proj), _act(mlp.act_fn),
                                 _linear(mlp.down_proj), a))
         self.norm = _norm(tfmr.norm)
-        self.scripted, self.kind = self._script(tfmr)
+        self.scripted, self.kind = self._script(tfmr) if layer_fn is None else self._with(tfmr, layer_fn)
+
+    @staticmethod
+    def _with(tfmr, layer_fn):
+        kind, layers = Plan.layer_args(tfmr)
+        if kind != "float":
+            raise ValueError(f"the layers are {kind or 'not plain Llama layers'}: a layer function of the float "
+                             "layer's arguments cannot run them")
+        return (layer_fn, layers), f"{getattr(layer_fn, 'kind', 'custom')}-float"
 
     @staticmethod
     def _script(tfmr):
-        """Per-layer arguments of a TorchScript layer (`scripted`) when every layer is plain
-        Llama on the CPU with all-float or all-dynamic-int8 linears and no hooks; else None."""
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        """A TorchScript layer (`scripted`) and its per-layer arguments when the layers are plain
+        (`layer_args`) and on the CPU; else None."""
         if next(tfmr.parameters()).device.type != "cpu":
             return None, "eager"  # graphs (CUDA) remove the per-op cost; scripting is measured on CPU only
+        kind, layers = Plan.layer_args(tfmr)
+        if kind is None:
+            return None, "eager"
+        with warnings.catch_warnings():  # deprecation notice on every scripted function; see scripted.py
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
+            from . import scripted
+        return (scripted.SCRIPTED[kind], layers), f"torchscript-{kind}"
+
+    @staticmethod
+    def layer_args(tfmr) -> tuple[str | None, list]:
+        """(kind, per-layer arguments of `scripted`'s layer functions) when every layer is plain
+        Llama with all-float, all-dynamic-int8 or all-per-channel-int8 ("int8-joined") linears and
+        no hooks; (None, []) otherwise."""
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
         layers, kinds = [], set()
         for layer in tfmr.layers:
             a, mlp = layer.self_attn, layer.mlp
@@ -125,28 +155,28 @@ class Plan:
                      and a.num_key_value_groups == 1
                      and not any(_has_hooks(m) for m in (*lins, *norms)))  # the layer's own modules are never called
             if not plain:
-                return None, "eager"
+                return None, []
             if all(type(m) is nn.Linear and m.bias is None for m in lins):
                 kinds.add("float")
                 weights = [m.weight for m in lins]
             elif all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in lins):
-                kinds.add("int8")
                 ranges = {_reduce_range(m) for m in lins}
                 if len(ranges) != 1:
-                    return None, "eager"
-                weights = [m._packed_params._packed_params for m in lins] + [ranges.pop()]
+                    return None, []
+                if all(quant.per_channel(m) and m.bias() is None for m in lins):
+                    kinds.add("int8-joined")
+                    weights = [quant.joined(lins[:3]), lins[3]._packed_params._packed_params,
+                               quant.joined(lins[4:6]), lins[6]._packed_params._packed_params, ranges.pop()]
+                else:
+                    kinds.add("int8")
+                    weights = [m._packed_params._packed_params for m in lins] + [ranges.pop()]
             else:
-                return None, "eager"
+                return None, []
             norm1, norm2 = norms
             layers.append((norm1.weight, norm1.variance_epsilon, norm2.weight, norm2.variance_epsilon, *weights))
         if len(kinds) != 1:
-            return None, "eager"
-        with warnings.catch_warnings():  # deprecation notice on every scripted function; see scripted.py
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
-            from . import scripted
-        kind = kinds.pop()
-        fn = scripted.layer_int8 if kind == "int8" else scripted.layer_float
-        return (fn, layers), f"torchscript-{kind}"
+            return None, []
+        return kinds.pop(), layers
 
     @staticmethod
     def _modules(tfmr) -> list:

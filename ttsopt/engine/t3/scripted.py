@@ -1,11 +1,13 @@
-"""One T3 decoder layer as a TorchScript function, for CPU decode steps.
+"""One T3 decoder layer as plain functions of its tensors, scripted for CPU decode steps and
+traced by `torch.compile` for the compiled step (`compiled`).
 
 Why: a CPU decode step is some seventy small ops per layer on two rows. Run from Python, each op
 pays the interpreter and the Python-to-C++ crossing, a visible share of an int8 step; `ttsopt
 bench` shows the step time either way (`layer_step` in fast-t3's evidence). TorchScript runs the same ops from
 C++. It is in maintenance mode upstream, but it is the one tool in torch 2.11 that takes the
-dynamic int8 linears' packed weights as they are: `torch.compile` traces neither those
-weights nor, without a GPU, anything it could replay.
+dynamic int8 linears' packed weights as they are: `torch.compile` does not trace those weights.
+The float layer is also what the compiled step compiles (once, for every layer: the weights are
+arguments), so both paths share one definition of the layer.
 
 Each function is `llama_step`'s layer op for op (RMSNorm as `LlamaRMSNorm.forward`, rotary
 as `apply_rotary_pos_emb`, the int8 linear as `DynamicLinear.forward`), and CPU fusion in the
@@ -19,7 +21,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-@torch.jit.script
 def rms(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     dtype = x.dtype
     x = x.to(torch.float32)
@@ -27,13 +28,11 @@ def rms(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     return weight * x.to(dtype)
 
 
-@torch.jit.script
 def _rotate_half(x: Tensor) -> Tensor:
     half = x.size(-1) // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-@torch.jit.script
 def attend(q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor,
            start: int, mask: Tensor | None, scale: float, head_dim: int) -> Tensor:
     """Projections in, attention output out (before o_proj): rotary, cache write, SDPA."""
@@ -51,12 +50,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, k_cache: T
     return out.transpose(1, 2).reshape(B, T, -1)
 
 
-@torch.jit.script
 def _qlinear(x: Tensor, w: torch.classes.quantized.LinearPackedParamsBase, reduce_range: bool) -> Tensor:
     return torch.ops.quantized.linear_dynamic(x, w, reduce_range).to(x.dtype)
 
 
-@torch.jit.script
 def layer_int8(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: float,
                q: torch.classes.quantized.LinearPackedParamsBase, k: torch.classes.quantized.LinearPackedParamsBase,
                v: torch.classes.quantized.LinearPackedParamsBase, o: torch.classes.quantized.LinearPackedParamsBase,
@@ -72,7 +69,24 @@ def layer_int8(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: float
     return h + _qlinear(F.silu(_qlinear(x, gate, reduce_range)) * _qlinear(x, up, reduce_range), down, reduce_range)
 
 
-@torch.jit.script
+def layer_int8_joined(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: float,
+                      qkv: torch.classes.quantized.LinearPackedParamsBase,
+                      o: torch.classes.quantized.LinearPackedParamsBase,
+                      gate_up: torch.classes.quantized.LinearPackedParamsBase,
+                      down: torch.classes.quantized.LinearPackedParamsBase, reduce_range: bool,
+                      cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, start: int, mask: Tensor | None,
+                      scale: float, head_dim: int) -> Tensor:
+    """`layer_int8` with q, k and v read as one matrix, and gate and up as another (`quant.joined`):
+    four int8 products per layer instead of seven, each output column computed as before."""
+    x = rms(h, norm1, eps1)
+    q, k, v = _qlinear(x, qkv, reduce_range).chunk(3, -1)
+    a = attend(q, k, v, cos, sin, k_cache, v_cache, start, mask, scale, head_dim)
+    h = h + _qlinear(a, o, reduce_range)
+    x = rms(h, norm2, eps2)
+    gate, up = _qlinear(x, gate_up, reduce_range).chunk(2, -1)
+    return h + _qlinear(F.silu(gate) * up, down, reduce_range)
+
+
 def layer_float(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: float,
                 q: Tensor, k: Tensor, v: Tensor, o: Tensor, gate: Tensor, up: Tensor, down: Tensor,
                 cos: Tensor, sin: Tensor, k_cache: Tensor, v_cache: Tensor, start: int,
@@ -83,3 +97,8 @@ def layer_float(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: floa
     h = h + F.linear(a, o)
     x = rms(h, norm2, eps2)
     return h + F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down)
+
+
+# The TorchScript versions llama_step runs, per kind of linear weights (called functions are scripted with them).
+SCRIPTED = {"float": torch.jit.script(layer_float), "int8": torch.jit.script(layer_int8),
+            "int8-joined": torch.jit.script(layer_int8_joined)}
