@@ -1,0 +1,65 @@
+"""The T3 decode step alone, per variant spec, on one machine in one process: each spec's own
+copy of the model, rounds interleaved so drift falls on every spec alike, and per spec the
+median step time with its range over the rounds. For choosing between step paths (TorchScript,
+compiled, int8, int8 head) without a whole bench; the first round includes compilation and
+TorchScript's profiling runs and is left out of the summary.
+
+    .venv/bin/python scripts/t3-steps.py fast-t3 compiled-t3 fast-t3+cpu-int8-t3 \
+        fast-t3+cpu-int8-t3+cpu-int8-head [--source synthetic] [--steps 30] [--rounds 4]
+"""
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+from ttsopt import variants
+from ttsopt.engine import sources
+from ttsopt.engine.pipeline import Pipeline
+from ttsopt.measure.env import cpu_model, cpu_units
+
+TEXT = "The workbench measures every optimization in isolation, against the same baseline, with the same prompts."
+
+
+def step_ms(pipeline: Pipeline, steps: int) -> float:
+    s = pipeline.sampling
+    with torch.inference_mode():
+        text, conds = pipeline.text_to_tokens(TEXT), pipeline.conditioning()
+        torch.manual_seed(0)
+        state = pipeline.t3.prefill(conds.t3, text, s)
+        start = time.perf_counter()
+        pipeline.t3.decode(state, s, steps)
+        return (time.perf_counter() - start) / steps * 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("specs", nargs="+", help="variant specs whose T3 stage offers prefill/decode (fast-t3 and kin)")
+    p.add_argument("--source", default="synthetic")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=4)
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    pipelines = []
+    for spec in args.specs:
+        pipeline = Pipeline(sources.load(args.source, "cpu"))
+        variants.apply(pipeline, spec)
+        pipelines.append(pipeline)
+    times = {spec: [] for spec in args.specs}
+    for r in range(args.rounds):
+        for spec, pipeline in zip(args.specs, pipelines):
+            times[spec].append(step_ms(pipeline, args.steps))
+            print(f"round {r}: {spec} {times[spec][-1]:.1f} ms/step", flush=True)
+    print(f"\nT3 decode step, {args.steps} steps, {args.source} weights, {cpu_model()} ({cpu_units()}) "
+          f"({torch.get_num_threads()} threads); median over rounds 1-{args.rounds - 1} (round 0 warms up)")
+    for spec, pipeline in zip(args.specs, pipelines):
+        kept = times[spec][1:] or times[spec]
+        evidence = pipeline.t3.evidence()
+        extra = f", compiled in {evidence['compile']['compile_s']} s" if "compile" in evidence else ""
+        print(f"  {spec:42s} {statistics.median(kept):7.1f} ms ({min(kept):.1f}-{max(kept):.1f}) "
+              f"{evidence.get('layer_step')}{extra}")
+
+
+if __name__ == "__main__":
+    main()
