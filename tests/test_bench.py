@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from ttsopt.core import records
+from ttsopt.engine.stream import FIRST_PARTS
 from ttsopt.experiment import bench, bench_quality
 from ttsopt.measure.env import cpu_flags
 
@@ -59,6 +60,8 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     streams = df[df["phase"] == "stream"]
     assert sorted(streams.groupby("side").size().to_dict().items()) == [("baseline", 2), ("variant", 2)]
     assert (streams["x_first_audio_s"] > 0).all() and set(streams["pair"]) == {0, 1}
+    parts = streams[[f"x_first_{part}" for part in FIRST_PARTS]].sum(axis=1)
+    assert np.allclose(parts, streams["x_first_audio_s"]) and (streams["x_prompt_frames"] > 0).all()
     batch = df[df["phase"] == "batch"].iloc[0]
     assert batch["x_prompts"] == 2 and batch["x_audio_s_per_wall_s"] > 0
     load = df[(df["phase"] == "load") & (df["process"] == 0)].set_index("side")

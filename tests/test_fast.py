@@ -10,7 +10,7 @@ from ttsopt.core.errors import UserError
 from ttsopt.engine import quant
 from ttsopt.engine.batch import synthesize_batch
 from ttsopt.engine.pipeline import SAMPLES_PER_TOKEN, Pipeline, Sampling
-from ttsopt.engine.stream import synthesize_stream
+from ttsopt.engine.stream import FIRST_PARTS, synthesize_stream
 from ttsopt.engine.t3 import llama_step, sampling
 from ttsopt.engine.t3.fast import FastT3
 from ttsopt.engine.t3.lean import LeanT3
@@ -115,6 +115,15 @@ def test_stream_chunks_add_up_to_the_whole(tiny_model):
     assert len(out.chunks) >= 3
     assert sum(len(c) for c in out.chunks) == 37 * SAMPLES_PER_TOKEN
     assert 0 < out.first_audio_s < out.wall_s
+
+
+def test_stream_first_audio_is_the_sum_of_its_parts(tiny_model):
+    pipeline = Pipeline(tiny_model)
+    variants.apply(pipeline, "fast-t3")
+    out = synthesize_stream(pipeline, TEXT, seed=2, n_tokens=37, chunk_tokens=10)
+    assert list(out.first_parts) == list(FIRST_PARTS) and all(s > 0 for s in out.first_parts.values())
+    assert sum(out.first_parts.values()) == pytest.approx(out.first_audio_s, rel=1e-6)
+    assert out.prompt_frames == tiny_model.tts.conds.gen["prompt_feat"].size(1) > 0
 
 
 # Every fast variant once; compositions keep the number of tiny model copies down.

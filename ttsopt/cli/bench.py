@@ -132,6 +132,11 @@ def _extra_lines(records) -> list[str]:
     if len(streams):
         out.append(f"stream: chunks of {streams['x_chunk_tokens'].iloc[0]:.0f} tokens, "
                    f"{streams['x_chunks'].median():.0f} per synthesis, {len(streams)} streams (rows above)")
+        if "x_prompt_frames" in streams:
+            frames = streams["x_prompt_frames"].max()
+            out.append(f"  every chunk's flow renders the reference prompt's {frames:.0f} mel frames again in front "
+                       "of its own: the estimator attends over all frames at every step, so none of that work "
+                       "depends on the voice alone")
     for _, r in records[records["phase"] == Phase.BATCH].iterrows():
         out.append(f"batch of {r['x_prompts']:.0f}: {r['audio_s']:.2f} s of audio in {r['wall_s']:.2f} s (T3 "
                    f"{r['x_t3_s']:.2f} s) = {r['x_audio_s_per_wall_s']:.2f} audio s per wall s")

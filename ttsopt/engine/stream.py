@@ -11,7 +11,7 @@ utterance).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from .pipeline import SAMPLE_RATE, rtf
 SAMPLES_PER_FRAME = 480
 CHUNK_TOKENS = 25  # speech tokens per chunk: one second of speech
 VOCODER_CONTEXT_FRAMES = 8  # left context the vocoder gets, so chunk seams are not cold starts
+# Where the first audio's time goes: text and voice to T3's first token (prefill), the first chunk's
+# tokens (decode), their mel frames with the reference prompt's in front (flow), and their audio.
+FIRST_PARTS = ("prefill_s", "decode_s", "flow_s", "vocode_s")
 
 
 @dataclass
@@ -31,6 +34,8 @@ class StreamResult:
     tokens: torch.Tensor
     first_audio_s: float           # from the call to the first chunk of audio being ready
     wall_s: float
+    first_parts: dict = field(default_factory=dict)  # the first audio's seconds by part (FIRST_PARTS)
+    prompt_frames: int = 0         # the reference prompt's mel frames, which every chunk's flow renders again
 
     @property
     def wav(self) -> np.ndarray:
@@ -114,20 +119,28 @@ def synthesize_stream(pipeline, text: str, *, seed: int = 0, n_tokens: int | Non
         conds = pipeline.conditioning()
         torch.manual_seed(seed)
         state = pipeline.t3.prefill(conds.t3, text_tokens, s)
+        marks = [clock.elapsed()]  # until the first audio: prefill, decode, flow and vocoder done
         blocks, chunks, ready, mels = [], [], [], None
         pending = 0
 
         def emit(final: bool):
             nonlocal mels
+            first = not chunks
+            if first:
+                marks.append(clock.elapsed())
             raw = torch.cat(blocks, dim=1)[0]
             emitted = 0 if mels is None else mels.size(2)
             # The last chunk renders what a whole synthesis renders (Turbo: its three silence tokens too).
             speech = pipeline.speech_tokens(raw) if final else raw[raw < SPEECH_VOCAB_SIZE].to(pipeline.device)
             new = chunked.render(pipeline.flow, speech, conds, emitted, final)
+            if first:
+                marks.append(clock.elapsed())
             if new.size(2):
                 chunks.append(chunked.vocode_chunk(pipeline.vocode, new, emitted, mels).float().cpu().numpy())
                 mels = new if mels is None else torch.cat([mels, new], dim=2)
                 ready.append(clock.elapsed())
+            elif first:  # nothing to hear yet: this flow call counts in the next chunk's decode part
+                del marks[1:]
 
         for block in pipeline.t3.blocks(state, s, n_tokens):
             blocks.append(block)
@@ -137,4 +150,7 @@ def synthesize_stream(pipeline, text: str, *, seed: int = 0, n_tokens: int | Non
                 pending = 0
         emit(final=True)
     raw = torch.cat(blocks, dim=1)[0]
-    return StreamResult(chunks, pipeline.speech_tokens(raw).cpu(), ready[0], clock.elapsed())
+    marks.append(ready[0])
+    parts = dict(zip(FIRST_PARTS, np.diff([0.0, *marks]).tolist()))
+    return StreamResult(chunks, pipeline.speech_tokens(raw).cpu(), ready[0], clock.elapsed(), parts,
+                        int(conds.gen["prompt_feat"].size(1)))

@@ -168,6 +168,11 @@ ROWS = (  # label, column, phase, higher is better
     ("end-to-end wall s", "wall_s", Phase.TRIAL, False),
     ("end-to-end RTF", "rtf", Phase.TRIAL, False),
     ("stream: first audio s", "x_first_audio_s", Phase.STREAM, False),
+    # Where the first audio's time goes (engine.stream.FIRST_PARTS); records before these were kept lack them.
+    ("  of which T3 prefill s", "x_first_prefill_s", Phase.STREAM, False),
+    ("  of which the first chunk's decode s", "x_first_decode_s", Phase.STREAM, False),
+    ("  of which its flow, prompt in front s", "x_first_flow_s", Phase.STREAM, False),
+    ("  of which its vocoder s", "x_first_vocode_s", Phase.STREAM, False),
     ("stream: RTF after the first chunk", "x_rest_rtf", Phase.STREAM, False),
     ("stream: whole wall s", "wall_s", Phase.STREAM, False),
     ("model weights MiB (counted)", "mem_params_mb", Phase.LOAD, False),

@@ -220,7 +220,9 @@ def _stream_trial(run: _Run, side: str, pipeline, prompt_id: str, text: str, see
     return run.record(Phase.STREAM, side, prompt_id=prompt_id, seed=seed, trial=trial, pair=trial, wall_s=out.wall_s,
                       audio_s=out.audio_s, n_tokens=int(out.tokens.numel()), forced_tokens=n_tokens,
                       extra={"first_audio_s": out.first_audio_s, "chunks": len(out.chunks),
-                             "chunk_tokens": CHUNK_TOKENS, "rest_rtf": out.rest_rtf})
+                             "chunk_tokens": CHUNK_TOKENS, "rest_rtf": out.rest_rtf,
+                             "prompt_frames": out.prompt_frames,
+                             **{f"first_{part}": s for part, s in out.first_parts.items()}})
 
 
 def _synth(run: _Run, side: str, pipeline, prompt: dict, seed: int, phase: str, n: int | None, **keys):

@@ -25,6 +25,7 @@ ROWS = (  # label, column, phase, higher is better (None: shown without a gain)
     ("model weights MiB", "mem_params_mb", Phase.LOAD, None),
     ("resident after load MiB", "mem_rss_resident_mb", Phase.LOAD, None),
     ("first audio when streaming s", "x_first_audio_s", Phase.STREAM, False),
+    ("  of which the first chunk's flow s", "x_first_flow_s", Phase.STREAM, False),
     ("streaming RTF after the first chunk", "x_rest_rtf", Phase.STREAM, False),
     ("streaming whole wall s", "wall_s", Phase.STREAM, False),
 )
