@@ -24,7 +24,8 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     out = tmp_path / "bench"
     env = {**os.environ, "HF_TOKEN": "secret-canary-bench"}
     proc = subprocess.run([sys.executable, "-m", "ttsopt", "bench", "--source", "tiny", "--device", "cpu",
-                           "--tokens", "6", "--trials", "2", "--stream", "--batch", "2", "--save", str(out)],
+                           "--tokens", "6", "--trials", "2", "--stream", "--first-chunk", "3", "--batch", "2",
+                           "--save", str(out)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for row in ("T3 tokens/s", "S3Gen flow s", "end-to-end RTF", "gain 95% CI low", "token match rate",
@@ -62,6 +63,7 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert (streams["x_first_audio_s"] > 0).all() and set(streams["pair"]) == {0, 1}
     parts = streams[[f"x_first_{part}" for part in FIRST_PARTS]].sum(axis=1)
     assert np.allclose(parts, streams["x_first_audio_s"]) and (streams["x_prompt_frames"] > 0).all()
+    assert (streams["x_first_chunk_tokens"] == 3).all()
     batch = df[df["phase"] == "batch"].iloc[0]
     assert batch["x_prompts"] == 2 and batch["x_audio_s_per_wall_s"] > 0
     load = df[(df["phase"] == "load") & (df["process"] == 0)].set_index("side")
@@ -145,6 +147,8 @@ def test_the_cpu_default_says_which_precision_its_flow_takes(flags, precision):
     assert combo == "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen"
     assert f"estimator in {precision}" in why and ("emulated" in why) is (precision == "int8")
     assert bench.best_combo("cpu", flags, "multilingual")[0] == "cpu-int8-t3+cpu-int8-head+fast-s3gen"
+    combo, why = bench.best_combo("cpu", flags, "turbo")
+    assert combo == "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen" and f"flow estimator in {precision}" in why
 
 
 def test_the_cuda_default_keeps_the_bf16_flow():

@@ -117,6 +117,17 @@ def test_stream_chunks_add_up_to_the_whole(tiny_model):
     assert 0 < out.first_audio_s < out.wall_s
 
 
+def test_a_smaller_first_chunk_starts_the_audio_with_fewer_tokens(tiny_model):
+    pipeline = Pipeline(tiny_model)
+    variants.apply(pipeline, "fast-t3")
+    even = synthesize_stream(pipeline, TEXT, seed=2, n_tokens=37, chunk_tokens=10)
+    early = synthesize_stream(pipeline, TEXT, seed=2, n_tokens=37, chunk_tokens=10, first_chunk_tokens=5)
+    assert len(early.chunks[0]) < len(even.chunks[0]) and len(early.chunks) == len(even.chunks) + 1
+    assert sum(len(c) for c in early.chunks) == 37 * SAMPLES_PER_TOKEN
+    with pytest.raises(ValueError, match="at least one token"):
+        synthesize_stream(pipeline, TEXT, n_tokens=5, chunk_tokens=0)
+
+
 def test_stream_first_audio_is_the_sum_of_its_parts(tiny_model):
     pipeline = Pipeline(tiny_model)
     variants.apply(pipeline, "fast-t3")

@@ -177,8 +177,8 @@ def test_cli_list_says_per_model_what_runs():
     proc = _cli("list", "--model", "turbo", "--json", timeout=120)
     rows = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
     assert rows["no-grad"]["here"] == "yes" and "turbo" in rows["no-grad"]["models"]
-    assert rows["fast-s3gen"]["here"].startswith("not applicable: made and tested for the original and "
-                                                 "multilingual model")
+    assert rows["fast-s3gen"]["here"] == "yes"
+    assert rows["compiled-t3"]["here"].startswith("not applicable: the compiled step is the Llama layer")
     assert rows["cfm-steps-1"]["here"] == "yes" and rows["cpu-int8-t3"]["here"] == "yes"
     assert rows["fast-t3"]["here"] == "yes"
     proc = _cli("list", "--model", "multilingual", "--json", timeout=120)
@@ -220,14 +220,14 @@ def test_audio_captures_the_turbo_flow_print_in_a_buffer_only(turbo):
 def test_cli_bench_runs_turbos_int8_path_against_its_own_baseline():
     proc = _cli("bench", "--model", "turbo", "--source", "tiny", "--tokens", "6", "--trials", "2")
     assert proc.returncode == 0, proc.stderr
-    assert "bench: turbo model" in proc.stdout and "combo fast-t3+cpu-int8-t3+cpu-int8-head" in proc.stdout
+    assert "bench: turbo model" in proc.stdout and "combo fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen" in proc.stdout
     assert "dynamic.modules.linear.Linear" in proc.stdout  # GPT-2's Conv1D projections were quantized
     assert "token match rate" in proc.stdout and "T3 step memory floor" in proc.stdout
 
 
 @pytest.mark.parametrize("argv, message", [
     (("--batch", "2"), "built for the original model's T3 only"),
-    (("--combo", "fast-s3gen"), "made and tested for the original and multilingual model"),
+    (("--combo", "compiled-t3"), "the compiled step is the Llama layer"),
 ])
 def test_cli_bench_refuses_for_turbo_what_is_not_built_for_it(argv, message):
     proc = _cli("bench", "--model", "turbo", "--source", "tiny", *argv, timeout=120)

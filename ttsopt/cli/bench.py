@@ -28,10 +28,13 @@ def register(sub) -> None:
     p.add_argument("--combo", default=None,
                    help="variant spec (default per device and model: fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen "
                         "on a CPU, whose flow estimator goes bfloat16 with avx512_bf16 or amx_bf16 and int8 linears "
-                        "without; fast-t3+fast-s3gen on CUDA; fast-t3+cpu-int8-t3+cpu-int8-head for turbo, "
+                        "without; fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA), "
                         "cpu-int8-t3+cpu-int8-head+fast-s3gen for multilingual on a CPU)")
     p.add_argument("--stream", action="store_true",
                    help="also stream both sides once per pair, after the pairs (first audio, RTF of the rest)")
+    p.add_argument("--first-chunk", type=positive, default=None, metavar="N",
+                   help="speech tokens in a stream's first chunk, both sides (default: 25, as every chunk): fewer "
+                        "start the audio sooner, at one more flow call")
     p.add_argument("--no-memory", dest="memory", action="store_false",
                    help="skip loading each side once more in a fresh process of its own to measure its memory")
     p.add_argument("--batch", type=count, default=0, help="also time N copies of the prompt in one T3 batch")
@@ -86,7 +89,8 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
     with steps(bench.steps(args.trials, args.stream, args.batch, args.memory), "bench") as progress:
         result = bench.run(directory, source=args.source, device=args.device, combo=args.combo, text=text,
                            tokens=tokens, trials=args.trials, seed=args.seed, stream=args.stream, batch=args.batch,
-                           model=args.model, language=args.language, memory=args.memory, progress=progress)
+                           model=args.model, language=args.language, memory=args.memory,
+                           first_chunk=args.first_chunk, progress=progress)
     device = torch.device("cuda" if str(result.records["device"].dropna().iloc[0]).startswith("cuda") else "cpu")
     where = torch.cuda.get_device_name() if device.type == "cuda" else \
         f"{cpu_model() or 'unknown CPU'} ({cpu_units() or 'no vector units known'}), {torch.get_num_threads()} threads"
@@ -130,7 +134,9 @@ def _extra_lines(records) -> list[str]:
     out = []
     streams = records[records["phase"] == Phase.STREAM]
     if len(streams):
-        out.append(f"stream: chunks of {streams['x_chunk_tokens'].iloc[0]:.0f} tokens, "
+        first = streams["x_first_chunk_tokens"].iloc[0] if "x_first_chunk_tokens" in streams else None
+        first = f" (the first {first:.0f})" if first and first != streams["x_chunk_tokens"].iloc[0] else ""
+        out.append(f"stream: chunks of {streams['x_chunk_tokens'].iloc[0]:.0f} tokens{first}, "
                    f"{streams['x_chunks'].median():.0f} per synthesis, {len(streams)} streams (rows above)")
         if "x_prompt_frames" in streams:
             frames = streams["x_prompt_frames"].max()

@@ -105,9 +105,13 @@ class ChunkedS3Gen:
 
 
 def synthesize_stream(pipeline, text: str, *, seed: int = 0, n_tokens: int | None = None,
-                      chunk_tokens: int = CHUNK_TOKENS) -> StreamResult:
+                      chunk_tokens: int = CHUNK_TOKENS, first_chunk_tokens: int | None = None) -> StreamResult:
     """Stream PIPELINE's synthesis of TEXT; `pipeline.t3` must offer `blocks` (every runner here does:
-    upstream's loops and fast-t3's eager one)."""
+    upstream's loops and fast-t3's eager one). FIRST_CHUNK_TOKENS (default CHUNK_TOKENS) sets the
+    first chunk alone: fewer tokens start the audio sooner, at the cost of one more flow call."""
+    first_chunk_tokens = first_chunk_tokens or chunk_tokens
+    if min(chunk_tokens, first_chunk_tokens) < 1:
+        raise ValueError(f"chunks hold at least one token, not {chunk_tokens} (first {first_chunk_tokens})")
     if not hasattr(pipeline.t3, "blocks"):
         raise ValueError(f"streaming reads T3's token stream, which {type(pipeline.t3).__name__} does not offer "
                          "(no `blocks`)")
@@ -145,7 +149,7 @@ def synthesize_stream(pipeline, text: str, *, seed: int = 0, n_tokens: int | Non
         for block in pipeline.t3.blocks(state, s, n_tokens):
             blocks.append(block)
             pending += int((block < SPEECH_VOCAB_SIZE).sum())
-            if pending >= chunk_tokens:
+            if pending >= (chunk_tokens if chunks else first_chunk_tokens):
                 emit(final=False)
                 pending = 0
         emit(final=True)

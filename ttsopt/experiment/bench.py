@@ -34,15 +34,15 @@ from .runner import RunConfig, _Run, _stream_trial, measure_pairs
 def best_combo(device_type: str, flags: set[str], model: str = "original") -> tuple[str, str]:
     """The fast combination for a device, CPU FLAGS and model, and why. `fast-s3gen` picks the flow
     estimator's precision from the same flags (`variants.fast.flow_precision`): bfloat16 where it is
-    native, int8 linear layers where bfloat16 would be emulated. Turbo's flow takes 2 steps already;
-    on CUDA nothing is built for it yet."""
+    native, int8 linear layers where bfloat16 would be emulated. On CUDA nothing is built for Turbo yet."""
+    precision, why = flow_precision(device_type, flags)
+    flow = f"the flow estimator in {precision}; {why}"
     if model == "turbo":
         if device_type == "cuda":
             raise UserError("no fast combination is built for turbo on CUDA yet; name one with --combo")
-        return "fast-t3+cpu-int8-t3+cpu-int8-head", ("turbo on a CPU: GPT-2 over a static KV cache with int8 "
-                                                     "linears and speech head (its flow already takes 2 steps)")
-    precision, why = flow_precision(device_type, flags)
-    flow = f"the flow estimator in {precision}; {why}"
+        return "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen", (
+            f"turbo on a CPU: GPT-2 over a static KV cache with int8 linears and speech head; {flow} "
+            "(Turbo's flow takes 2 steps)")
     if model == "multilingual":  # fast-t3 has no alignment analyzer, which upstream runs for this model
         if device_type == "cuda":
             return "fast-s3gen", f"multilingual on CUDA: CUDA graphs and {flow}"
@@ -68,8 +68,9 @@ class Bench:
 
 def run(out_dir, *, source: str, device: str, combo: str | None, text: str, tokens: int, trials: int, seed: int,
         stream: bool, batch: int, model: str = "original", language: str = "en", memory: bool = True,
-        progress=None) -> Bench:
-    """PROGRESS(message) is told as each of `steps(...)` starts."""
+        first_chunk: int | None = None, progress=None) -> Bench:
+    """PROGRESS(message) is told as each of `steps(...)` starts; FIRST_CHUNK: the streams' first chunk
+    in tokens (default: as every chunk)."""
     say = progress or (lambda message: None)
     from ..engine.sources import resolve_device
     from ..measure.env import cpu_flags
@@ -88,7 +89,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     say("T3's memory floor")
     floor = memory_floor(base, fast, run_, text, tokens)
     if stream:
-        _stream(run_, base, fast, text, seed, tokens, trials, say)
+        _stream(run_, base, fast, text, seed, tokens, trials, say, first_chunk)
     if batch:
         say(f"a batch of {batch}")
         _batch(run_, fast, text, seed, tokens, batch)
@@ -109,13 +110,14 @@ def steps(trials: int, stream: bool, batch: int, memory: bool) -> int:
     return 3 + (trials if stream else 0) + (1 if batch else 0) + (2 if memory else 0)
 
 
-def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int, say) -> None:
+def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int, say,
+            first_chunk: int | None = None) -> None:
     """Both sides streamed once per pair, in the pairs' alternating order: streaming's own replicates."""
     for pair in range(trials):
         say(f"streaming both sides, pair {pair + 1}/{trials}")
         sides = ((Side.BASELINE, base), (Side.VARIANT, fast))
         for side, pipeline in sides if pair % 2 == 0 else sides[::-1]:
-            run_.write(_stream_trial(run_, side, pipeline, "bench", text, seed + pair, tokens, pair))
+            run_.write(_stream_trial(run_, side, pipeline, "bench", text, seed + pair, tokens, pair, first_chunk))
 
 
 def _batch(run_: _Run, pipeline, text: str, seed: int, tokens: int, n: int) -> None:

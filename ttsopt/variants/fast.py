@@ -92,6 +92,9 @@ def flow_precision(device_type: str, flags: set[str]) -> tuple[str, str]:
 
 class FastS3GenVariant(Variant):
     name = "fast-s3gen"
+    # Turbo's mean-flow estimator takes the same wrapper: two steps at batch 1 with the step end `r`
+    # (no CUDA graphs for it: BucketedEstimator calls it as is), the same precision choice.
+    models = ("original", "turbo", "multilingual")
     claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in a cheaper precision for the "
                                   "device (bfloat16 where native, else int8 linear layers, the encoder's too), padded "
                                   "to length buckets and replayed from CUDA graphs on CUDA: less flow time, a "
