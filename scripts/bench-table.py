@@ -1,5 +1,6 @@
 """A saved bench (`ttsopt bench --save DIR`) as a Markdown table, computed from its records: each
-metric's medians, the gain with its 95% interval and the number of pairs behind it, under a line
+metric's medians, the gain with its 95% interval, the number of pairs behind it and its verdict
+(faster, slower, no measurable change, or inconclusive with n), under a line
 naming the machine, the combination and the command. With `--readme README.md` the table replaces
 what stands between that file's `<!-- bench-table DIR -->` and `<!-- /bench-table -->` markers, so
 the README shows what the records say (a test holds the two together).
@@ -40,14 +41,16 @@ def markdown(directory: Path) -> str:
     command = (directory / "bench.txt").read_text(encoding="utf-8").splitlines()[0].removeprefix("$ ")
     combo = records.loc[records["run_id"] == bench.RUN_ID, "variant"].dropna().iloc[0]
     lines = [f"`{command}` on {_machine(directory, env)}; fast side `{combo}`.", "",
-             "| metric (median) | baseline | fast | gain (95% CI, pairs) |", "| --- | ---: | ---: | ---: |"]
+             "| metric (median) | baseline | fast | gain (95% CI, pairs) | verdict |",
+             "| --- | ---: | ---: | ---: | --- |"]
     for row in bench.table(records).to_dict("records"):
         gain = "–"
         if not math.isnan(row["gain"]):
             gain = f"×{row['gain']:.2f}"
             gain += (f" ({row['gain 95% CI low']:.2f}–{row['gain 95% CI high']:.2f}, n = {row['n']})"
                      if not math.isnan(row["gain 95% CI low"]) else f" (n = {row['n']})")
-        lines.append(f"| {row['metric (median)']} | {_number(row['baseline'])} | {_number(row['fast'])} | {gain} |")
+        lines.append(f"| {row['metric (median)']} | {_number(row['baseline'])} | {_number(row['fast'])} | {gain} "
+                     f"| {row['verdict'] or '–'} |")
     return "\n".join(lines)
 
 

@@ -167,3 +167,16 @@ def test_the_readme_bench_tables_are_what_the_saved_records_say():
     assert blocks, "the README shows a saved bench's table"
     for directory, shown in blocks:
         assert shown == script.markdown(root / directory), f"regenerate: scripts/bench-table.py {directory} --readme"
+
+
+@pytest.mark.parametrize("low, high, higher, verdict", [
+    (1.10, 1.30, True, "faster"),            # tokens/s up by 10-30%
+    (0.70, 0.90, False, "faster"),           # a time down by 10-30%
+    (0.70, 0.90, True, "slower"),            # tokens/s down
+    (0.98, 1.03, False, "no measurable change"),
+    (0.84, 1.65, False, "inconclusive (n = 3)"),
+])
+def test_a_bench_row_names_its_verdict_from_the_interval_against_the_band(low, high, higher, verdict):
+    from ttsopt.core import stats
+    c = stats.Comparison("m", "m", (low * high) ** 0.5, low, high, 0.5, 3, "pairs", 0.05, None, 1.0, 1.0)
+    assert bench._verdict(c, higher) == verdict

@@ -18,7 +18,7 @@ import torch
 from ..core import stats
 from ..core.errors import UserError
 from ..core.records import load
-from ..core.vocab import Design, Phase, Side, Stage
+from ..core.vocab import Design, Phase, Side, Stage, Verdict
 from ..engine.batch import synthesize_batch
 from ..engine.pipeline import Sampling
 from ..engine.t3.fast import FastT3
@@ -186,7 +186,8 @@ ROWS = (  # label, column, phase, higher is better
 
 def table(records: pd.DataFrame) -> pd.DataFrame:
     """Median per side and the gain (baseline / fast for times, fast / baseline for throughput)
-    with its interval over the pairs; memory columns show their values without a gain."""
+    with its interval over the pairs and the verdict it supports; memory columns show their values
+    without a gain."""
     df = records[records["run_id"] == RUN_ID]
     rows = []
     for label, column, phase, higher in ROWS:
@@ -198,18 +199,26 @@ def table(records: pd.DataFrame) -> pd.DataFrame:
         b = pd.to_numeric(sel.loc[sel["side"] == Side.BASELINE, column], errors="coerce").median()
         f = pd.to_numeric(sel.loc[sel["side"] == Side.VARIANT, column], errors="coerce").median()
         gain = low = high = np.nan
-        n = None
+        n, verdict = None, ""
         if phase in (Phase.TRIAL, Phase.STREAM) and not column.startswith("mem_"):
             try:
                 c = stats.compare(df, column, metric=column, design=Design.IN_PROCESS, phase=phase)
-                (gain, low, high), n = c.gain(higher), c.n
+                (gain, low, high), n, verdict = c.gain(higher), c.n, _verdict(c, higher)
             except ValueError:  # no pair with the value on both sides (one chunk has no rest to time)
-                n = 0
+                n, verdict = 0, str(Verdict.NOT_COMPARED)
         rows.append({"metric (median)": label, "baseline": b, "fast": f, "gain": gain, "gain 95% CI low": low,
-                     "gain 95% CI high": high, "n": n})
+                     "gain 95% CI high": high, "n": n, "verdict": verdict})
     out = pd.DataFrame(rows)
     out["n"] = out["n"].astype("Int64")  # pairs behind the interval; none for the memory rows
     return out
+
+
+def _verdict(c: stats.Comparison, higher: bool) -> str:
+    """The fast side's verdict on one row, read as the suite reads its rows (`stats.decide` against
+    the ±min_effect band): throughput rows flip the interval, so "faster" means more tokens per second."""
+    low, high = (1 / c.ci_high, 1 / c.ci_low) if higher else (c.ci_low, c.ci_high)
+    verdict = stats.decide(low, high, c.band) if np.isfinite(low) and np.isfinite(high) else Verdict.INCONCLUSIVE
+    return f"{verdict} (n = {c.n})" if verdict == Verdict.INCONCLUSIVE else str(verdict)
 
 
 def fidelity_lines(records: pd.DataFrame) -> list[str]:
