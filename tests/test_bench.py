@@ -179,4 +179,4 @@ def test_the_readme_bench_tables_are_what_the_saved_records_say():
 def test_a_bench_row_names_its_verdict_from_the_interval_against_the_band(low, high, higher, verdict):
     from ttsopt.core import stats
     c = stats.Comparison("m", "m", (low * high) ** 0.5, low, high, 0.5, 3, "pairs", 0.05, None, 1.0, 1.0)
-    assert bench._verdict(c, higher) == verdict
+    assert c.reading(higher) == verdict

@@ -74,6 +74,13 @@ class Comparison:
             return self.ratio, self.ci_low, self.ci_high
         return 1 / self.ratio, 1 / self.ci_high, 1 / self.ci_low
 
+    def reading(self, higher_is_better: bool) -> str:
+        """The verdict as a table row shows it, with "faster" meaning the better direction for a
+        throughput too (its interval is flipped before `decide`); "inconclusive" carries its n."""
+        low, high = (1 / self.ci_high, 1 / self.ci_low) if higher_is_better else (self.ci_low, self.ci_high)
+        verdict = decide(low, high, self.band) if math.isfinite(low) and math.isfinite(high) else Verdict.INCONCLUSIVE
+        return f"{verdict} (n = {self.n})" if verdict == Verdict.INCONCLUSIVE else str(verdict)
+
 
 def _ok(df: pd.DataFrame, phase: str, column: str) -> pd.DataFrame:
     """The ok records of PHASE with a positive COLUMN: a ratio needs a positive value on both sides,

@@ -203,7 +203,7 @@ def table(records: pd.DataFrame) -> pd.DataFrame:
         if phase in (Phase.TRIAL, Phase.STREAM) and not column.startswith("mem_"):
             try:
                 c = stats.compare(df, column, metric=column, design=Design.IN_PROCESS, phase=phase)
-                (gain, low, high), n, verdict = c.gain(higher), c.n, _verdict(c, higher)
+                (gain, low, high), n, verdict = c.gain(higher), c.n, c.reading(higher)
             except ValueError:  # no pair with the value on both sides (one chunk has no rest to time)
                 n, verdict = 0, str(Verdict.NOT_COMPARED)
         rows.append({"metric (median)": label, "baseline": b, "fast": f, "gain": gain, "gain 95% CI low": low,
@@ -211,14 +211,6 @@ def table(records: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["n"] = out["n"].astype("Int64")  # pairs behind the interval; none for the memory rows
     return out
-
-
-def _verdict(c: stats.Comparison, higher: bool) -> str:
-    """The fast side's verdict on one row, read as the suite reads its rows (`stats.decide` against
-    the ±min_effect band): throughput rows flip the interval, so "faster" means more tokens per second."""
-    low, high = (1 / c.ci_high, 1 / c.ci_low) if higher else (c.ci_low, c.ci_high)
-    verdict = stats.decide(low, high, c.band) if np.isfinite(low) and np.isfinite(high) else Verdict.INCONCLUSIVE
-    return f"{verdict} (n = {c.n})" if verdict == Verdict.INCONCLUSIVE else str(verdict)
 
 
 def fidelity_lines(records: pd.DataFrame) -> list[str]:

@@ -49,7 +49,8 @@ def names(records: pd.DataFrame) -> tuple[str, ...]:
 
 def table(records: pd.DataFrame, models: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Median per model and, for each other model, its gain over the first with a 95% interval over
-    the trials (first / other for times, other / first for throughput; above 1 is better)."""
+    the trials (first / other for times, other / first for throughput; above 1 is better) and the
+    verdict that interval supports."""
     models = models or names(records)
     reference = models[0]
     rows = []
@@ -61,22 +62,25 @@ def table(records: pd.DataFrame, models: tuple[str, ...] | None = None) -> pd.Da
         for name in models:
             row[name] = pd.to_numeric(sel.loc[sel["model"] == name, column], errors="coerce").median()
         for name in models[1:]:
-            row[f"{name} gain"], row[f"{name} 95% CI"] = _gain(sel, reference, name, column, higher, phase)
+            row[f"{name} gain"], row[f"{name} 95% CI"], row[f"{name} verdict"] = _gain(sel, reference, name, column,
+                                                                                      higher, phase)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _gain(sel: pd.DataFrame, reference: str, other: str, column: str, higher: bool | None,
-          phase: str = Phase.TRIAL) -> tuple[float, str]:
+          phase: str = Phase.TRIAL) -> tuple[float, str, str]:
+    """OTHER's gain over REFERENCE, its interval and the verdict the interval supports."""
     if higher is None:
-        return math.nan, ""
+        return math.nan, "", ""
     pair = sel[sel["model"].isin((reference, other))]
     try:
         c = stats.compare(pair, column, metric=column, design=Design.IN_PROCESS, phase=phase)
     except ValueError:  # no trial of one of them finished
-        return math.nan, "no trials"
+        return math.nan, "no trials", ""
     ratio, low, high = c.gain(higher)
-    return ratio, f"{low:.2f}–{high:.2f} (n = {c.n})" if math.isfinite(low) else f"none (n = {c.n})"
+    return (ratio, f"{low:.2f}–{high:.2f} (n = {c.n})" if math.isfinite(low) else f"none (n = {c.n})",
+            c.reading(higher))
 
 
 def audio_per_wall(records: pd.DataFrame, name: str) -> float:
