@@ -31,15 +31,21 @@ def _wait_for(predicate, timeout_s: float, what: str, proc=None) -> None:
         time.sleep(0.5)
 
 
+def _as_a_foreground_job() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
 def test_an_interruption_keeps_a_report_of_the_finished_runs_and_says_how_to_resume(tmp_path, sig):
     out = tmp_path / "out"
     argv = ["run", "--source", "tiny", "--profile", "smoke", "--variants", "no-grad,channels-last",
             "--out", str(out), "--no-profiling", "--order-seed", "1"]
-    # Its own session, so that Ctrl-C can be sent as a terminal sends it: to the whole process group.
+    # Its own session, so that Ctrl-C can be sent as a terminal sends it: to the whole process group;
+    # and SIGINT handled as in a terminal's foreground job, even where the tests themselves run in the
+    # background of a non-interactive shell, which starts them with SIGINT ignored.
     proc = subprocess.Popen([sys.executable, "-m", "ttsopt", *argv], cwd=REPO, text=True, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            preexec_fn=_as_a_foreground_job, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # The reference run has finished and the next one is under way in its kernel.
     _wait_for(lambda: len(list((out / "notebooks").glob("*.ipynb"))) >= 2 if (out / "notebooks").is_dir() else False,
               600, "the second run started", proc)
