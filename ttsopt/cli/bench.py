@@ -134,9 +134,9 @@ def _extra_lines(records) -> list[str]:
     out = []
     streams = records[records["phase"] == Phase.STREAM]
     if len(streams):
-        first = streams["x_first_chunk_tokens"].iloc[0] if "x_first_chunk_tokens" in streams else None
-        first = f" (the first {first:.0f})" if first and first != streams["x_chunk_tokens"].iloc[0] else ""
-        out.append(f"stream: chunks of {streams['x_chunk_tokens'].iloc[0]:.0f} tokens{first}, "
+        size = streams["x_chunk_tokens"].iloc[0]
+        first = streams["x_first_chunk_tokens"].iloc[0] if "x_first_chunk_tokens" in streams else size
+        out.append(f"stream: chunks of {size:.0f} tokens{f' (the first {first:.0f})' if first != size else ''}, "
                    f"{streams['x_chunks'].median():.0f} per synthesis, {len(streams)} streams (rows above)")
         if "x_prompt_frames" in streams:
             frames = streams["x_prompt_frames"].max()

@@ -36,6 +36,8 @@ class StreamResult:
     wall_s: float
     first_parts: dict = field(default_factory=dict)  # the first audio's seconds by part (FIRST_PARTS)
     prompt_frames: int = 0         # the reference prompt's mel frames, which every chunk's flow renders again
+    chunk_tokens: int = CHUNK_TOKENS
+    first_chunk_tokens: int = CHUNK_TOKENS
 
     @property
     def wav(self) -> np.ndarray:
@@ -157,4 +159,4 @@ def synthesize_stream(pipeline, text: str, *, seed: int = 0, n_tokens: int | Non
     marks.append(ready[0])
     parts = dict(zip(FIRST_PARTS, np.diff([0.0, *marks]).tolist()))
     return StreamResult(chunks, pipeline.speech_tokens(raw).cpu(), ready[0], clock.elapsed(), parts,
-                        int(conds.gen["prompt_feat"].size(1)))
+                        int(conds.gen["prompt_feat"].size(1)), chunk_tokens, first_chunk_tokens)

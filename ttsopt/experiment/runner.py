@@ -215,12 +215,12 @@ def _stream_trial(run: _Run, side: str, pipeline, prompt_id: str, text: str, see
                   trial: int, first_chunk_tokens: int | None = None) -> TrialRecord:
     """One streamed synthesis (`engine.stream`) as a record of phase `stream`: its first audio,
     chunks and the RTF of the rest. Pair = trial, so both sides' streams pair like trials."""
-    from ..engine.stream import CHUNK_TOKENS, synthesize_stream
+    from ..engine.stream import synthesize_stream
     out = synthesize_stream(pipeline, text, seed=seed, n_tokens=n_tokens, first_chunk_tokens=first_chunk_tokens)
     return run.record(Phase.STREAM, side, prompt_id=prompt_id, seed=seed, trial=trial, pair=trial, wall_s=out.wall_s,
                       audio_s=out.audio_s, n_tokens=int(out.tokens.numel()), forced_tokens=n_tokens,
                       extra={"first_audio_s": out.first_audio_s, "chunks": len(out.chunks),
-                             "chunk_tokens": CHUNK_TOKENS, "first_chunk_tokens": first_chunk_tokens or CHUNK_TOKENS,
+                             "chunk_tokens": out.chunk_tokens, "first_chunk_tokens": out.first_chunk_tokens,
                              "rest_rtf": out.rest_rtf,
                              "prompt_frames": out.prompt_frames,
                              **{f"first_{part}": s for part, s in out.first_parts.items()}})

@@ -92,8 +92,8 @@ def flow_precision(device_type: str, flags: set[str]) -> tuple[str, str]:
 
 class FastS3GenVariant(Variant):
     name = "fast-s3gen"
-    # Turbo's mean-flow estimator takes the same wrapper: two steps at batch 1 with the step end `r`
-    # (no CUDA graphs for it: BucketedEstimator calls it as is), the same precision choice.
+    # Turbo's mean-flow estimator takes the same wrapper and precision choice: two steps at batch 1
+    # with the step end `r` (on CUDA BucketedEstimator pads those calls but captures no graph for them).
     models = ("original", "turbo", "multilingual")
     claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in a cheaper precision for the "
                                   "device (bfloat16 where native, else int8 linear layers, the encoder's too), padded "
@@ -176,13 +176,22 @@ class CfmSteps(Variant):
         return ok, f"{evidence.get('flow_calls', 0)} flow call(s) with {evidence.get('n_cfm_timesteps')} steps"
 
 
-class CpuInt8(Variant):
-    """Dynamic int8 for the linear layers of T3's transformer and (unless t3_only) S3Gen's flow.
-    T3's speech head stays float: upstream reads `t3.device` from its weight. Turbo's GPT-2 layers
-    are quantized too (`engine.quant` turns its Conv1D projections into the linears they are)."""
+class _DynamicInt8(Variant):
+    """What every dynamic-int8 variant shares: CPU kernels only, lossy, every model of the family."""
     requires = ("CPU (dynamic int8 kernels are CPU-only)",)
     lossless = False
     models = ("original", "turbo", "multilingual")
+
+    def check(self, pipeline=None):
+        if pipeline is not None and pipeline.device.type != "cpu":
+            return f"dynamic int8 runs on CPU only; the model is on {pipeline.device}"
+        return None
+
+
+class CpuInt8(_DynamicInt8):
+    """Dynamic int8 for the linear layers of T3's transformer and (unless t3_only) S3Gen's flow.
+    T3's speech head stays float: upstream reads `t3.device` from its weight. Turbo's GPT-2 layers
+    are quantized too (`engine.quant` turns its Conv1D projections into the linears they are)."""
 
     def __init__(self, name: str, t3_only: bool, aliases: tuple[str, ...] = ()):
         self.name, self.t3_only, self.aliases = name, t3_only, aliases
@@ -192,11 +201,6 @@ class CpuInt8(Variant):
         self.claims = (Claim(BNB_CLAIM.metric, BNB_CLAIM.text + "; int8 linears are its CPU counterpart",
                              BNB_CLAIM.low, BNB_CLAIM.high, source=BNB_CLAIM.source), speed) if t3_only else (speed,)
         self.conflicts = ("fast-s3gen", "bf16", "fp16") if not t3_only else ("bf16", "fp16")
-
-    def check(self, pipeline=None):
-        if pipeline is not None and pipeline.device.type != "cpu":
-            return f"dynamic int8 runs on CPU only; the model is on {pipeline.device}"
-        return None
 
     def _targets(self, pipeline):
         targets = {"t3.tfmr": pipeline.model.t3.tfmr}
@@ -221,24 +225,16 @@ class CpuInt8(Variant):
         return n > 0, f"{n} dynamic int8 linear layers"
 
 
-class CpuInt8Head(Variant):
+class CpuInt8Head(_DynamicInt8):
     """T3's speech head as a dynamic int8 linear with a scale per output channel (`quant.Int8Head`).
     With the transformer in int8 the head is the one float32 matrix a decode step still reads (8194
     rows for the original model), and a float product at two rows reads it far below the memory's
     speed; `ttsopt bench` shows the step with and without it. Logits come from int8 weights, so the
     bench's fidelity lines (token match, teacher-forced logit error) say what it costs."""
     name = "cpu-int8-head"
-    requires = ("CPU (dynamic int8 kernels are CPU-only)",)
-    lossless = False
-    models = ("original", "turbo", "multilingual")
     claims = (Claim("t3_decode", "T3's speech head in int8: a quarter of its float32 bytes per step, so less "
                                  "time; a fidelity trade-off"),)
     conflicts = ("bf16", "fp16")
-
-    def check(self, pipeline=None):
-        if pipeline is not None and pipeline.device.type != "cpu":
-            return f"dynamic int8 runs on CPU only; the model is on {pipeline.device}"
-        return None
 
     def apply(self, pipeline):
         t3 = pipeline.model.t3
