@@ -10,6 +10,7 @@ from ttsopt.core.errors import UserError
 from ttsopt.engine import quant
 from ttsopt.engine.batch import synthesize_batch
 from ttsopt.engine.pipeline import SAMPLES_PER_TOKEN, Pipeline, Sampling
+from ttsopt.engine.s3gen import FlowStage
 from ttsopt.engine.stream import FIRST_PARTS, synthesize_stream
 from ttsopt.engine.t3 import llama_step, sampling
 from ttsopt.engine.t3.fast import FastT3
@@ -151,6 +152,59 @@ def test_fast_variant_applies_with_evidence(tiny_model, spec):
     assert set(evidence) - {"pipeline_changes"} == set(spec.split("+")) and all(evidence.values())
     engaged, why = applied.engaged(evidence)
     assert engaged, why
+
+
+def _own_copy(tiny_model):
+    """The tiny model with S3Gen and T3 of its own, for variants that change modules in place."""
+    model = copy.copy(tiny_model)
+    model.tts = copy.deepcopy(tiny_model.tts)
+    return model
+
+
+def test_the_compiled_estimator_gives_the_eager_mel_for_every_length_from_one_compile(tiny_model):
+    """compiled-s3gen runs the estimator's transformer and resnet blocks through torch.compile
+    (inductor's C++ backend here): the eager flow's mel within float rounding, at two lengths,
+    the second compiling nothing new (symbolic frame counts); the compile timed apart."""
+    pipeline = Pipeline(_own_copy(tiny_model))
+    tokens = torch.randint(0, 6561, (40,), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        conds = pipeline.conditioning()
+        eager = [_flow(pipeline, tokens[:n], conds) for n in (40, 33)]
+        applied = variants.apply(pipeline, "compiled-s3gen")
+        first = _flow(pipeline, tokens, conds)
+        after_first = applied.evidence(pipeline)["compiled-s3gen"]
+        second = _flow(pipeline, tokens[:33], conds)
+    evidence = applied.evidence(pipeline)["compiled-s3gen"]
+    for mel, ref in zip((first, second), eager):
+        assert mel.shape == ref.shape and torch.allclose(mel, ref, atol=1e-4, rtol=1e-3)
+    assert after_first["graphs_compiled"] > 0 and after_first["compile_s"] > 0
+    assert (evidence["graphs_compiled"], evidence["compile_s"]) == (after_first["graphs_compiled"],
+                                                                    after_first["compile_s"])
+    assert evidence["calls"] == 2 * pipeline.find("flow", FlowStage).steps and evidence["blocks"] > 0
+    assert applied.parts[0][0].engaged(evidence)[0]
+
+
+def _flow(pipeline, tokens, conds):
+    torch.manual_seed(0)
+    return pipeline.flow(tokens, conds)
+
+
+def test_the_compiled_estimator_refuses_int8_linears_in_either_order(tiny_model, monkeypatch):
+    """On a CPU without bf16 units fast-s3gen puts int8 linears in the estimator, which dynamo
+    cannot trace: compiled-s3gen refuses them with the reason, whichever of the two comes first."""
+    from ttsopt.engine.s3gen import CompiledEstimator
+    from ttsopt.variants import fast as fast_variants
+    monkeypatch.setattr(fast_variants, "cpu_flags", lambda: {"avx2", "fma"})
+    for spec, refused in (("fast-s3gen+compiled-s3gen", "compiled-s3gen"), ("compiled-s3gen+fast-s3gen", "fast-s3gen")):
+        with pytest.raises(variants.NotApplicable, match="dynamo does not trace|cannot trace") as caught:
+            variants.apply(Pipeline(_own_copy(tiny_model)), spec)
+        assert caught.value.name == refused
+    estimator = copy.deepcopy(tiny_model.s3gen.flow.decoder.estimator)
+    quant.quantize_linears(estimator)
+    with pytest.raises(ValueError, match="cannot trace dynamic int8"):
+        CompiledEstimator(estimator)
+    with pytest.raises(UserError, match="compiled-s3gen and cpu-int8 cannot be combined"):
+        variants.parse("compiled-s3gen+cpu-int8")
 
 
 @pytest.mark.parametrize("flags, precision", [({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),

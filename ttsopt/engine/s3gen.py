@@ -1,6 +1,7 @@
 """S3Gen's flow as a pipeline stage (`FlowStage`), which variants configure: fewer CFM steps
 (cfm-steps-K), a reduced-precision estimator padded to length buckets and, on CUDA, replayed
-from CUDA graphs captured per bucket (fast-s3gen).
+from CUDA graphs captured per bucket (fast-s3gen), the estimator through `torch.compile`
+(compiled-s3gen: `CompiledEstimator`).
 
 Where the time goes (the baseline notebook's profiler pass shows it): the CFM estimator, run
 10 Euler steps x a CFG batch of 2, is nearly all of the flow; the conformer encoder is the rest.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 
 import torch
 import torch.nn.functional as F
@@ -108,3 +110,64 @@ class BucketedEstimator(nn.Module):
         return {"bucket": self.bucket if self.use_graphs else None, "graphs": self.use_graphs,
                 "captured": len(self._graphs),
                 "replays": self.replays}
+
+
+def _compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process so far: a call that raises it compiled."""
+    from torch._dynamo.utils import counters
+    return counters["stats"]["unique_graphs"]
+
+
+COMPILED_BLOCKS = ("BasicTransformerBlock", "CausalResnetBlock1D", "ResnetBlock1D")
+
+
+class CompiledEstimator(nn.Module):
+    """The CFM estimator with its blocks through `torch.compile`: inductor's C++ backend on a CPU
+    (the norms, Mish and GELU around the products fused into loops), `mode="reduce-overhead"`
+    (CUDA graphs recorded by compile) on CUDA, so the estimator a GPU would run is the one the CPU
+    tests run. Frame counts are symbolic (`dynamic=True`), so one compile serves every utterance
+    length; the calls that compiled (the first, and any a new input kind forces) are timed apart
+    from the steady state (`compile_s`).
+
+    The blocks, not the whole forward: the forward builds its attention masks with a
+    data-dependent check (a `.item()` in upstream's `add_optional_chunk_mask`) that splits
+    dynamo's graph, and compiling it whole took twice as long for 17 graphs on the tiny model.
+    The transformer and resnet blocks hold the products and the elementwise chains, and one
+    compile per block kind serves all of its instances. Dynamic int8 linears are refused: dynamo
+    does not trace their packed weights (TorchScript objects).
+
+    On CUDA this replaces `BucketedEstimator`'s hand-captured graphs; those stay for fast-s3gen
+    alone, whose bucket padding bounds how many graphs a GPU records."""
+
+    def __init__(self, estimator: nn.Module, mode: str | None = None):
+        super().__init__()
+        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        if any(isinstance(m, DynamicLinear) for m in estimator.modules()):
+            raise ValueError("torch.compile cannot trace dynamic int8 linears (their packed weights are "
+                             "TorchScript objects); compile a float or bfloat16 estimator")
+        blocks = [m for m in estimator.modules() if type(m).__name__ in COMPILED_BLOCKS]
+        if not blocks:
+            raise ValueError(f"the estimator has none of the blocks compiled here ({', '.join(COMPILED_BLOCKS)})")
+        for block in blocks:
+            block.compile(dynamic=True, mode=mode)
+        self.estimator, self.mode, self.n_blocks = estimator, mode, len(blocks)
+        self.calls = self.compiles = 0
+        self.compile_s = 0.0
+
+    @property
+    def dtype(self):  # read by upstream's solve_euler to cast its inputs
+        return self.estimator.dtype
+
+    def forward(self, x, mask, mu, t, spks=None, cond=None, r=None):
+        before, start = _compiled_graphs(), time.perf_counter()
+        out = self.estimator(x, mask, mu, t, spks, cond, r=r)
+        compiled = _compiled_graphs() - before
+        if compiled:
+            self.compiles += compiled
+            self.compile_s += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+    def evidence(self) -> dict:
+        return {"backend": "inductor", "mode": self.mode or "default", "dynamic": True, "blocks": self.n_blocks,
+                "calls": self.calls, "graphs_compiled": self.compiles, "compile_s": round(self.compile_s, 2)}

@@ -10,13 +10,13 @@ import torch
 
 from ..core.claims import Claim
 from ..engine import quant
-from ..engine.s3gen import UPSTREAM_CFM_STEPS, UPSTREAM_MEANFLOW_STEPS, BucketedEstimator, FlowStage
+from ..engine.s3gen import UPSTREAM_CFM_STEPS, UPSTREAM_MEANFLOW_STEPS, BucketedEstimator, CompiledEstimator, FlowStage
 from ..engine.stream import ChunkedS3Gen
 from ..engine.t3.fast import FastT3
 from ..engine.t3.fast_turbo import FastTurboT3
 from ..measure import weights
 from ..measure.env import BF16_UNITS, cpu_flags
-from .base import Variant, dtypes_of
+from .base import NotApplicable, Variant, dtypes_of
 from .quantize import BNB_CLAIM
 
 _MIB = 2**20
@@ -112,6 +112,9 @@ class FastS3GenVariant(Variant):
             decoder.estimator = BucketedEstimator(decoder.estimator, graphs=pipeline.device.type == "cuda")
         if precision == "bfloat16":
             decoder.estimator.to(torch.bfloat16)
+        elif isinstance(decoder.estimator.estimator, CompiledEstimator):
+            raise NotApplicable(self.name, f"{why}, and compiled-s3gen's estimator cannot take them (dynamo does "
+                                           "not trace dynamic int8 linears); run one of the two")
         else:
             quant.quantize_linears(decoder.estimator.estimator)
             quant.quantize_linears(flow.encoder)
@@ -136,6 +139,42 @@ class FastS3GenVariant(Variant):
                                          f"{calls} flow call(s)")
         cast = evidence.get("estimator_dtypes", {}).get("bfloat16", 0)
         return cast > 0 and calls > 0, f"{cast} estimator parameters in bfloat16, {calls} flow call(s)"
+
+
+class CompiledS3GenVariant(Variant):
+    """The flow's estimator through `torch.compile` (`engine.s3gen.CompiledEstimator`), in
+    whatever precision it holds when compiled: float32 alone, bfloat16 after fast-s3gen on a CPU
+    with bf16 units. On CUDA compile records the graphs (reduce-overhead), so fast-s3gen's own
+    capture is turned off. Not with int8 estimator linears (fast-s3gen without bf16 units,
+    cpu-int8): dynamo does not trace them."""
+    name = "compiled-s3gen"
+    models = ("original", "turbo", "multilingual")
+    claims = (Claim("s3gen_flow", "the CFM estimator's blocks compiled by torch.compile (inductor's C++ backend; "
+                                  "on CUDA, graphs recorded by compile): fused loops around the products, less "
+                                  "flow time, the same mel within float rounding"),)
+    lossless = False  # inductor's fused loops round differently; a test holds the mel to the eager one's
+    conflicts = ("cpu-int8",)
+
+    def apply(self, pipeline):
+        decoder = pipeline.model.s3gen.flow.decoder
+        holder = decoder.estimator if isinstance(decoder.estimator, BucketedEstimator) else decoder
+        mode = "reduce-overhead" if pipeline.device.type == "cuda" else None
+        try:
+            holder.estimator = CompiledEstimator(holder.estimator, mode=mode)
+        except ValueError as exc:
+            raise NotApplicable(self.name, str(exc)) from exc
+        if holder is not decoder:
+            holder.use_graphs = False  # compile records the CUDA graphs now
+        return holder.estimator
+
+    def evidence(self, pipeline, compiled) -> dict:
+        return {**compiled.evidence(), "estimator_dtypes": dtypes_of(compiled.estimator)}
+
+    def engaged(self, evidence):
+        calls = evidence.get("calls", 0)
+        return calls > 0 and evidence.get("graphs_compiled", 0) > 0, (
+            f"{calls} compiled estimator calls, {evidence.get('graphs_compiled', 0)} graph(s) compiled "
+            f"in {evidence.get('compile_s')} s")
 
 
 CFM_STEP_VARIANTS = (1, 2, 4, 6)
@@ -315,7 +354,8 @@ class StreamVariant(Variant):
                           "rendered exactly as without streaming")
 
 
-VARIANTS = [FastT3Variant(), CompiledT3Variant(), FastS3GenVariant(), CpuInt8("cpu-int8", t3_only=False),
-            CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)), CpuInt8Head(), CpuInt4T3(),
+VARIANTS = [FastT3Variant(), CompiledT3Variant(), FastS3GenVariant(), CompiledS3GenVariant(),
+            CpuInt8("cpu-int8", t3_only=False), CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)),
+            CpuInt8Head(), CpuInt4T3(),
             *map(CfmSteps, CFM_STEP_VARIANTS),
             StreamVariant()]

@@ -1,0 +1,65 @@
+"""S3Gen's flow alone, per variant spec, on one machine in one process: each spec's own copy
+of the model, the same speech tokens and noise seed for all, rounds interleaved so drift falls
+on every spec alike, and per spec the median flow time with its range over the rounds and its
+mel's relative error against the first spec's. For choosing between flow paths (precision,
+compiled estimator) without a whole bench; the first round includes compilation and is left
+out of the summary.
+
+    .venv/bin/python scripts/flow-steps.py baseline fast-s3gen fast-s3gen+compiled-s3gen \
+        [--model original] [--source synthetic] [--tokens 126] [--rounds 4]
+"""
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+from ttsopt import variants
+from ttsopt.engine import sources
+from ttsopt.engine.pipeline import Pipeline
+from ttsopt.measure.env import cpu_model, cpu_units
+
+
+def flow_s(pipeline: Pipeline, tokens: torch.Tensor, conds) -> tuple[float, torch.Tensor]:
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        mel = pipeline.flow(tokens, conds)
+        return time.perf_counter() - start, mel.float()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("specs", nargs="+", help="variant specs (baseline for none)")
+    p.add_argument("--model", default="original")
+    p.add_argument("--source", default="synthetic")
+    p.add_argument("--tokens", type=int, default=126, help="speech tokens per flow call (random, seed 0)")
+    p.add_argument("--rounds", type=int, default=4)
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    pipelines = []
+    for spec in args.specs:
+        pipeline = Pipeline(sources.load(args.source, "cpu", model=args.model))
+        variants.apply(pipeline, spec)
+        pipelines.append((spec, pipeline, pipeline.conditioning()))
+    tokens = torch.randint(0, 6561, (args.tokens,), generator=torch.Generator().manual_seed(0))
+    times, mels = {spec: [] for spec in args.specs}, {}
+    for r in range(args.rounds):
+        for spec, pipeline, conds in pipelines:
+            seconds, mels[spec] = flow_s(pipeline, tokens, conds)
+            times[spec].append(seconds)
+            print(f"round {r}: {spec} {seconds:.2f} s", flush=True)
+    ref = mels[args.specs[0]]
+    print(f"\nS3Gen flow, {args.model} model, {args.tokens} tokens, {args.source} weights, {cpu_model()} "
+          f"({cpu_units()}) ({torch.get_num_threads()} threads); median over rounds 1-{args.rounds - 1} "
+          f"(round 0 warms up); mel error against {args.specs[0]}")
+    for spec in args.specs:
+        kept = times[spec][1:] or times[spec]
+        error = ((mels[spec] - ref).norm() / ref.norm()).item()
+        print(f"  {spec:36s} {statistics.median(kept):7.2f} s ({min(kept):.2f}-{max(kept):.2f})  "
+              f"first round {times[spec][0]:.2f} s  mel rel. error {error:.4f}")
+
+
+if __name__ == "__main__":
+    main()
