@@ -213,9 +213,7 @@ def test_the_compiled_estimator_refuses_int8_linears_in_either_order(tiny_model,
 def test_fast_s3gen_takes_bfloat16_only_where_the_cpu_has_bf16_units(tiny_model, monkeypatch, flags, precision):
     from ttsopt.variants import fast as fast_variants
     monkeypatch.setattr(fast_variants, "cpu_flags", lambda: flags)
-    model = copy.copy(tiny_model)
-    model.tts = copy.deepcopy(tiny_model.tts)
-    pipeline = Pipeline(model)
+    pipeline = Pipeline(_own_copy(tiny_model))
     applied = variants.apply(pipeline, "fast-s3gen")
     pipeline.synthesize(TEXT, seed=1, n_tokens=12)
     evidence = applied.evidence(pipeline)["fast-s3gen"]

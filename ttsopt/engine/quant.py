@@ -57,6 +57,15 @@ def quantize_linears(module: nn.Module) -> nn.Module:
     return module
 
 
+def refuse_for_compile(module: nn.Module, instead: str) -> None:
+    """One clear error where MODULE holds dynamic int8 linears, which torch.compile cannot trace
+    (their packed weights are TorchScript objects); INSTEAD says what to run."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    if any(isinstance(m, DynamicLinear) for m in module.modules()):
+        raise ValueError("torch.compile cannot trace dynamic int8 linears (their packed weights are TorchScript "
+                         f"objects); {instead}")
+
+
 def per_channel(m) -> bool:
     """Whether dynamic int8 linear M holds qint8 weights with a scale per output channel."""
     w = m._packed_params._weight_bias()[0]

@@ -27,6 +27,7 @@ import warnings
 
 import torch
 
+from .. import quant
 from . import llama_step
 
 
@@ -63,8 +64,5 @@ class CompiledLayer:
 def plan(tfmr, mode: str | None = None) -> llama_step.Plan:
     """A llama_step plan whose every layer runs through one `CompiledLayer`. Only float layers:
     dynamic int8 linears get one clear error (dynamo does not trace their packed weights)."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-    if any(isinstance(m, DynamicLinear) for m in tfmr.modules()):
-        raise ValueError("torch.compile cannot trace dynamic int8 linears (their packed weights are TorchScript "
-                         "objects); compile the float step, or run cpu-int8-t3 without compiling (TorchScript)")
+    quant.refuse_for_compile(tfmr, "compile the float step, or run cpu-int8-t3 without compiling (TorchScript)")
     return llama_step.Plan(tfmr, layer_fn=CompiledLayer(next(tfmr.parameters()).device, mode))
