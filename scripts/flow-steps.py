@@ -9,7 +9,6 @@ out of the summary.
         [--model original] [--source synthetic] [--tokens 126] [--rounds 4]
 """
 import argparse
-import statistics
 import time
 import warnings
 
@@ -18,6 +17,7 @@ import torch
 from ttsopt import variants
 from ttsopt.engine import sources
 from ttsopt.engine.pipeline import Pipeline
+from ttsopt.measure import rounds
 from ttsopt.measure.env import cpu_model, cpu_units
 
 
@@ -44,21 +44,22 @@ def main() -> None:
         variants.apply(pipeline, spec)
         pipelines.append((spec, pipeline, pipeline.conditioning()))
     tokens = torch.randint(0, 6561, (args.tokens,), generator=torch.Generator().manual_seed(0))
-    times, mels = {spec: [] for spec in args.specs}, {}
-    for r in range(args.rounds):
-        for spec, pipeline, conds in pipelines:
-            seconds, mels[spec] = flow_s(pipeline, tokens, conds)
-            times[spec].append(seconds)
-            print(f"round {r}: {spec} {seconds:.2f} s", flush=True)
+    mels = {}
+
+    def measure(spec, pipeline, conds):
+        seconds, mels[spec] = flow_s(pipeline, tokens, conds)
+        return seconds
+
+    times = rounds.interleaved({spec: (lambda a=(spec, p, c): measure(*a)) for spec, p, c in pipelines},
+                               args.rounds, say=lambda line: print(line, flush=True))
     ref = mels[args.specs[0]]
     print(f"\nS3Gen flow, {args.model} model, {args.tokens} tokens, {args.source} weights, {cpu_model()} "
-          f"({cpu_units()}) ({torch.get_num_threads()} threads); median over rounds 1-{args.rounds - 1} "
-          f"(round 0 warms up); mel error against {args.specs[0]}")
+          f"({cpu_units()}) ({torch.get_num_threads()} threads); {rounds.kept_rounds(args.rounds)}; "
+          f"mel error against {args.specs[0]}")
     for spec in args.specs:
-        kept = times[spec][1:] or times[spec]
         error = ((mels[spec] - ref).norm() / ref.norm()).item()
-        print(f"  {spec:36s} {statistics.median(kept):7.2f} s ({min(kept):.2f}-{max(kept):.2f})  "
-              f"first round {times[spec][0]:.2f} s  mel rel. error {error:.4f}")
+        print(f"  {spec:36s} {rounds.summary(times[spec])} s  first round {times[spec][0]:.2f} s  "
+              f"mel rel. error {error:.4f}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ TorchScript's profiling runs and is left out of the summary.
         fast-t3+cpu-int8-t3+cpu-int8-head [--source synthetic] [--steps 30] [--rounds 4]
 """
 import argparse
-import statistics
 import time
 import warnings
 
@@ -17,6 +16,7 @@ import torch
 from ttsopt import variants
 from ttsopt.engine import sources
 from ttsopt.engine.pipeline import Pipeline
+from ttsopt.measure import rounds
 from ttsopt.measure.env import cpu_model, cpu_units
 
 TEXT = "The workbench measures every optimization in isolation, against the same baseline, with the same prompts."
@@ -46,19 +46,15 @@ def main() -> None:
         pipeline = Pipeline(sources.load(args.source, "cpu"))
         variants.apply(pipeline, spec)
         pipelines.append(pipeline)
-    times = {spec: [] for spec in args.specs}
-    for r in range(args.rounds):
-        for spec, pipeline in zip(args.specs, pipelines):
-            times[spec].append(step_ms(pipeline, args.steps))
-            print(f"round {r}: {spec} {times[spec][-1]:.1f} ms/step", flush=True)
+    times = rounds.interleaved({spec: (lambda p=pipeline: step_ms(p, args.steps))
+                                for spec, pipeline in zip(args.specs, pipelines)},
+                               args.rounds, say=lambda line: print(line, flush=True), unit="ms/step")
     print(f"\nT3 decode step, {args.steps} steps, {args.source} weights, {cpu_model()} ({cpu_units()}) "
-          f"({torch.get_num_threads()} threads); median over rounds 1-{args.rounds - 1} (round 0 warms up)")
+          f"({torch.get_num_threads()} threads); {rounds.kept_rounds(args.rounds)}")
     for spec, pipeline in zip(args.specs, pipelines):
-        kept = times[spec][1:] or times[spec]
         evidence = pipeline.t3.evidence()
         extra = f", compiled in {evidence['compile']['compile_s']} s" if "compile" in evidence else ""
-        print(f"  {spec:42s} {statistics.median(kept):7.1f} ms ({min(kept):.1f}-{max(kept):.1f}) "
-              f"{evidence.get('layer_step')}{extra}")
+        print(f"  {spec:42s} {rounds.summary(times[spec], digits=1)} ms {evidence.get('layer_step')}{extra}")
 
 
 if __name__ == "__main__":
