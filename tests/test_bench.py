@@ -1,10 +1,12 @@
 """`ttsopt bench` from a shell, on the tiny model: one table of gains with intervals, the quality rows,
 and with --save the records of every trial, read like any suite's."""
+import copy
 import json
 import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,7 +32,8 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     for row in ("T3 tokens/s", "S3Gen flow s", "end-to-end RTF", "gain 95% CI low", "token match rate",
                 "T3 teacher-forced logit", "weights read per step MiB", "device read bandwidth",
-                "no fast step can beat",
+                "no fast step can beat", "S3Gen flow compute floor", "arithmetic per flow call GFLOP",
+                "no fast flow can beat",
                 "resident after load MiB (own process)", "first synthesis peak above resident MiB (own process)",
                 "stream: first audio s", bench_quality.NEEDS_REAL_WEIGHTS, "log-mel distance dB", "PESQ wideband",
                 "STOI"):
@@ -123,8 +126,6 @@ def test_with_real_weights_bench_scores_each_side_and_the_fast_side_against_the_
 
 def test_step_bytes_count_int8_weights_at_one_byte(tiny_model):
     """The floor's byte count: float32 linears at 4 bytes a weight, int8 at 1, KV by positions."""
-    import copy
-
     from ttsopt.engine import quant
     from ttsopt.measure import roofline
     t3 = copy.deepcopy(tiny_model.t3)
@@ -137,6 +138,57 @@ def test_step_bytes_count_int8_weights_at_one_byte(tiny_model):
     c = t3.tfmr.config
     per_position = 2 * c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * 4
     assert roofline.step_bytes(t3, 100, 20) - after == per_position * 110
+
+
+def test_the_flop_count_covers_products_the_cpu_attention_kernel_and_int8_linears():
+    """The flow floor's arithmetic: a linear layer at two FLOPs per multiply-add whether float or
+    dynamic int8, and the CPU's fused attention (which torch's counter has no formula for) as
+    its two products."""
+    import torch
+    import torch.nn.functional as F
+
+    from ttsopt.measure import roofline
+    layer, x = torch.nn.Linear(64, 32), torch.randn(10, 64)
+    int8 = torch.ao.nn.quantized.dynamic.Linear(64, 32)
+    q = torch.randn(2, 4, 50, 16)
+    with torch.inference_mode():
+        assert roofline.count_flops(lambda: layer(x))[0] == 2 * 10 * 64 * 32
+        n = 2 * 10 * 64 * 32
+        assert roofline.count_flops(lambda: int8(x)) == (n, {"quantized.linear_dynamic": n})
+        flops, by_op = roofline.count_flops(lambda: F.scaled_dot_product_attention(q, q, q))
+    assert flops == 2 * (2 * 2 * 4 * 50 * 50 * 16)
+    assert list(by_op) == ["aten._scaled_dot_product_flash_attention_for_cpu"]
+    assert roofline.rate_kinds(layer) == ["float32"] and roofline.rate_kinds(int8) == ["int8-dynamic"]
+    assert roofline.rate_kinds(torch.nn.Linear(4, 4).to(torch.bfloat16)) == ["bfloat16"]
+
+
+def test_the_flow_does_the_same_arithmetic_in_bfloat16_and_less_with_fewer_steps(tiny_model):
+    """What the flow floor divides: precision changes the rate, not the count; fewer CFM steps
+    change the count."""
+    import torch
+
+    from ttsopt import variants
+    from ttsopt.engine.pipeline import Pipeline
+    from ttsopt.measure import roofline
+    tokens = torch.randint(0, 6561, (20,), generator=torch.Generator().manual_seed(0))
+    counts = {}
+    for spec in ("baseline", "fast-s3gen", "cfm-steps-4"):
+        model = copy.copy(tiny_model)
+        model.tts = copy.deepcopy(tiny_model.tts)
+        pipeline = Pipeline(model)
+        if spec != "baseline":
+            variants.apply(pipeline, spec)
+        conds = pipeline.conditioning()
+        with torch.inference_mode():
+            counts[spec] = roofline.count_flops(partial(pipeline.flow, tokens, conds))[0]
+    assert counts["fast-s3gen"] == counts["baseline"] > counts["cfm-steps-4"] > 0
+
+
+def test_a_rate_probe_of_an_unknown_kind_is_refused():
+    from ttsopt.measure import roofline
+    with pytest.raises(ValueError, match="no rate probe for 'int3'"):
+        roofline.multiply_rates("cpu", "int3")
+    assert len(roofline.multiply_rates("cpu", "float32", n=64, repeats=3)) == 3
 
 
 @pytest.mark.parametrize("flags, precision", [({"avx2", "avx512f", "amx_bf16", "amx_tile"}, "bfloat16"),

@@ -333,6 +333,10 @@ def test_bench_figure_and_cost_by_length_keep_their_inputs():
              "read_bandwidth_gb_s": 12.0}
     fig = plots.bench_figure({"baseline": [trial, trial], "fast": [{**trial, "wall_s": 0.45}]}, floor)
     assert len(fig.axes) == 2
+    flow = {"baseline": {"flow_s": 14.0, "floor_s": 2.0}, "fast": {"flow_s": 11.0, "floor_s": 0.8}}
+    fig = plots.bench_figure({"baseline": [trial], "fast": [trial]}, floor, flow)
+    assert [a.get_title() for a in fig.axes][1:] == ["T3 step vs its memory floor (12.0 GB/s read)",
+                                                     "S3Gen flow vs its compute floor"]
     costs = pd.DataFrame({"chars": [10, 40], "stage_t3_decode": [0.2, 0.7], "stage_s3gen_flow": [0.1, 0.3]})
     assert plots.cost_by_length(costs).axes[0].get_xlabel() == "prompt length (characters)"
 

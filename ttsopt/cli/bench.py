@@ -1,6 +1,6 @@
 """`ttsopt bench`: baseline and the fast path side by side in one process, one table of gains with
-their intervals, the fidelity of the fast side, T3's memory floor, and optionally streaming and
-batching, and the quality of both sides' first clips (with random weights only the fast side's
+their intervals, the fidelity of the fast side, T3's memory floor and the flow's compute floor,
+optionally streaming and batching, and the quality of both sides' first clips (with random weights only the fast side's
 distance to the baseline's). `--save DIR` keeps the printed text, the records of every trial, the
 first pair's clips, their quality (bench.quality.json) and a figure."""
 from __future__ import annotations
@@ -99,7 +99,7 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
              f"prompt {text!r}", f"       combo {result.combo} ({result.why})", "",
              bench.table(result.records).to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
              *bench.fidelity_lines(result.records), "", *bench_quality.lines(result.quality), "",
-             *_floor_lines(result.floor), *_extra_lines(result.records),
+             *_floor_lines(result.floor), *_flow_floor_lines(result.flow_floor), *_extra_lines(result.records),
              "", f"evidence: {json.dumps(result.evidence, default=str, sort_keys=True)}"]
     print("\n".join(lines))
     if args.save:
@@ -126,6 +126,27 @@ def _floor_lines(f: dict) -> list[str]:
         f"{f['prefill_positions']} positions before the first speech token",
         f"=> reading these bytes, no fast step can beat the measured baseline by more than "
         f"{f['t3_gain_ceiling']:.2f}x on this device",
+    ]
+
+
+def _flow_floor_lines(f: dict) -> list[str]:
+    if not f:
+        return []
+    b, x = f["baseline"], f["variant"]
+    return [
+        "",
+        f"{'S3Gen flow compute floor':32s} {'baseline':>12s} {'fast':>12s}",
+        f"{'  arithmetic per flow call GFLOP':32s} {b['gflop']:12.1f} {x['gflop']:12.1f}",
+        f"{'  measured flow s':32s} {b['flow_s']:12.2f} {x['flow_s']:12.2f}",
+        f"{'  achieved GFLOP/s':32s} {b['achieved_gflop_s']:12.1f} {x['achieved_gflop_s']:12.1f}",
+        f"{'  best device rate GFLOP/s':32s} {b['rate_gflop_s']:12.1f} {x['rate_gflop_s']:12.1f}",
+        f"{'  floor at that rate s':32s} {b['floor_s']:12.2f} {x['floor_s']:12.2f}",
+        f"  kinds multiplied in: baseline {', '.join(b['kinds'])}; fast {', '.join(x['kinds'])}",
+        f"arithmetic of one flow call of {f['tokens']} tokens with the voice's prompt in front, counted by "
+        "torch.utils.flop_counter (products, convolutions, attention; elementwise work not counted); "
+        f"device rates: {f['rate_probe']}",
+        f"=> doing this arithmetic, no fast flow can beat the measured baseline by more than "
+        f"{f['flow_gain_ceiling']:.2f}x on this device",
     ]
 
 
@@ -161,4 +182,5 @@ def _figure(directory: Path, result) -> None:
         sides[name] = [{"stages": {s: float(r.get(f"stage_{s}", 0.0) or 0.0) for s in STAGES}, "wall_s": r["wall_s"]}
                        for r in rows.to_dict("records")]
     floor = dict(result.floor, fast=result.floor["variant"])
-    save(bench_figure(sides, floor), directory / "bench.png")
+    flow = dict(result.flow_floor, fast=result.flow_floor["variant"]) if result.flow_floor else None
+    save(bench_figure(sides, floor, flow), directory / "bench.png")

@@ -1,6 +1,6 @@
 """`ttsopt bench`: the upstream-equivalent baseline and a fast combination, side by side in one
 process, interleaved — the in-process design of a suite's runs, on one prompt — plus what only
-a live pipeline can show: T3's memory floor, streaming's first audio, a batch's throughput.
+a live pipeline can show: T3's memory floor, the flow's compute floor, streaming's first audio, a batch's throughput.
 
 Every trial is a `TrialRecord` in a results store (the run `bench`), so a saved bench is read
 like any suite's records; the printed table is computed from those records, each gain with
@@ -10,10 +10,12 @@ quality last, after everything is timed (`bench_quality`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
 import torch
+from chatterbox.models.s3tokenizer import SPEECH_VOCAB_SIZE
 
 from ..core import stats
 from ..core.errors import UserError
@@ -64,6 +66,7 @@ class Bench:
     combo: str
     why: str  # why this combination: the user's choice, or the device's default and its reason
     quality: dict = field(default_factory=dict)  # bench_quality.measure: both sides' first clips
+    flow_floor: dict = field(default_factory=dict)  # flow_floor: the flow's arithmetic against this device's rates
 
 
 def run(out_dir, *, source: str, device: str, combo: str | None, text: str, tokens: int, trials: int, seed: int,
@@ -88,6 +91,8 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
                                                 "language": language}])
     say("T3's memory floor")
     floor = memory_floor(base, fast, run_, text, tokens)
+    say("the flow's compute floor")
+    flow = flow_floor(base, fast, run_, tokens)
     if stream:
         _stream(run_, base, fast, text, seed, tokens, trials, say, first_chunk)
     if batch:
@@ -102,12 +107,12 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     # Last, after every timing; the recogniser is English, so other languages get no word error rate.
     say("scoring quality")
     scored = bench_quality.measure(out_dir, load(out_dir), RUN_ID, base, text if language == "en" else None)
-    return Bench(load(out_dir), floor, applied.evidence(fast), combo, why, scored)
+    return Bench(load(out_dir), floor, applied.evidence(fast), combo, why, scored, flow)
 
 
 def steps(trials: int, stream: bool, batch: int, memory: bool) -> int:
     """How many steps `run` reports to its progress callback."""
-    return 3 + (trials if stream else 0) + (1 if batch else 0) + (2 if memory else 0)
+    return 4 + (trials if stream else 0) + (1 if batch else 0) + (2 if memory else 0)
 
 
 def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int, say,
@@ -147,6 +152,39 @@ def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int) -> dict:
                           "step_ms": step_s * 1e3, "achieved_gb_s": nbytes / step_s / 1e9,
                           "floor_ms": nbytes / bandwidth * 1e3}
     out["t3_gain_ceiling"] = out["baseline"]["step_ms"] / out["variant"]["floor_ms"]
+    return out
+
+
+def flow_floor(base, fast, run_: _Run, n_tokens: int) -> dict:
+    """The arithmetic each side's flow call does on N_TOKENS tokens (the voice's prompt in front),
+    the rates this device multiplies at in the kinds each side's estimator uses, and what follows:
+    each side's floor, the fraction of its rate it achieved, and the most any fast flow doing this
+    arithmetic could gain. Counted after every timing; the counting calls are not timed."""
+    tokens = torch.randint(0, SPEECH_VOCAB_SIZE, (n_tokens,), generator=torch.Generator().manual_seed(0))
+    df = load(run_.cfg.out_dir)
+    trials = df[(df["phase"] == Phase.TRIAL) & (df["run_id"] == RUN_ID)]
+    counted, kinds = {}, {}
+    for side, p in ((Side.BASELINE, base), (Side.VARIANT, fast)):
+        conds = p.conditioning()
+        with torch.inference_mode():
+            torch.manual_seed(0)
+            counted[side] = roofline.count_flops(partial(p.flow, tokens.to(p.device), conds))
+        kinds[side] = roofline.rate_kinds(p.model.s3gen.flow.decoder.estimator)
+    probed = {kind: roofline.multiply_rates(base.device, kind) for kind in dict.fromkeys(kinds[Side.BASELINE]
+                                                                                          + kinds[Side.VARIANT])}
+    out = {"tokens": n_tokens, "rates_gflop_s": {k: max(r) / 1e9 for k, r in probed.items()},
+           "rate_probe": (f"the best of {len(next(iter(probed.values())))} products of two 1024 x 1024 matrices per "
+                          f"kind on {base.device} (int8-dynamic: a dynamic-int8 linear layer of that size), after "
+                          "the timings; all: " + ", ".join(f"{k} {min(r) / 1e9:.0f}–{max(r) / 1e9:.0f}"
+                                                            for k, r in probed.items()) + " GFLOP/s")}
+    for side in (Side.BASELINE, Side.VARIANT):
+        flops, by_op = counted[side]
+        flow_s = float(pd.to_numeric(trials.loc[trials["side"] == side, f"stage_{Stage.S3GEN_FLOW}"]).median())
+        rate = max(out["rates_gflop_s"][k] for k in kinds[side]) * 1e9
+        out[str(side)] = {"gflop": flops / 1e9, "by_op_gflop": {op: n / 1e9 for op, n in by_op.items()},
+                          "kinds": kinds[side], "rate_gflop_s": rate / 1e9, "flow_s": flow_s,
+                          "achieved_gflop_s": flops / flow_s / 1e9, "floor_s": flops / rate}
+    out["flow_gain_ceiling"] = out["baseline"]["flow_s"] / out["variant"]["floor_s"]
     return out
 
 

@@ -1,4 +1,6 @@
-"""How many bytes a T3 decode step must read, and how fast this device reads: the memory floor.
+"""The floors a bench reads its gains against. T3's decode step: how many bytes it must read, and
+how fast this device reads (the memory floor). S3Gen's flow: how much arithmetic one call does, and
+how fast this device multiplies (the compute floor, at the end of this module).
 
 A decode step multiplies two rows (the original model's CFG pair; Turbo has one) by every weight
 of T3's transformer and its speech head, and attends over the whole KV cache. At two rows the arithmetic is tiny, so the
@@ -62,3 +64,79 @@ def read_bandwidths(device, mib: int = 256, repeats: int = 5) -> list[float]:
         if i:
             rates.append(x.numel() * x.element_size() / t.seconds)
     return rates
+
+
+# --- the flow's compute floor ----------------------------------------------------------------------
+# The flow is the other end of the roofline: its estimator multiplies hundreds of frames at every
+# step, so it is bound by arithmetic, not by the bytes of its weights. Its floor is the arithmetic one
+# call does (counted as torch's FlopCounterMode counts it: products, convolutions, attention;
+# elementwise work left out) over the best rate this device multiplies at in the kinds the flow uses.
+
+def _linear_dynamic_flops(input_shape, packed, *args, out_shape=None, **kwargs) -> int:
+    """A dynamic-int8 linear layer's multiply-adds, as two FLOPs each (FlopCounterMode has no formula)."""
+    weight, _ = torch.ops.quantized.linear_unpack(packed)
+    out_features, in_features = weight.shape
+    rows = 1
+    for d in input_shape[:-1]:
+        rows *= d
+    return 2 * rows * in_features * out_features
+
+
+def _attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """The CPU's fused attention: both products, as FlopCounterMode counts the CUDA kernels'."""
+    from torch.utils.flop_counter import sdpa_flop_count
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _flop_mapping() -> dict:
+    """Formulas FlopCounterMode lacks, keyed by operator (not overload), as it looks them up."""
+    return {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
+            torch.ops.quantized.linear_dynamic: _linear_dynamic_flops}
+
+
+def count_flops(call) -> tuple[int, dict[str, int]]:
+    """FLOPs of CALL() and their split by operator, counted by torch.utils.flop_counter: matrix
+    products, convolutions and attention (the CPU's fused attention and dynamic-int8 linears
+    included); elementwise work (activations, norms, softmax) is not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
+        call()
+    by_op = {str(op): int(n)
+             for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return int(counter.get_total_flops()), by_op
+
+
+RATE_KINDS = ("float32", "bfloat16", "float16", "int8-dynamic")
+
+
+def multiply_rates(device, kind: str, n: int = 1024, repeats: int = 10) -> list[float]:
+    """FLOP/s of REPEATS products of two N x N matrices in KIND (a float dtype's name, or
+    int8-dynamic: a dynamic-int8 linear layer of N x N on N rows), after one unmeasured."""
+    device = torch.device(device)
+    if kind not in RATE_KINDS:
+        raise ValueError(f"no rate probe for {kind!r}; known: {', '.join(RATE_KINDS)}")
+    if kind == "int8-dynamic":
+        layer = torch.ao.nn.quantized.dynamic.Linear(n, n)
+        x = torch.randn(n, n)
+        step = lambda: layer(x)  # noqa: E731
+    else:
+        dtype = getattr(torch, kind)
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        step = lambda: a @ b  # noqa: E731
+    rates = []
+    with torch.inference_mode():
+        for i in range(repeats + 1):
+            with wall_timer(device) as t:
+                step()
+            if i:
+                rates.append(2 * n**3 / t.seconds)
+    return rates
+
+
+def rate_kinds(module: torch.nn.Module) -> list[str]:
+    """The kinds MODULE multiplies in: its floating parameters' dtypes, and int8-dynamic where it
+    holds dynamic-int8 linear layers."""
+    kinds = {str(p.dtype).replace("torch.", "") for p in module.parameters() if p.is_floating_point()}
+    if any(isinstance(m, weights._dynamic_int8()) for m in module.modules()):
+        kinds.add("int8-dynamic")
+    return [k for k in RATE_KINDS if k in kinds]

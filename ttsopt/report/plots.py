@@ -233,14 +233,15 @@ def save(fig, path) -> None:
     plt.close(fig)
 
 
-def bench_figure(trials: dict, floor: dict | None = None):
-    """`ttsopt bench --save`: where each side's time goes (median seconds per stage), and T3's
-    measured time per token against the memory floor of the bytes each side reads."""
+def bench_figure(trials: dict, floor: dict | None = None, flow_floor: dict | None = None):
+    """`ttsopt bench --save`: where each side's time goes (median seconds per stage), T3's
+    measured time per token against the memory floor of the bytes each side reads, and the flow's
+    measured time against the compute floor of the arithmetic it does."""
     stages = [s for s in STAGES if any(s in t["stages"] for side in trials.values() for t in side)]
     med = {side: {s: float(np.median([t["stages"].get(s, 0.0) for t in rows])) for s in stages}
            for side, rows in trials.items()}
     wall = {side: float(np.median([t["wall_s"] for t in rows])) for side, rows in trials.items()}
-    panels = 2 if floor else 1
+    panels = 1 + bool(floor) + bool(flow_floor)
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.0), squeeze=False)
     ax = axes[0][0]
     sides = list(trials)
@@ -257,20 +258,29 @@ def bench_figure(trials: dict, floor: dict | None = None):
     ax.set(xlabel="seconds (median of trials)", xlim=(0, max(wall.values()) * 1.35),
            title="one synthesis, stage by stage")
     ax.legend(fontsize="small", ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+    panel = iter(axes[0][1:])
     if floor:
-        ax = axes[0][1]
-        names = ["baseline", "fast"]
-        measured = [floor[n]["step_ms"] for n in names]
-        floors = [floor[n]["floor_ms"] for n in names]
-        x = np.arange(len(names))
-        ax.bar(x - 0.2, measured, 0.4, label="measured ms per token", color="#34495e")
-        ax.bar(x + 0.2, floors, 0.4, label="memory floor (bytes read / bandwidth)", color="#95a5a6")
-        for xi, (m, f) in enumerate(zip(measured, floors)):
-            ax.text(xi - 0.2, m, f"{m:.1f}", ha="center", va="bottom", fontsize="small")
-            ax.text(xi + 0.2, f, f"{f:.1f}", ha="center", va="bottom", fontsize="small")
-        ax.set_xticks(x, names)
-        ax.set(ylabel="ms per T3 token", ylim=(0, max(measured) * 1.2),
-               title=f"T3 step vs its memory floor ({floor['read_bandwidth_gb_s']:.1f} GB/s read)")
-        ax.legend(fontsize="small")
+        _against_floor(next(panel), floor, "step_ms", "floor_ms", "ms per T3 token",
+                       "memory floor (bytes read / bandwidth)",
+                       f"T3 step vs its memory floor ({floor['read_bandwidth_gb_s']:.1f} GB/s read)")
+    if flow_floor:
+        _against_floor(next(panel), flow_floor, "flow_s", "floor_s", "seconds per flow call",
+                       "compute floor (FLOPs / best multiply rate)", "S3Gen flow vs its compute floor")
     fig.tight_layout()
     return fig
+
+
+def _against_floor(ax, floor: dict, measured_key: str, floor_key: str, unit: str, floor_label: str, title: str):
+    """Each side's measured time beside the floor it cannot go under."""
+    names = ["baseline", "fast"]
+    measured = [floor[n][measured_key] for n in names]
+    floors = [floor[n][floor_key] for n in names]
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, measured, 0.4, label=f"measured {unit}", color="#34495e")
+    ax.bar(x + 0.2, floors, 0.4, label=floor_label, color="#95a5a6")
+    for xi, (m, f) in enumerate(zip(measured, floors)):
+        ax.text(xi - 0.2, m, f"{m:.2f}", ha="center", va="bottom", fontsize="small")
+        ax.text(xi + 0.2, f, f"{f:.2f}", ha="center", va="bottom", fontsize="small")
+    ax.set_xticks(x, names)
+    ax.set(ylabel=unit, ylim=(0, max(measured) * 1.2), title=title)
+    ax.legend(fontsize="small")
