@@ -33,7 +33,7 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     for row in ("T3 tokens/s", "S3Gen flow s", "end-to-end RTF", "gain 95% CI low", "token match rate",
                 "T3 teacher-forced logit", "weights read per step MiB", "device read bandwidth",
                 "no fast step can beat", "S3Gen flow compute floor", "arithmetic per flow call GFLOP",
-                "no fast flow can beat",
+                "no fast flow can beat", "floor / measured", "of which attention GFLOP",
                 "resident after load MiB (own process)", "first synthesis peak above resident MiB (own process)",
                 "stream: first audio s", bench_quality.NEEDS_REAL_WEIGHTS, "log-mel distance dB", "PESQ wideband",
                 "STOI"):
@@ -158,6 +158,9 @@ def test_the_flop_count_covers_products_the_cpu_attention_kernel_and_int8_linear
         flops, by_op = roofline.count_flops(lambda: F.scaled_dot_product_attention(q, q, q))
     assert flops == 2 * (2 * 2 * 4 * 50 * 50 * 16)
     assert list(by_op) == ["aten._scaled_dot_product_flash_attention_for_cpu"]
+    split = roofline.by_kind({"aten.addmm": 3, "quantized.linear_dynamic": 4, "aten.convolution": 5,
+                              "aten._scaled_dot_product_flash_attention_for_cpu": 6, "aten.mm": 1})
+    assert split == {"products": 8, "convolutions": 5, "attention": 6}
     assert roofline.rate_kinds(layer) == ["float32"] and roofline.rate_kinds(int8) == ["int8-dynamic"]
     assert roofline.rate_kinds(torch.nn.Linear(4, 4).to(torch.bfloat16)) == ["bfloat16"]
 

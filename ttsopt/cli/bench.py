@@ -122,6 +122,7 @@ def _floor_lines(f: dict) -> list[str]:
         f"{'  measured ms per token':32s} {b['step_ms']:12.2f} {x['step_ms']:12.2f}",
         f"{'  achieved read rate GB/s':32s} {b['achieved_gb_s']:12.1f} {x['achieved_gb_s']:12.1f}",
         f"{'  floor at device bandwidth ms':32s} {b['floor_ms']:12.2f} {x['floor_ms']:12.2f}",
+        f"{'  floor / measured':32s} {b['floor_ms'] / b['step_ms']:12.0%} {x['floor_ms'] / x['step_ms']:12.0%}",
         f"device read bandwidth {f['read_bandwidth_gb_s']:.1f} GB/s ({f['bandwidth_probe']}); "
         f"{f['prefill_positions']} positions before the first speech token",
         f"=> reading these bytes, no fast step can beat the measured baseline by more than "
@@ -137,10 +138,13 @@ def _flow_floor_lines(f: dict) -> list[str]:
         "",
         f"{'S3Gen flow compute floor':32s} {'baseline':>12s} {'fast':>12s}",
         f"{'  arithmetic per flow call GFLOP':32s} {b['gflop']:12.1f} {x['gflop']:12.1f}",
+        *(f"{'    of which ' + kind + ' GFLOP':32s} {b['by_kind_gflop'].get(kind, 0):12.1f} "
+          f"{x['by_kind_gflop'].get(kind, 0):12.1f}" for kind in roofline_kinds(b, x)),
         f"{'  measured flow s':32s} {b['flow_s']:12.2f} {x['flow_s']:12.2f}",
         f"{'  achieved GFLOP/s':32s} {b['achieved_gflop_s']:12.1f} {x['achieved_gflop_s']:12.1f}",
         f"{'  best device rate GFLOP/s':32s} {b['rate_gflop_s']:12.1f} {x['rate_gflop_s']:12.1f}",
         f"{'  floor at that rate s':32s} {b['floor_s']:12.2f} {x['floor_s']:12.2f}",
+        f"{'  floor / measured':32s} {b['floor_s'] / b['flow_s']:12.0%} {x['floor_s'] / x['flow_s']:12.0%}",
         f"  kinds multiplied in: baseline {', '.join(b['kinds'])}; fast {', '.join(x['kinds'])}",
         f"arithmetic of one flow call of {f['tokens']} tokens with the voice's prompt in front, counted by "
         "torch.utils.flop_counter (products, convolutions, attention; elementwise work not counted); "
@@ -148,6 +152,12 @@ def _flow_floor_lines(f: dict) -> list[str]:
         f"=> doing this arithmetic, no fast flow can beat the measured baseline by more than "
         f"{f['flow_gain_ceiling']:.2f}x on this device",
     ]
+
+
+def roofline_kinds(*sides: dict) -> list[str]:
+    """The operator kinds either side's flow did arithmetic in, largest first."""
+    kinds = {k for side in sides for k in side.get("by_kind_gflop", {})}
+    return sorted(kinds, key=lambda k: -max(side.get("by_kind_gflop", {}).get(k, 0) for side in sides))
 
 
 def _extra_lines(records) -> list[str]:

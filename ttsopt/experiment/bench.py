@@ -182,6 +182,7 @@ def flow_floor(base, fast, run_: _Run, n_tokens: int) -> dict:
         flow_s = float(pd.to_numeric(trials.loc[trials["side"] == side, f"stage_{Stage.S3GEN_FLOW}"]).median())
         rate = max(out["rates_gflop_s"][k] for k in kinds[side]) * 1e9
         out[str(side)] = {"gflop": flops / 1e9, "by_op_gflop": {op: n / 1e9 for op, n in by_op.items()},
+                          "by_kind_gflop": {k: n / 1e9 for k, n in roofline.by_kind(by_op).items()},
                           "kinds": kinds[side], "rate_gflop_s": rate / 1e9, "flow_s": flow_s,
                           "achieved_gflop_s": flops / flow_s / 1e9, "floor_s": flops / rate}
     out["flow_gain_ceiling"] = out["baseline"]["flow_s"] / out["variant"]["floor_s"]

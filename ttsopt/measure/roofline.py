@@ -106,6 +106,20 @@ def count_flops(call) -> tuple[int, dict[str, int]]:
     return int(counter.get_total_flops()), by_op
 
 
+PRODUCTS = ("mm", "addmm", "bmm", "baddbmm", "linear_dynamic")
+
+
+def by_kind(by_op: dict[str, int]) -> dict[str, int]:
+    """COUNT_FLOPS's split by operator, gathered into attention, convolutions and products."""
+    out: dict[str, int] = {}
+    for op, n in by_op.items():
+        name = op.rsplit(".", 1)[-1]
+        kind = ("attention" if "attention" in name else "convolutions" if "convolution" in name
+                else "products" if name in PRODUCTS else "other")
+        out[kind] = out.get(kind, 0) + n
+    return out
+
+
 RATE_KINDS = ("float32", "bfloat16", "float16", "int8-dynamic")
 
 
