@@ -77,10 +77,10 @@ class CompiledT3Variant(Variant):
 
 
 def flow_precision(device_type: str, flags: set[str]) -> tuple[str, str]:
-    """The flow's precision for fast-s3gen on a device with CPU FLAGS, and why. bfloat16 for the
-    estimator where it is native (CUDA, or a CPU with BF16_UNITS); elsewhere bfloat16 is emulated,
-    slower than float32, so the flow keeps float32 convolutions and gets dynamic int8 linear layers
-    in the estimator and the encoder instead (the encoder's conformer is mostly linear layers)."""
+    """The estimator's precision for fast-s3gen on a device with CPU FLAGS, and why. bfloat16 where
+    it is native (CUDA, or a CPU with BF16_UNITS); elsewhere bfloat16 is emulated, slower than
+    float32, so the estimator keeps float32 convolutions and gets dynamic int8 linear layers instead.
+    On a CPU the encoder (a conformer, mostly linear layers) gets int8 linears either way."""
     if device_type == "cuda":
         return "bfloat16", "CUDA: bfloat16 is native"
     units = [f for f in BF16_UNITS if f in flags]
@@ -96,15 +96,16 @@ class FastS3GenVariant(Variant):
     # with the step end `r` (on CUDA BucketedEstimator pads those calls but captures no graph for them).
     models = ("original", "turbo", "multilingual")
     claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in a cheaper precision for the "
-                                  "device (bfloat16 where native, else int8 linear layers, the encoder's too), padded "
-                                  "to length buckets and replayed from CUDA graphs on CUDA: less flow time, a "
-                                  "fidelity trade-off"),)
+                                  "device (bfloat16 where native, else int8 linear layers), the encoder's linear "
+                                  "layers in int8 on a CPU, padded to length buckets and replayed from CUDA graphs "
+                                  "on CUDA: less flow time, a fidelity trade-off"),)
     lossless = False
 
     def apply(self, pipeline):
         # bfloat16 for the estimator only: an encoder in bfloat16 would make `mu` bfloat16 and change the
-        # CFM noise (randn_like(mu)) upstream draws for the same seed. Int8 linears return float32, so
-        # there the encoder's linears go int8 too and the noise stays the same.
+        # CFM noise (randn_like(mu)) upstream draws for the same seed. Int8 linears return float32, so on
+        # a CPU the encoder's linears go int8 whatever the estimator's precision, and the noise stays the
+        # same; dynamic int8 has no CUDA kernels, so there the encoder stays as it is.
         precision, why = flow_precision(pipeline.device.type, cpu_flags())
         flow = pipeline.model.s3gen.flow
         decoder = flow.decoder
@@ -117,6 +118,7 @@ class FastS3GenVariant(Variant):
                                            "not trace dynamic int8 linears); run one of the two")
         else:
             quant.quantize_linears(decoder.estimator.estimator)
+        if pipeline.device.type == "cpu":
             quant.quantize_linears(flow.encoder)
         return {"precision": precision, "why": why}
 
@@ -138,7 +140,9 @@ class FastS3GenVariant(Variant):
             return n > 0 and calls > 0, (f"{n} int8 linear layers in the estimator and {enc} in the encoder, "
                                          f"{calls} flow call(s)")
         cast = evidence.get("estimator_dtypes", {}).get("bfloat16", 0)
-        return cast > 0 and calls > 0, f"{cast} estimator parameters in bfloat16, {calls} flow call(s)"
+        enc = sum(c for kind, c in evidence.get("encoder_linears", {}).items() if "dynamic" in kind)
+        return cast > 0 and calls > 0, (f"{cast} estimator parameters in bfloat16, {enc} int8 linear layers in "
+                                        f"the encoder, {calls} flow call(s)")
 
 
 class CompiledS3GenVariant(Variant):
