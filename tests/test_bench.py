@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
 
 from ttsopt.core import records
 from ttsopt.engine.stream import FIRST_PARTS
@@ -67,8 +68,14 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     parts = streams[[f"x_first_{part}" for part in FIRST_PARTS]].sum(axis=1)
     assert np.allclose(parts, streams["x_first_audio_s"]) and (streams["x_prompt_frames"] > 0).all()
     assert (streams["x_first_chunk_tokens"] == 3).all()
-    batch = df[df["phase"] == "batch"].iloc[0]
-    assert batch["x_prompts"] == 2 and batch["x_audio_s_per_wall_s"] > 0
+    # The batch against the same fast side one prompt at a time, once per pair, each side timed.
+    batches = df[df["phase"] == "batch"]
+    assert sorted(batches.groupby("side").size().to_dict().items()) == [("baseline", 2), ("variant", 2)]
+    assert set(batches["pair"]) == {0, 1} and (batches["x_prompts"] == 2).all()
+    assert (batches["x_audio_s_per_wall_s"] > 0).all() and (batches["x_t3_s"] < batches["wall_s"]).all()
+    match = pd.to_numeric(batches.loc[batches["side"] == "variant", "x_token_match"])
+    assert match.between(0, 1).all() and "batch: audio s per wall s" in proc.stdout
+    assert "the batch spoke the tokens one at a time spoke in" in proc.stdout
     load = df[(df["phase"] == "load") & (df["process"] == 0)].set_index("side")
     assert load.loc["variant", "mem_params_mb"] < load.loc["baseline", "mem_params_mb"]  # int8 linears
     # Each side alone in a fresh process of its own: one load and one first synthesis each.
@@ -235,3 +242,42 @@ def test_a_bench_row_names_its_verdict_from_the_interval_against_the_band(low, h
     from ttsopt.core import stats
     c = stats.Comparison("m", "m", (low * high) ** 0.5, low, high, 0.5, 3, "pairs", 0.05, None, 1.0, 1.0)
     assert c.reading(higher) == verdict
+
+
+class _Records:
+    """What `bench._batch` writes through: a run's record and write."""
+    def __init__(self):
+        self.rows = []
+
+    def record(self, phase, side, **fields):
+        return {"phase": phase, "side": side, **fields}
+
+    def write(self, row):
+        self.rows.append(row)
+
+
+@pytest.mark.parametrize("combo, same", [("fast-t3", True), ("fast-t3+cpu-int8-t3", None)])
+def test_a_batch_is_timed_against_one_at_a_time_and_says_whether_it_spoke_the_same(tiny_model, combo, same):
+    from ttsopt import variants
+    from ttsopt.engine.pipeline import Pipeline
+    model = copy.copy(tiny_model)
+    model.tts = copy.deepcopy(tiny_model.tts)
+    pipeline = Pipeline(model, watermark=False)
+    variants.apply(pipeline, combo)
+    out, said = _Records(), []
+    bench._batch(out, pipeline, "Hello world, and more words.", 3, 8, 2, 2, said.append)
+    assert len(said) == 2 and [(r["side"], r["pair"]) for r in out.rows] in (
+        [("baseline", 0), ("variant", 0), ("variant", 1), ("baseline", 1)],
+        [("variant", 0), ("baseline", 0), ("baseline", 1), ("variant", 1)])
+    assert all(r["wall_s"] > 0 and 0 < r["extra"]["t3_s"] < r["wall_s"] and r["extra"]["prompts"] == 2
+               for r in out.rows)
+    batched = [r["extra"] for r in out.rows if r["side"] == "variant"]
+    if same is not None:  # float layers: the batch is one at a time, by construction of its random streams
+        assert all(e["same_tokens"] is same and e["token_match"] == 1.0 for e in batched)
+    assert all(0 <= e["token_match"] <= 1 and e["same_tokens"] == (e["token_match"] == 1.0) for e in batched)
+
+
+def test_token_match_counts_positions_over_all_prompts():
+    t = torch.tensor
+    assert bench.token_match([t([1, 2, 3]), t([4, 5])], [t([1, 2, 3]), t([4, 5])]) == 1.0
+    assert bench.token_match([t([1, 2, 3]), t([4, 5])], [t([1, 9, 3]), t([4])]) == 3 / 5

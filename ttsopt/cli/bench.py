@@ -174,10 +174,31 @@ def _extra_lines(records) -> list[str]:
             out.append(f"  every chunk's flow renders the reference prompt's {frames:.0f} mel frames again in front "
                        "of its own: the estimator attends over all frames at every step, so none of that work "
                        "depends on the voice alone")
-    for _, r in records[records["phase"] == Phase.BATCH].iterrows():
-        out.append(f"batch of {r['x_prompts']:.0f}: {r['audio_s']:.2f} s of audio in {r['wall_s']:.2f} s (T3 "
-                   f"{r['x_t3_s']:.2f} s) = {r['x_audio_s_per_wall_s']:.2f} audio s per wall s")
+    out += _batch_lines(records[records["phase"] == Phase.BATCH])
     return out
+
+
+def _batch_lines(batches) -> list[str]:
+    """What the batch rows compare, and whether the batch spoke what one at a time spoke."""
+    import pandas as pd
+
+    from ..core.vocab import Side
+    from ..experiment.bench import BATCH_SIDES
+    if batches.empty:
+        return []
+    n = batches["x_prompts"].iloc[0]
+    lines = [f"batch rows: {n:.0f} copies of the prompt, seeds {batches['seed'].iloc[0]:.0f} on; baseline column "
+             f"{BATCH_SIDES[Side.BASELINE]}, fast column {BATCH_SIDES[Side.VARIANT]}; {batches['pair'].nunique()} "
+             "pair(s), in alternating order"]
+    if "x_token_match" in batches:
+        rows = batches[batches["side"] == Side.VARIANT]
+        same = rows["x_same_tokens"].astype(bool)
+        lines.append(f"  the batch spoke the tokens one at a time spoke in {int(same.sum())} of {len(same)} pair(s) "
+                     f"(token match {pd.to_numeric(rows['x_token_match']).min():.4f} at worst)")
+        if not same.all():
+            lines.append("  dynamic int8 linears quantize a product's input with one scale over all its rows, so a "
+                         "batch's other prompts move each prompt's numbers: batching them is lossy")
+    return lines
 
 
 def _figure(directory: Path, result) -> None:

@@ -98,7 +98,7 @@ def log_ratios(df: pd.DataFrame, column: str, phase: str, design: str) -> tuple[
     d = _ok(df, phase, column)
     base, var = d[d["side"] == Side.BASELINE], d[d["side"] == Side.VARIANT]
     medians = float(base["_v"].median()) if len(base) else math.nan, float(var["_v"].median()) if len(var) else math.nan
-    if design == Design.IN_PROCESS and phase in (Phase.TRIAL, Phase.STREAM):  # both sides once per pair
+    if design == Design.IN_PROCESS and phase in (Phase.TRIAL, Phase.STREAM, Phase.BATCH):  # both sides once per pair
         b, v = base.groupby("pair")["_v"].first(), var.groupby("pair")["_v"].first()
         common = b.index.intersection(v.index)
         return np.log(v[common].to_numpy(float) / b[common].to_numpy(float)), "pairs", *medians

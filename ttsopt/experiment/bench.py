@@ -96,8 +96,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     if stream:
         _stream(run_, base, fast, text, seed, tokens, trials, say, first_chunk)
     if batch:
-        say(f"a batch of {batch}")
-        _batch(run_, fast, text, seed, tokens, batch)
+        _batch(run_, fast, text, seed, tokens, batch, trials, say)
     if memory:  # each side alone in a fresh process, after every timing of this one
         n = tokens if base.model.random_weights else None
         for side, spec in ((Side.BASELINE, BASELINE), (Side.VARIANT, combo)):
@@ -112,7 +111,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
 
 def steps(trials: int, stream: bool, batch: int, memory: bool) -> int:
     """How many steps `run` reports to its progress callback."""
-    return 4 + (trials if stream else 0) + (1 if batch else 0) + (2 if memory else 0)
+    return 4 + (trials if stream else 0) + (trials if batch else 0) + (2 if memory else 0)
 
 
 def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int, say,
@@ -125,11 +124,47 @@ def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: i
             run_.write(_stream_trial(run_, side, pipeline, "bench", text, seed + pair, tokens, pair, first_chunk))
 
 
-def _batch(run_: _Run, pipeline, text: str, seed: int, tokens: int, n: int) -> None:
-    out = synthesize_batch(pipeline, [text] * n, [seed + i for i in range(n)], tokens)
-    run_.write(run_.record(Phase.BATCH, Side.VARIANT, prompt_id="bench", seed=seed, wall_s=out.wall_s,
-                           audio_s=out.audio_s, extra={"prompts": n, "t3_s": out.t3_s,
-                                                       "audio_s_per_wall_s": out.audio_s_per_wall_s}))
+def _batch(run_: _Run, pipeline, text: str, seed: int, tokens: int, n: int, trials: int, say) -> None:
+    """Per pair, the fast side's N prompts one at a time and in one T3 batch, in alternating order:
+    what batching gains over the path it replaces, with replicates of its own. In the batch rows
+    side `baseline` is one at a time and side `variant` the batch (`BATCH_SIDES`); the batch's
+    record says whether it spoke the tokens one at a time spoke (dynamic int8 linears quantize a
+    product's input with one scale over all its rows, so a batch's other prompts can move them)."""
+    seeds = [seed + i for i in range(n)]
+    ways = ((Side.BASELINE, partial(_one_at_a_time, pipeline, text, seeds, tokens)),
+            (Side.VARIANT, partial(_in_one_batch, pipeline, text, seeds, tokens)))
+    for pair in range(trials):
+        say(f"a batch of {n} against one at a time, pair {pair + 1}/{trials}")
+        done = {side: way() for side, way in (ways if pair % 2 == 0 else ways[::-1])}
+        match = token_match(done[Side.BASELINE]["tokens"], done[Side.VARIANT]["tokens"])
+        for side, out in done.items():
+            extra = {"prompts": n, "t3_s": out["t3_s"], "audio_s_per_wall_s": out["audio_s"] / out["wall_s"],
+                     **({"same_tokens": match == 1.0, "token_match": match} if side == Side.VARIANT else {})}
+            run_.write(run_.record(Phase.BATCH, side, prompt_id="bench", seed=seed, trial=pair, pair=pair,
+                                   wall_s=out["wall_s"], audio_s=out["audio_s"], forced_tokens=tokens, extra=extra))
+
+
+def token_match(ones: list[torch.Tensor], batched: list[torch.Tensor]) -> float:
+    """The share of positions where the batch spoke what one at a time spoke, over all prompts."""
+    same = sum(int((a[:len(b)] == b[:len(a)]).sum()) for a, b in zip(ones, batched))
+    return same / max(1, sum(max(len(a), len(b)) for a, b in zip(ones, batched)))
+
+
+BATCH_SIDES = {Side.BASELINE: "the fast side, one prompt at a time", Side.VARIANT: "the fast side, one T3 batch"}
+_T3_PART = (Stage.TEXT_TO_TOKENS, Stage.CONDITIONING, Stage.T3_PREFILL, Stage.T3_DECODE)
+
+
+def _one_at_a_time(pipeline, text: str, seeds: list[int], tokens: int) -> dict:
+    outs = [pipeline.synthesize(text, seed=s, n_tokens=tokens) for s in seeds]
+    return {"wall_s": sum(o.wall_s for o in outs), "audio_s": sum(o.audio_s for o in outs),
+            "t3_s": sum(o.stages.get(str(stage), 0.0) for o in outs for stage in _T3_PART),
+            "tokens": [o.tokens for o in outs]}
+
+
+def _in_one_batch(pipeline, text: str, seeds: list[int], tokens: int) -> dict:
+    out = synthesize_batch(pipeline, [text] * len(seeds), seeds, tokens)
+    return {"wall_s": out.wall_s, "audio_s": out.audio_s, "t3_s": out.t3_s,
+            "tokens": [r.tokens for r in out.results]}
 
 
 def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int) -> dict:
@@ -216,6 +251,10 @@ ROWS = (  # label, column, phase, higher is better
     ("  of which its vocoder s", "x_first_vocode_s", Phase.STREAM, False),
     ("stream: RTF after the first chunk", "x_rest_rtf", Phase.STREAM, False),
     ("stream: whole wall s", "wall_s", Phase.STREAM, False),
+    # Both columns are the fast side (BATCH_SIDES): its prompts one at a time, then in one T3 batch.
+    ("batch: audio s per wall s, one at a time vs batched", "x_audio_s_per_wall_s", Phase.BATCH, True),
+    ("batch: T3 s, conditioning to last token", "x_t3_s", Phase.BATCH, False),
+    ("batch: wall s", "wall_s", Phase.BATCH, False),
     ("model weights MiB (counted)", "mem_params_mb", Phase.LOAD, False),
     # Measured in a fresh process per side (`bench_memory`): one process holding both sides cannot tell them apart.
     ("resident after load MiB (own process)", "mem_rss_resident_mb", Phase.LOAD, False),
@@ -239,7 +278,7 @@ def table(records: pd.DataFrame) -> pd.DataFrame:
         f = pd.to_numeric(sel.loc[sel["side"] == Side.VARIANT, column], errors="coerce").median()
         gain = low = high = np.nan
         n, verdict = None, ""
-        if phase in (Phase.TRIAL, Phase.STREAM) and not column.startswith("mem_"):
+        if phase in (Phase.TRIAL, Phase.STREAM, Phase.BATCH) and not column.startswith("mem_"):
             try:
                 c = stats.compare(df, column, metric=column, design=Design.IN_PROCESS, phase=phase)
                 (gain, low, high), n, verdict = c.gain(higher), c.n, c.reading(higher)
