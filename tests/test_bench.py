@@ -281,3 +281,12 @@ def test_token_match_counts_positions_over_all_prompts():
     t = torch.tensor
     assert bench.token_match([t([1, 2, 3]), t([4, 5])], [t([1, 2, 3]), t([4, 5])]) == 1.0
     assert bench.token_match([t([1, 2, 3]), t([4, 5])], [t([1, 9, 3]), t([4])]) == 3 / 5
+
+
+def test_the_bandwidth_probe_says_when_the_device_read_at_another_speed_before_and_after():
+    gb = 1e9
+    steady = bench.bandwidth_probe([30 * gb, 31 * gb], [32 * gb, 33 * gb], "cpu")
+    assert "2 before loading" in steady and "2 after" in steady and "differ" not in steady
+    moved = bench.bandwidth_probe([30 * gb, 31 * gb], [52 * gb, 56 * gb], "cpu")
+    assert "The two medians differ by 77%" in moved and "the floor moves with it" in moved
+    assert "before loading" not in bench.bandwidth_probe([], [52 * gb], "cpu")

@@ -86,11 +86,13 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
                     profile="smoke", save_audio=True)  # the first pair's clips, for quality
     run_ = _Run(cfg, Design.IN_PROCESS, profile)
     run_.store.write_env(env_mod.capture(source, model))  # the machine the numbers come from, with the records
+    say("the device's read bandwidth, before loading")
+    before = roofline.read_bandwidths(resolve_device(device))  # again after the timings: the floor says if they differ
     say(f"loading both sides, warming up, {trials} interleaved pair(s)")
     base, fast, applied = measure_pairs(run_, [{"id": "bench", "category": "bench", "text": text,
                                                 "language": language}])
     say("T3's memory floor")
-    floor = memory_floor(base, fast, run_, text, tokens)
+    floor = memory_floor(base, fast, run_, text, tokens, before)
     say("the flow's compute floor")
     flow = flow_floor(base, fast, run_, tokens)
     if stream:
@@ -111,7 +113,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
 
 def steps(trials: int, stream: bool, batch: int, memory: bool) -> int:
     """How many steps `run` reports to its progress callback."""
-    return 4 + (trials if stream else 0) + (trials if batch else 0) + (2 if memory else 0)
+    return 5 + (trials if stream else 0) + (trials if batch else 0) + (2 if memory else 0)
 
 
 def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int, say,
@@ -167,19 +169,22 @@ def _in_one_batch(pipeline, text: str, seeds: list[int], tokens: int) -> dict:
             "tokens": [r.tokens for r in out.results]}
 
 
-def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int) -> dict:
-    """Bytes each side's T3 step must read, this device's read bandwidth, and what follows."""
+def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int, before: list[float] | None = None) -> dict:
+    """Bytes each side's T3 step must read, this device's read bandwidth, and what follows.
+    BEFORE: the bandwidth probe's readings before loading; it runs again here, after the timings,
+    and the floor takes the best of both."""
     with torch.inference_mode():  # prefill length: conditioning + text + start-of-speech
         prefill_len = _prefill_length(base, text)
-    rates = roofline.read_bandwidths(base.device)
+    after = roofline.read_bandwidths(base.device)
+    rates = list(before or []) + after
     bandwidth = max(rates)
     df = load(run_.cfg.out_dir)
     trials = df[(df["phase"] == Phase.TRIAL) & (df["run_id"] == RUN_ID)]
     out = {"prefill_positions": prefill_len, "read_bandwidth_gb_s": bandwidth / 1e9,
            "read_bandwidth_samples_gb_s": [r / 1e9 for r in rates],
-           "bandwidth_probe": (f"the best of {len(rates)} sums over a 256 MiB float32 tensor on {base.device}, after "
-                               f"the two sides' timings; all {len(rates)}: {min(rates) / 1e9:.1f}–"
-                               f"{max(rates) / 1e9:.1f} GB/s, median {float(np.median(rates)) / 1e9:.1f}")}
+           "read_bandwidth_before_gb_s": [r / 1e9 for r in before or []],
+           "read_bandwidth_after_gb_s": [r / 1e9 for r in after],
+           "bandwidth_probe": bandwidth_probe(before or [], after, base.device)}
     for side, p in ((Side.BASELINE, base), (Side.VARIANT, fast)):
         step_s = 1 / float(trials.loc[trials["side"] == side, "tokens_per_s"].median())
         nbytes = roofline.step_bytes(p.model.t3, prefill_len, n_tokens)
@@ -188,6 +193,27 @@ def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int) -> dict:
                           "floor_ms": nbytes / bandwidth * 1e3}
     out["t3_gain_ceiling"] = out["baseline"]["step_ms"] / out["variant"]["floor_ms"]
     return out
+
+
+PROBE_DRIFT = 0.2  # medians before and after the timings further apart than this: the floor says so
+
+
+def bandwidth_probe(before: list[float], after: list[float], device) -> str:
+    """How the read bandwidth was probed, its readings, and whether the device read memory at
+    another speed before loading than after the timings (page sizes and the machine's neighbours
+    move it), which makes the floor as uncertain as that."""
+    def spread(rates):
+        return f"{min(rates) / 1e9:.1f}–{max(rates) / 1e9:.1f} GB/s, median {float(np.median(rates)) / 1e9:.1f}"
+    text = f"the best of {len(before) + len(after)} sums over a 256 MiB float32 tensor on {device}: "
+    if before:
+        text += f"{len(before)} before loading either side, {spread(before)}; "
+    text += f"{len(after)} after the two sides' timings, {spread(after)}"
+    if before:
+        low, high = sorted((float(np.median(before)), float(np.median(after))))
+        if high > low * (1 + PROBE_DRIFT):
+            text += (f". The two medians differ by {high / low - 1:.0%}: the device read memory at another speed "
+                     "between them, and the floor moves with it")
+    return text
 
 
 def flow_floor(base, fast, run_: _Run, n_tokens: int) -> dict:
