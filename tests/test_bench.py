@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import torch
 
 from ttsopt.core import records
 from ttsopt.engine.stream import FIRST_PARTS
@@ -272,15 +271,21 @@ def test_a_batch_is_timed_against_one_at_a_time_and_says_whether_it_spoke_the_sa
     assert all(r["wall_s"] > 0 and 0 < r["extra"]["t3_s"] < r["wall_s"] and r["extra"]["prompts"] == 2
                for r in out.rows)
     batched = [r["extra"] for r in out.rows if r["side"] == "variant"]
-    if same is not None:  # float layers: the batch is one at a time, by construction of its random streams
-        assert all(e["same_tokens"] is same and e["token_match"] == 1.0 for e in batched)
-    assert all(0 <= e["token_match"] <= 1 and e["same_tokens"] == (e["token_match"] == 1.0) for e in batched)
+    if same:  # float layers: the batch is one at a time, by construction of its random streams
+        assert all(e["token_match"] == 1.0 for e in batched)
+    assert all(0 <= e["token_match"] <= 1 for e in batched)
 
 
-def test_token_match_counts_positions_over_all_prompts():
-    t = torch.tensor
-    assert bench.token_match([t([1, 2, 3]), t([4, 5])], [t([1, 2, 3]), t([4, 5])]) == 1.0
-    assert bench.token_match([t([1, 2, 3]), t([4, 5])], [t([1, 9, 3]), t([4])]) == 3 / 5
+@pytest.mark.parametrize("variant, cause", [("fast-t3+cpu-int8-t3+fast-s3gen", "dynamic int8"),
+                                            ("fast-t3+fast-s3gen", "defect")])
+def test_a_batch_that_spoke_other_tokens_is_blamed_on_int8_only_where_the_combination_has_it(variant, cause):
+    from ttsopt.cli.bench import _batch_lines
+    rows = pd.DataFrame({"side": ["baseline", "variant", "baseline", "variant"], "pair": [0, 0, 1, 1],
+                         "seed": 3, "x_prompts": 2, "variant": variant,
+                         "x_token_match": [None, 1.0, None, 0.75]})
+    lines = _batch_lines(rows)
+    assert "in 1 of 2 pair(s) (token match 0.7500 at worst)" in lines[1] and cause in lines[2]
+    assert len(_batch_lines(rows.assign(x_token_match=[None, 1.0, None, 1.0]))) == 2  # all the same: no blame
 
 
 def test_the_bandwidth_probe_says_when_the_device_read_at_another_speed_before_and_after():
@@ -289,4 +294,3 @@ def test_the_bandwidth_probe_says_when_the_device_read_at_another_speed_before_a
     assert "2 before loading" in steady and "2 after" in steady and "differ" not in steady
     moved = bench.bandwidth_probe([30 * gb, 31 * gb], [52 * gb, 56 * gb], "cpu")
     assert "The two medians differ by 77%" in moved and "the floor moves with it" in moved
-    assert "before loading" not in bench.bandwidth_probe([], [52 * gb], "cpu")

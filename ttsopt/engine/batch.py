@@ -6,8 +6,8 @@ A generator seeded with s produces the stream the global RNG produces after
 `torch.manual_seed(s)`, which is what `Pipeline.synthesize(seed=s)` samples from; a row's
 generator therefore ends T3 in the state the global RNG would, and S3Gen's noise for that
 prompt is drawn from it, so the audio matches too. Prompts of different lengths share the
-cache with per-row slots and a mask (`llama_step`); prompts of one length step with one int
-slot, which on a CPU runs `llama_step`'s TorchScript layers; prefill runs per prompt.
+cache with per-row slots and a mask (`llama_step`, which on a CPU steps rows of one length
+through its int-slot TorchScript layers instead); prefill runs per prompt.
 """
 from __future__ import annotations
 
@@ -63,14 +63,6 @@ def synthesize_batch(pipeline, texts: list[str], seeds: list[int], n_tokens=None
     return BatchResult(results, clock.elapsed(), t3_s)
 
 
-def _start(slots: torch.Tensor):
-    """The rows' next slot as one int when they are all equal (prompts of one length): the step
-    then takes `llama_step`'s int-slot path, TorchScript's on a CPU, which computes what the
-    per-row path computes for equal rows without its mask; else the per-row slots."""
-    first = int(slots[0])
-    return first if bool((slots == first).all()) else slots
-
-
 def _restore_global_rng(gen: torch.Generator) -> None:
     if gen.device.type == "cuda":
         torch.cuda.set_rng_state(gen.get_state(), gen.device)
@@ -115,7 +107,7 @@ def decode_batch(t3, text_tokens: list[torch.Tensor], t3_cond, s, seeds, ns):
         if not running:
             break
         embed = t3.speech_emb(token) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
-        h = llama_step.forward(t3.tfmr, embed.repeat_interleave(2, dim=0), cache, _start(slots))
+        h = llama_step.forward(t3.tfmr, embed.repeat_interleave(2, dim=0), cache, slots)
         logits = t3.speech_head(h)[:, -1]
         slots += 1
     return [torch.tensor(o, dtype=torch.long) for o in out], gens

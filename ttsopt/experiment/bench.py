@@ -26,7 +26,7 @@ from ..engine.pipeline import Sampling
 from ..engine.t3.fast import FastT3
 from ..engine.t3.turbo import UpstreamTurboT3
 from ..measure import env as env_mod
-from ..measure import roofline
+from ..measure import fidelity, roofline
 from ..variants import BASELINE
 from ..variants.fast import flow_precision
 from . import bench_memory, bench_quality, profiles
@@ -130,26 +130,22 @@ def _batch(run_: _Run, pipeline, text: str, seed: int, tokens: int, n: int, tria
     """Per pair, the fast side's N prompts one at a time and in one T3 batch, in alternating order:
     what batching gains over the path it replaces, with replicates of its own. In the batch rows
     side `baseline` is one at a time and side `variant` the batch (`BATCH_SIDES`); the batch's
-    record says whether it spoke the tokens one at a time spoke (dynamic int8 linears quantize a
-    product's input with one scale over all its rows, so a batch's other prompts can move them)."""
+    record has its token match against one at a time, the mean over prompts (dynamic int8 linears
+    quantize a product's input with one scale over all its rows, so a batch's other prompts can
+    move them)."""
     seeds = [seed + i for i in range(n)]
     ways = ((Side.BASELINE, partial(_one_at_a_time, pipeline, text, seeds, tokens)),
             (Side.VARIANT, partial(_in_one_batch, pipeline, text, seeds, tokens)))
     for pair in range(trials):
         say(f"a batch of {n} against one at a time, pair {pair + 1}/{trials}")
         done = {side: way() for side, way in (ways if pair % 2 == 0 else ways[::-1])}
-        match = token_match(done[Side.BASELINE]["tokens"], done[Side.VARIANT]["tokens"])
+        match = float(np.mean([fidelity.token_match(one, batched) for one, batched
+                               in zip(done[Side.BASELINE]["tokens"], done[Side.VARIANT]["tokens"], strict=True)]))
         for side, out in done.items():
             extra = {"prompts": n, "t3_s": out["t3_s"], "audio_s_per_wall_s": out["audio_s"] / out["wall_s"],
-                     **({"same_tokens": match == 1.0, "token_match": match} if side == Side.VARIANT else {})}
+                     **({"token_match": match} if side == Side.VARIANT else {})}
             run_.write(run_.record(Phase.BATCH, side, prompt_id="bench", seed=seed, trial=pair, pair=pair,
                                    wall_s=out["wall_s"], audio_s=out["audio_s"], forced_tokens=tokens, extra=extra))
-
-
-def token_match(ones: list[torch.Tensor], batched: list[torch.Tensor]) -> float:
-    """The share of positions where the batch spoke what one at a time spoke, over all prompts."""
-    same = sum(int((a[:len(b)] == b[:len(a)]).sum()) for a, b in zip(ones, batched))
-    return same / max(1, sum(max(len(a), len(b)) for a, b in zip(ones, batched)))
 
 
 BATCH_SIDES = {Side.BASELINE: "the fast side, one prompt at a time", Side.VARIANT: "the fast side, one T3 batch"}
@@ -169,22 +165,20 @@ def _in_one_batch(pipeline, text: str, seeds: list[int], tokens: int) -> dict:
             "tokens": [r.tokens for r in out.results]}
 
 
-def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int, before: list[float] | None = None) -> dict:
+def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int, before: list[float]) -> dict:
     """Bytes each side's T3 step must read, this device's read bandwidth, and what follows.
     BEFORE: the bandwidth probe's readings before loading; it runs again here, after the timings,
     and the floor takes the best of both."""
     with torch.inference_mode():  # prefill length: conditioning + text + start-of-speech
         prefill_len = _prefill_length(base, text)
     after = roofline.read_bandwidths(base.device)
-    rates = list(before or []) + after
-    bandwidth = max(rates)
+    bandwidth = max(before + after)
     df = load(run_.cfg.out_dir)
     trials = df[(df["phase"] == Phase.TRIAL) & (df["run_id"] == RUN_ID)]
     out = {"prefill_positions": prefill_len, "read_bandwidth_gb_s": bandwidth / 1e9,
-           "read_bandwidth_samples_gb_s": [r / 1e9 for r in rates],
-           "read_bandwidth_before_gb_s": [r / 1e9 for r in before or []],
+           "read_bandwidth_before_gb_s": [r / 1e9 for r in before],
            "read_bandwidth_after_gb_s": [r / 1e9 for r in after],
-           "bandwidth_probe": bandwidth_probe(before or [], after, base.device)}
+           "bandwidth_probe": bandwidth_probe(before, after, base.device)}
     for side, p in ((Side.BASELINE, base), (Side.VARIANT, fast)):
         step_s = 1 / float(trials.loc[trials["side"] == side, "tokens_per_s"].median())
         nbytes = roofline.step_bytes(p.model.t3, prefill_len, n_tokens)
@@ -204,15 +198,13 @@ def bandwidth_probe(before: list[float], after: list[float], device) -> str:
     move it), which makes the floor as uncertain as that."""
     def spread(rates):
         return f"{min(rates) / 1e9:.1f}–{max(rates) / 1e9:.1f} GB/s, median {float(np.median(rates)) / 1e9:.1f}"
-    text = f"the best of {len(before) + len(after)} sums over a 256 MiB float32 tensor on {device}: "
-    if before:
-        text += f"{len(before)} before loading either side, {spread(before)}; "
-    text += f"{len(after)} after the two sides' timings, {spread(after)}"
-    if before:
-        low, high = sorted((float(np.median(before)), float(np.median(after))))
-        if high > low * (1 + PROBE_DRIFT):
-            text += (f". The two medians differ by {high / low - 1:.0%}: the device read memory at another speed "
-                     "between them, and the floor moves with it")
+    text = (f"the best of {len(before) + len(after)} sums over a 256 MiB float32 tensor on {device}: "
+            f"{len(before)} before loading either side, {spread(before)}; "
+            f"{len(after)} after the two sides' timings, {spread(after)}")
+    low, high = sorted((float(np.median(before)), float(np.median(after))))
+    if high > low * (1 + PROBE_DRIFT):
+        text += (f". The two medians differ by {high / low - 1:.0%}: the device read memory at another speed "
+                 "between them, and the floor moves with it")
     return text
 
 

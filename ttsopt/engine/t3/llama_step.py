@@ -210,6 +210,8 @@ def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = N
     plan = plan or plan_for(tfmr)
     B, T, _ = h.shape
     limit = None
+    if not isinstance(start, int) and h.device.type == "cpu" and bool((start == start[0]).all()):
+        start = int(start[0])  # rows of one length: the int path (TorchScript's layers, no mask) computes the same
     if isinstance(start, int):
         positions = torch.arange(start, start + T, device=h.device).unsqueeze(0)
         mask = None
@@ -221,8 +223,6 @@ def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = N
         if h.device.type == "cpu":  # nothing to keep static: read up to the longest row's new slot only
             limit = int(start.max()) + 1
         mask = (torch.arange(limit, device=h.device)[None, :] <= positions).view(B, 1, 1, -1)
-        if h.device.type == "cpu" and bool(mask.all()):
-            mask = None  # rows of equal length: nothing to hide, and SDPA runs faster without a mask
     cos, sin = tfmr.rotary_emb(h, positions)
     if plan.scripted is not None and isinstance(start, int):
         fn, layers = plan.scripted
