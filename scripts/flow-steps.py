@@ -3,9 +3,11 @@ of the model, the same speech tokens and noise seed for all, rounds interleaved 
 on every spec alike, and per spec the median flow time with its range over the rounds and its
 mel's relative error against the first spec's. For choosing between flow paths (precision,
 compiled estimator) without a whole bench; the first round includes compilation and is left
-out of the summary.
+out of the summary. A spec ending in `@fused` puts torch's fused attention back in the flow
+after the variants applied (fast-s3gen's bfloat16 estimator takes three batched products on a
+CPU without AMX: `engine.attention`).
 
-    .venv/bin/python scripts/flow-steps.py baseline fast-s3gen fast-s3gen+compiled-s3gen \
+    .venv/bin/python scripts/flow-steps.py baseline fast-s3gen fast-s3gen@fused fast-s3gen+compiled-s3gen \
         [--model original] [--source synthetic] [--tokens 126] [--rounds 4]
 """
 import argparse
@@ -15,7 +17,7 @@ import warnings
 import torch
 
 from ttsopt import variants
-from ttsopt.engine import sources
+from ttsopt.engine import attention, sources
 from ttsopt.engine.pipeline import Pipeline
 from ttsopt.measure import rounds
 from ttsopt.measure.env import cpu_model, cpu_units
@@ -41,7 +43,12 @@ def main() -> None:
     pipelines = []
     for spec in args.specs:
         pipeline = Pipeline(sources.load(args.source, "cpu", model=args.model))
-        variants.apply(pipeline, spec)
+        combo, _, kernel = spec.partition("@")
+        if kernel not in ("", "fused"):
+            raise SystemExit(f"{spec}: after @ only 'fused' (torch's fused attention) is known")
+        variants.apply(pipeline, combo)
+        if kernel:
+            attention.use_fused(pipeline.model.s3gen)
         pipelines.append((spec, pipeline, pipeline.conditioning()))
     tokens = torch.randint(0, 6561, (args.tokens,), generator=torch.Generator().manual_seed(0))
     mels = {}

@@ -221,6 +221,10 @@ def test_fast_s3gen_takes_bfloat16_only_where_the_cpu_has_bf16_units(tiny_model,
     dtypes, linears = evidence["estimator_dtypes"], evidence["estimator_linears"]
     if precision == "bfloat16":
         assert set(dtypes) == {"bfloat16"} and "torch.nn.modules.linear.Linear" in linears
+        # Without AMX tiles the bf16 estimator's attention runs as three batched products.
+        products = "amx_bf16" not in flags
+        assert (evidence["attention"] == "products") is products
+        assert set(evidence["attention_processors"]) == {"ProductAttention" if products else "AttnProcessor2_0"}
     else:  # convolutions stay float32; every linear layer is dynamic int8
         assert set(dtypes) == {"float32"} and "torch.nn.modules.linear.Linear" not in linears
         assert linears["torch.ao.nn.quantized.dynamic.modules.linear.Linear"] > 0

@@ -21,6 +21,7 @@ from ..core import stats
 from ..core.errors import UserError
 from ..core.records import load
 from ..core.vocab import Design, Phase, Side, Stage, Verdict
+from ..engine.attention import PRODUCTS, flow_attention
 from ..engine.batch import synthesize_batch
 from ..engine.pipeline import Sampling
 from ..engine.t3.fast import FastT3
@@ -36,9 +37,12 @@ from .runner import RunConfig, _Run, _stream_trial, measure_pairs
 def best_combo(device_type: str, flags: set[str], model: str = "original") -> tuple[str, str]:
     """The fast combination for a device, CPU FLAGS and model, and why. `fast-s3gen` picks the flow
     estimator's precision from the same flags (`variants.fast.flow_precision`): bfloat16 where it is
-    native, int8 linear layers where bfloat16 would be emulated. On CUDA nothing is built for Turbo yet."""
+    native, int8 linear layers where bfloat16 would be emulated; and its attention kernel
+    (`engine.attention.flow_attention`). On CUDA nothing is built for Turbo yet."""
     precision, why = flow_precision(device_type, flags)
-    flow = f"the flow estimator in {precision}; {why}"
+    kind, reason = flow_attention(device_type, flags, torch.bfloat16 if precision == "bfloat16" else torch.float32)
+    flow = (f"the flow estimator in {precision}; {why}"
+            + (f"; its attention as three batched products ({reason})" if kind == PRODUCTS else ""))
     if model == "turbo":
         if device_type == "cuda":
             raise UserError("no fast combination is built for turbo on CUDA yet; name one with --combo")

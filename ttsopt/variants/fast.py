@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..core.claims import Claim
-from ..engine import quant
+from ..engine import attention, quant
 from ..engine.s3gen import UPSTREAM_CFM_STEPS, UPSTREAM_MEANFLOW_STEPS, BucketedEstimator, CompiledEstimator, FlowStage
 from ..engine.stream import ChunkedS3Gen
 from ..engine.t3.fast import FastT3
@@ -96,7 +96,8 @@ class FastS3GenVariant(Variant):
     # with the step end `r` (on CUDA BucketedEstimator pads those calls but captures no graph for them).
     models = ("original", "turbo", "multilingual")
     claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in a cheaper precision for the "
-                                  "device (bfloat16 where native, else int8 linear layers), the encoder's linear "
+                                  "device (bfloat16 where native, else int8 linear layers; a bfloat16 estimator's "
+                                  "attention as three batched products on a CPU without AMX), the encoder's linear "
                                   "layers in int8 on a CPU, padded to length buckets and replayed from CUDA graphs "
                                   "on CUDA: less flow time, a fidelity trade-off"),)
     lossless = False
@@ -106,7 +107,8 @@ class FastS3GenVariant(Variant):
         # CFM noise (randn_like(mu)) upstream draws for the same seed. Int8 linears return float32, so on
         # a CPU the encoder's linears go int8 whatever the estimator's precision, and the noise stays the
         # same; dynamic int8 has no CUDA kernels, so there the encoder stays as it is.
-        precision, why = flow_precision(pipeline.device.type, cpu_flags())
+        flags = cpu_flags()
+        precision, why = flow_precision(pipeline.device.type, flags)
         flow = pipeline.model.s3gen.flow
         decoder = flow.decoder
         if not isinstance(decoder.estimator, BucketedEstimator):
@@ -120,7 +122,11 @@ class FastS3GenVariant(Variant):
             quant.quantize_linears(decoder.estimator.estimator)
         if pipeline.device.type == "cpu":
             quant.quantize_linears(flow.encoder)
-        return {"precision": precision, "why": why}
+        dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        kind, attention_why = attention.flow_attention(pipeline.device.type, flags, dtype)
+        if kind == attention.PRODUCTS:
+            attention.use_products(decoder.estimator)
+        return {"precision": precision, "why": why, "attention": kind, "attention_why": attention_why}
 
     def evidence(self, pipeline, state) -> dict:
         flow = pipeline.model.s3gen.flow
@@ -129,6 +135,7 @@ class FastS3GenVariant(Variant):
         return {**state, "estimator_dtypes": dtypes_of(est), "estimator_linears": weights.linear_counts(est),
                 "encoder_dtypes": dtypes_of(flow.encoder), "encoder_linears": weights.linear_counts(flow.encoder),
                 "vocoder_dtypes": dtypes_of(pipeline.model.s3gen.mel2wav),
+                "attention_processors": attention.processors(est),
                 "estimator": est.evidence() if isinstance(est, BucketedEstimator) else "not wrapped",
                 "flow_calls": stage.calls if stage else None}
 
@@ -141,8 +148,11 @@ class FastS3GenVariant(Variant):
                                          f"{calls} flow call(s)")
         cast = evidence.get("estimator_dtypes", {}).get("bfloat16", 0)
         enc = sum(c for kind, c in evidence.get("encoder_linears", {}).items() if "dynamic" in kind)
-        return cast > 0 and calls > 0, (f"{cast} estimator parameters in bfloat16, {enc} int8 linear layers in "
-                                        f"the encoder, {calls} flow call(s)")
+        why = f"{cast} estimator parameters in bfloat16, {enc} int8 linear layers in the encoder, {calls} flow call(s)"
+        if evidence.get("attention") != attention.PRODUCTS:
+            return cast > 0 and calls > 0, why
+        products = evidence.get("attention_processors", {}).get(attention.ProductAttention.__name__, 0)
+        return cast > 0 and calls > 0 and products > 0, f"{why}, {products} attention modules as three products"
 
 
 class CompiledS3GenVariant(Variant):

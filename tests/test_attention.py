@@ -1,0 +1,67 @@
+"""The flow estimator's attention as three batched products: the same output as upstream's
+processor (torch's fused attention) for the masks the estimator passes, and chosen per CPU."""
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+from ttsopt.engine import attention
+
+
+def _attention(**kwargs) -> Attention:
+    torch.manual_seed(0)
+    return Attention(query_dim=64, heads=4, dim_head=16, **kwargs).eval()
+
+
+def _both(attn, x, **kwargs):
+    """(upstream's processor's output, the products' output) for the same module and inputs."""
+    with torch.inference_mode():
+        attn.set_processor(AttnProcessor2_0())
+        fused = attn(x, **kwargs)
+        attn.set_processor(attention.ProductAttention())
+        return fused, attn(x, **kwargs)
+
+
+def _bias(lengths, frames, rows=1):
+    """The estimator's mask: 0 on a row's frames, -1e10 on its padding, (B, ROWS, frames)."""
+    keep = torch.arange(frames)[None, :] < torch.tensor(lengths)[:, None]
+    return ((1.0 - keep.float()) * -1.0e10)[:, None, :].expand(-1, rows, -1).contiguous()
+
+
+@pytest.mark.parametrize("mask", ["none", "padding", "per-query", "boolean"])
+def test_the_products_compute_what_torchs_fused_attention_computes(mask):
+    attn, x = _attention(), torch.randn(2, 37, 64)
+    masks = {"none": None, "padding": _bias([37, 30], 37), "per-query": _bias([37, 25], 37, rows=37),
+             "boolean": torch.arange(37)[None, None, :] < torch.tensor([37, 20])[:, None, None]}
+    fused, products = _both(attn, x, attention_mask=masks[mask])
+    assert products.shape == fused.shape
+    torch.testing.assert_close(products, fused, rtol=1e-5, atol=1e-5)
+
+
+def test_the_products_attend_over_a_context_as_upstreams_cross_attention_does():
+    attn, x, context = _attention(cross_attention_dim=32), torch.randn(2, 11, 64), torch.randn(2, 19, 32)
+    fused, products = _both(attn, x, encoder_hidden_states=context, attention_mask=_bias([19, 7], 19))
+    torch.testing.assert_close(products, fused, rtol=1e-5, atol=1e-5)
+
+
+def test_in_bfloat16_the_products_stay_within_bfloat16_rounding_of_the_fused_kernel():
+    attn, x = _attention().to(torch.bfloat16), torch.randn(2, 90, 64, dtype=torch.bfloat16)
+    fused, products = _both(attn, x, attention_mask=_bias([90, 60], 90).bfloat16())
+    error = ((products.float() - fused.float()).norm() / fused.float().norm()).item()
+    assert 0 < error < 0.02, error  # rounded scores: not bit-identical, and not far
+
+
+def test_only_modules_computed_as_upstreams_processor_computes_them_get_the_products():
+    block = torch.nn.ModuleList([_attention(), _attention(residual_connection=True)])
+    assert attention.use_products(block) == (1, 1)
+    assert attention.processors(block) == {"ProductAttention": 1, "AttnProcessor2_0": 1}
+
+
+@pytest.mark.parametrize("device, flags, dtype, kind", [
+    ("cpu", {"avx2", "avx512f", "avx512_bf16"}, torch.bfloat16, attention.PRODUCTS),
+    ("cpu", {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, torch.bfloat16, attention.FUSED),
+    ("cpu", {"avx2", "avx512f", "avx512_bf16"}, torch.float32, attention.FUSED),
+    ("cpu", {"avx2"}, torch.float32, attention.FUSED),
+    ("cuda", set(), torch.bfloat16, attention.FUSED)])
+def test_the_flow_attention_follows_the_device_and_the_estimators_precision(device, flags, dtype, kind):
+    chosen, why = attention.flow_attention(device, flags, dtype)
+    assert chosen == kind and why

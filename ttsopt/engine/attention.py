@@ -1,0 +1,116 @@
+"""The flow estimator's attention as three batched products (scores, softmax, values) instead of
+torch's fused CPU attention kernel, for a bfloat16 estimator on a CPU without AMX.
+
+Why: the estimator's transformer blocks attend over every frame of the utterance with the voice's
+prompt in front (a few hundred frames, 8 heads of 64). On a CPU with avx512_bf16 but no AMX tiles,
+torch's fused kernel (`_scaled_dot_product_flash_attention_for_cpu`) steps through small blocks
+and multiplies far below the rate oneDNN's batched products reach on the same operands; the
+profile of the bf16 flow put about half its time there. The three products materialise the
+scores (frames x frames per head, a few MiB), which the fused kernel avoids, so it keeps the
+float32 estimator (where the fused kernel is as fast) and CPUs with AMX (whose fused kernel
+multiplies on the tiles; not measured here). `scripts/flow-steps.py` measures either choice.
+
+Numerically: the scores are rounded to bfloat16 before the softmax, where the fused kernel keeps
+them in float32; the mel's error against the float32 flow is what the bench's fidelity rows show.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PRODUCTS = "products"   # scores, softmax and values as three batched products
+FUSED = "fused"         # torch's scaled_dot_product_attention, as upstream calls it
+
+
+def flow_attention(device_type: str, flags: set[str], dtype: torch.dtype) -> tuple[str, str]:
+    """Which attention a flow estimator in DTYPE takes on a device with CPU FLAGS, and why."""
+    if device_type != "cpu":
+        return FUSED, f"{device_type}: torch's fused attention kernels"
+    if dtype != torch.bfloat16:
+        return FUSED, f"a {str(dtype).removeprefix('torch.')} estimator: torch's fused CPU attention is as fast there"
+    if "amx_bf16" in flags:
+        return FUSED, "this CPU has AMX tiles, which torch's fused CPU attention multiplies on"
+    return PRODUCTS, ("a bfloat16 estimator on a CPU without AMX: torch's fused CPU attention multiplies far "
+                      "below the rate of three batched products")
+
+
+class ProductAttention:
+    """A diffusers attention processor: attention of a sequence (B, L, D) over itself or a context
+    (B, S, D') as softmax(Q K^T * scale + bias) V in three batched products over B x heads.
+    `use_products` installs it only on modules it computes as upstream's processor does (no group
+    or spatial norm, no residual, no output rescale), which the estimator's all are."""
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, *args, **kwargs) -> torch.Tensor:
+        B, L, _ = hidden_states.shape
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        d = q.size(-1) // attn.heads
+        q, k, v = (_heads(x, attn.heads, d) for x in (q, k, v))
+        scale = d ** -0.5  # scaled_dot_product_attention's default, which upstream's processor takes
+        if attention_mask is None:
+            scores = torch.bmm(q, k.transpose(1, 2)).mul_(scale)
+        else:  # the estimator's mask is an additive bias, (B, 1 or L, S); one copy per head
+            scores = torch.baddbmm(_bias(attn, attention_mask, context.size(1), B, q.dtype), q, k.transpose(1, 2),
+                                   alpha=scale)
+        out = torch.bmm(torch.softmax(scores, dim=-1), v)
+        out = out.view(B, attn.heads, L, d).transpose(1, 2).reshape(B, L, attn.heads * d)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def _bias(attn, mask: torch.Tensor, length: int, batch: int, dtype: torch.dtype) -> torch.Tensor:
+    """MASK as an additive bias, (B * heads, 1 or L, S): a boolean mask keeps where it is true."""
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return attn.prepare_attention_mask(mask, length, batch).to(dtype)
+
+
+def _heads(x: torch.Tensor, heads: int, d: int) -> torch.Tensor:
+    """(B, L, heads * d) -> (B * heads, L, d), contiguous for the batched products."""
+    B, L, _ = x.shape
+    return x.view(B, L, heads, d).transpose(1, 2).reshape(B * heads, L, d)
+
+
+def _plain(attn) -> bool:
+    """A module this processor computes as upstream's does: nothing around the three products."""
+    return (attn.spatial_norm is None and attn.group_norm is None and not attn.residual_connection
+            and attn.rescale_output_factor == 1.0 and getattr(attn, "norm_q", None) is None
+            and getattr(attn, "norm_k", None) is None)
+
+
+def use_products(module: nn.Module) -> tuple[int, int]:
+    """Give every plain diffusers attention in MODULE the product processor; (given, left as
+    they were): a module of another form keeps its processor, and the count says so."""
+    from diffusers.models.attention_processor import Attention
+    given = left = 0
+    for m in module.modules():
+        if isinstance(m, Attention):
+            if _plain(m):
+                m.set_processor(ProductAttention())
+                given += 1
+            else:
+                left += 1
+    return given, left
+
+
+def use_fused(module: nn.Module) -> int:
+    """Put upstream's processor (torch's fused attention) back on every diffusers attention in
+    MODULE, for measuring the products against it; how many."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+    mods = [m for m in module.modules() if isinstance(m, Attention)]
+    for m in mods:
+        m.set_processor(AttnProcessor2_0())
+    return len(mods)
+
+
+def processors(module: nn.Module) -> dict[str, int]:
+    """How many attention modules in MODULE run each processor (evidence that a choice engaged)."""
+    from diffusers.models.attention_processor import Attention
+    counts: dict[str, int] = {}
+    for m in module.modules():
+        if isinstance(m, Attention):
+            name = type(m.processor).__name__
+            counts[name] = counts.get(name, 0) + 1
+    return counts
