@@ -4,11 +4,12 @@ torch's fused CPU attention kernel, for a bfloat16 estimator on a CPU without AM
 Why: the estimator's transformer blocks attend over every frame of the utterance with the voice's
 prompt in front (a few hundred frames, 8 heads of 64). On a CPU with avx512_bf16 but no AMX tiles,
 torch's fused kernel (`_scaled_dot_product_flash_attention_for_cpu`) steps through small blocks
-and multiplies far below the rate oneDNN's batched products reach on the same operands; the
-profile of the bf16 flow put about half its time there. The three products materialise the
-scores (frames x frames per head, a few MiB), which the fused kernel avoids, so it keeps the
-float32 estimator (where the fused kernel is as fast) and CPUs with AMX (whose fused kernel
-multiplies on the tiles; not measured here). `scripts/flow-steps.py` measures either choice.
+and multiplies far below the rate oneDNN's batched products reach on the same operands (the
+README gives the profile and the measurements). The three products hold the scores in memory
+(frames x frames per head, growing with the square of the utterance), which the fused kernel
+avoids, so it keeps the float32 estimator (where the fused kernel is the faster) and CPUs with
+AMX (whose fused kernel multiplies on the tiles; not measured here). `scripts/flow-steps.py`
+measures either choice (`SPEC@fused`).
 
 Numerically: the scores are rounded to bfloat16 before the softmax, where the fused kernel keeps
 them in float32; the mel's error against the float32 flow is what the bench's fidelity rows show.
