@@ -56,12 +56,12 @@ def test_only_modules_computed_as_upstreams_processor_computes_them_get_the_prod
     assert attention.processors(block) == {"ProductAttention": 1, "AttnProcessor2_0": 1}
 
 
-@pytest.mark.parametrize("device, flags, dtype, kind", [
-    ("cpu", {"avx2", "avx512f", "avx512_bf16"}, torch.bfloat16, attention.PRODUCTS),
-    ("cpu", {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, torch.bfloat16, attention.FUSED),
-    ("cpu", {"avx2", "avx512f", "avx512_bf16"}, torch.float32, attention.FUSED),
-    ("cpu", {"avx2"}, torch.float32, attention.FUSED),
-    ("cuda", set(), torch.bfloat16, attention.FUSED)])
-def test_the_flow_attention_follows_the_device_and_the_estimators_precision(device, flags, dtype, kind):
-    chosen, why = attention.flow_attention(device, flags, dtype)
+@pytest.mark.parametrize("device, flags, precision, kind", [
+    ("cpu", {"avx2", "avx512f", "avx512_bf16"}, "bfloat16", attention.PRODUCTS),
+    ("cpu", {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, "bfloat16", attention.FUSED),
+    ("cpu", {"avx2", "avx512f", "avx512_bf16"}, "int8", attention.FUSED),
+    ("cpu", {"avx2"}, "int8", attention.FUSED),
+    ("cuda", set(), "bfloat16", attention.FUSED)])
+def test_the_flow_attention_follows_the_device_and_the_estimators_precision(device, flags, precision, kind):
+    chosen, why = attention.flow_attention(device, flags, precision)
     assert chosen == kind and why

@@ -200,12 +200,10 @@ def _batch_lines(batches) -> list[str]:
     return lines
 
 
-DYNAMIC_INT8_T3 = ("cpu-int8", "cpu-int8-t3", "torch-int8-t3", "cpu-int8-head")  # T3 products quantize their input
-
-
 def _batch_loss(variant: str) -> str:
     """Why a batch spoke other tokens than one at a time, as far as the combination tells."""
-    if set(variant.split("+")) & set(DYNAMIC_INT8_T3):
+    from ..variants.fast import dynamic_int8
+    if dynamic_int8(variant):
         return ("  dynamic int8 linears quantize a product's input with one scale over all its rows, so a batch's "
                 "other prompts move each prompt's numbers: batching them is lossy")
     return (f"  {variant} has no dynamic int8 layer, and a float batch computes each row as one prompt does: "

@@ -23,12 +23,13 @@ PRODUCTS = "products"   # scores, softmax and values as three batched products
 FUSED = "fused"         # torch's scaled_dot_product_attention, as upstream calls it
 
 
-def flow_attention(device_type: str, flags: set[str], dtype: torch.dtype) -> tuple[str, str]:
-    """Which attention a flow estimator in DTYPE takes on a device with CPU FLAGS, and why."""
+def flow_attention(device_type: str, flags: set[str], precision: str) -> tuple[str, str]:
+    """Which attention a flow estimator in PRECISION (`variants.fast.flow_precision`'s) takes on a
+    device with CPU FLAGS, and why."""
     if device_type != "cpu":
         return FUSED, f"{device_type}: torch's fused attention kernels"
-    if dtype != torch.bfloat16:
-        return FUSED, f"a {str(dtype).removeprefix('torch.')} estimator: torch's fused CPU attention is as fast there"
+    if precision != "bfloat16":  # an int8 estimator's attention runs in float32
+        return FUSED, "attention in float32: torch's fused CPU attention is the faster there"
     if "amx_bf16" in flags:
         return FUSED, "this CPU has AMX tiles, which torch's fused CPU attention multiplies on"
     return PRODUCTS, ("a bfloat16 estimator on a CPU without AMX: torch's fused CPU attention multiplies far "

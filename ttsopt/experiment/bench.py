@@ -40,7 +40,7 @@ def best_combo(device_type: str, flags: set[str], model: str = "original") -> tu
     native, int8 linear layers where bfloat16 would be emulated; and its attention kernel
     (`engine.attention.flow_attention`). On CUDA nothing is built for Turbo yet."""
     precision, why = flow_precision(device_type, flags)
-    kind, reason = flow_attention(device_type, flags, torch.bfloat16 if precision == "bfloat16" else torch.float32)
+    kind, reason = flow_attention(device_type, flags, precision)
     flow = (f"the flow estimator in {precision}; {why}"
             + (f"; its attention as three batched products ({reason})" if kind == PRODUCTS else ""))
     if model == "turbo":

@@ -122,8 +122,7 @@ class FastS3GenVariant(Variant):
             quant.quantize_linears(decoder.estimator.estimator)
         if pipeline.device.type == "cpu":
             quant.quantize_linears(flow.encoder)
-        dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
-        kind, attention_why = attention.flow_attention(pipeline.device.type, flags, dtype)
+        kind, attention_why = attention.flow_attention(pipeline.device.type, flags, precision)
         if kind == attention.PRODUCTS:
             attention.use_products(decoder.estimator)
         return {"precision": precision, "why": why, "attention": kind, "attention_why": attention_why}
@@ -239,6 +238,13 @@ class _DynamicInt8(Variant):
         if pipeline is not None and pipeline.device.type != "cpu":
             return f"dynamic int8 runs on CPU only; the model is on {pipeline.device}"
         return None
+
+
+def dynamic_int8(spec: str) -> bool:
+    """Whether SPEC has a dynamic-int8 variant: its products quantize each input with one scale over
+    all its rows, so what one row computes depends on the others (a batch is lossy)."""
+    from . import parse
+    return any(isinstance(v, _DynamicInt8) for v in parse(spec))
 
 
 class CpuInt8(_DynamicInt8):
