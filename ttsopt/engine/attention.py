@@ -52,18 +52,21 @@ class ProductAttention:
         d = q.size(-1) // attn.heads
         q, k, v = (_heads(x, attn.heads, d) for x in (q, k, v))
         scale = d ** -0.5  # scaled_dot_product_attention's default, which upstream's processor takes
-        if attention_mask is None:
-            scores = torch.bmm(q, k.transpose(1, 2)).mul_(scale)
-        else:  # the estimator's mask is an additive bias, (B, 1 or L, S); one copy per head
-            scores = torch.baddbmm(_bias(attn, attention_mask, context.size(1), B, q.dtype), q, k.transpose(1, 2),
-                                   alpha=scale)
+        bias = _bias(attn, attention_mask, context.size(1), B, q.dtype)
+        # Scaled in the product's own accumulation (alpha); without a bias to add (beta=0) the
+        # product neither reads it nor first copies it into every head's scores.
+        scores = torch.baddbmm(bias if bias is not None else q.new_empty(()), q, k.transpose(1, 2),
+                               beta=0 if bias is None else 1, alpha=scale)
         out = torch.bmm(torch.softmax(scores, dim=-1), v)
         out = out.view(B, attn.heads, L, d).transpose(1, 2).reshape(B, L, attn.heads * d)
         return attn.to_out[1](attn.to_out[0](out))
 
 
-def _bias(attn, mask: torch.Tensor, length: int, batch: int, dtype: torch.dtype) -> torch.Tensor:
-    """MASK as an additive bias, (B * heads, 1 or L, S): a boolean mask keeps where it is true."""
+def _bias(attn, mask: torch.Tensor | None, length: int, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """MASK as an additive bias, (B * heads, 1 or L, S), or None where it adds nothing (no mask,
+    or a bias of zeros: an utterance with no padded frames): a boolean mask keeps where it is true."""
+    if mask is None or (mask.dtype == torch.bool and bool(mask.all())) or (mask.dtype != torch.bool and not mask.any()):
+        return None
     if mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
     return attn.prepare_attention_mask(mask, length, batch).to(dtype)
