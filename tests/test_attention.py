@@ -27,11 +27,13 @@ def _bias(lengths, frames, rows=1):
     return ((1.0 - keep.float()) * -1.0e10)[:, None, :].expand(-1, rows, -1).contiguous()
 
 
-@pytest.mark.parametrize("mask", ["none", "padding", "per-query", "boolean"])
+@pytest.mark.parametrize("mask", ["none", "no padding", "padding", "per-query", "boolean", "boolean, all kept"])
 def test_the_products_compute_what_torchs_fused_attention_computes(mask):
     attn, x = _attention(), torch.randn(2, 37, 64)
-    masks = {"none": None, "padding": _bias([37, 30], 37), "per-query": _bias([37, 25], 37, rows=37),
-             "boolean": torch.arange(37)[None, None, :] < torch.tensor([37, 20])[:, None, None]}
+    masks = {"none": None, "no padding": _bias([37, 37], 37), "padding": _bias([37, 30], 37),
+             "per-query": _bias([37, 25], 37, rows=37),
+             "boolean": torch.arange(37)[None, None, :] < torch.tensor([37, 20])[:, None, None],
+             "boolean, all kept": torch.ones(2, 1, 37, dtype=torch.bool)}
     fused, products = _both(attn, x, attention_mask=masks[mask])
     assert products.shape == fused.shape
     torch.testing.assert_close(products, fused, rtol=1e-5, atol=1e-5)

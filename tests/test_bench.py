@@ -67,6 +67,19 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     parts = streams[[f"x_first_{part}" for part in FIRST_PARTS]].sum(axis=1)
     assert np.allclose(parts, streams["x_first_audio_s"]) and (streams["x_prompt_frames"] > 0).all()
     assert (streams["x_first_chunk_tokens"] == 3).all()
+    # The first audio against its floors: the decode's and the flow's from the floors above, the rest as measured.
+    floors = json.loads((out / "bench.floors.json").read_text())
+    first, step, flow = floors["first_audio"], floors["t3_step"]["variant"], floors["flow"]
+    assert "stream: first audio at the floors" in proc.stdout and "first audio cannot come sooner than" in proc.stdout
+    assert first["first_chunk_tokens"] == 3 and 0 < first["flow_gflop"] < flow["variant"]["gflop"]
+    parts = first["parts"]
+    assert parts["decode_s"]["floor_s"] == pytest.approx(3 * step["floor_ms"] / 1e3)
+    assert parts["flow_s"]["floor_s"] == pytest.approx(first["flow_gflop"] / flow["variant"]["rate_gflop_s"])
+    assert parts["prefill_s"]["floor_s"] is None and parts["vocode_s"]["floor_s"] is None
+    assert first["floor_s"] == pytest.approx(parts["prefill_s"]["measured_s"] + parts["decode_s"]["floor_s"]
+                                             + parts["flow_s"]["floor_s"] + parts["vocode_s"]["measured_s"])
+    variant_streams = streams[streams["side"] == "variant"]
+    assert first["first_audio_s"] == pytest.approx(variant_streams["x_first_audio_s"].median())
     # The batch against the same fast side one prompt at a time, once per pair, each side timed.
     batches = df[df["phase"] == "batch"]
     assert sorted(batches.groupby("side").size().to_dict().items()) == [("baseline", 2), ("variant", 2)]

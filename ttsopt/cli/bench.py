@@ -2,7 +2,7 @@
 their intervals, the fidelity of the fast side, T3's memory floor and the flow's compute floor,
 optionally streaming and batching, and the quality of both sides' first clips (with random weights only the fast side's
 distance to the baseline's). `--save DIR` keeps the printed text, the records of every trial, the
-first pair's clips, their quality (bench.quality.json) and a figure."""
+floors (bench.floors.json), the first pair's clips, their quality (bench.quality.json) and a figure."""
 from __future__ import annotations
 
 import argparse
@@ -39,7 +39,8 @@ def register(sub) -> None:
                    help="skip loading each side once more in a fresh process of its own to measure its memory")
     p.add_argument("--batch", type=count, default=0, help="also time N copies of the prompt in one T3 batch")
     p.add_argument("--save", default=None, metavar="DIR",
-                   help="also keep DIR/bench.txt (what is printed), the records (DIR/bench.jsonl), the first pair's "
+                   help="also keep DIR/bench.txt (what is printed), the records (DIR/bench.jsonl), the floors "
+                        "(DIR/bench.floors.json), the first pair's "
                         "clips (DIR/audio/bench/), their quality (DIR/bench.quality.json) and DIR/bench.png")
     p.set_defaults(func=run)
 
@@ -84,7 +85,7 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
     from ..measure.env import cpu_model, cpu_units
 
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in ("bench.jsonl", "bench.env.json", "bench.quality.json"):
+    for stale in ("bench.jsonl", "bench.env.json", "bench.quality.json", "bench.floors.json"):
         (directory / stale).unlink(missing_ok=True)
     with steps(bench.steps(args.trials, args.stream, args.batch, args.memory), "bench") as progress:
         result = bench.run(directory, source=args.source, device=args.device, combo=args.combo, text=text,
@@ -99,12 +100,16 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
              f"prompt {text!r}", f"       combo {result.combo} ({result.why})", "",
              bench.table(result.records).to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
              *bench.fidelity_lines(result.records), "", *bench_quality.lines(result.quality), "",
-             *_floor_lines(result.floor), *_flow_floor_lines(result.flow_floor), *_extra_lines(result.records),
+             *_floor_lines(result.floor), *_flow_floor_lines(result.flow_floor),
+             *_first_audio_lines(result.first_audio_floor), *_extra_lines(result.records),
              "", f"evidence: {json.dumps(result.evidence, default=str, sort_keys=True)}"]
     print("\n".join(lines))
     if args.save:
         (directory / "bench.txt").write_text("$ " + shlex.join(["ttsopt", *sys.argv[1:]]) + "\n" + "\n".join(lines)
                                              + "\n", encoding="utf-8")
+        floors = {"t3_step": result.floor, "flow": result.flow_floor, "first_audio": result.first_audio_floor}
+        (directory / "bench.floors.json").write_text(json.dumps(floors, indent=1, default=float) + "\n",
+                                                     encoding="utf-8")
         (directory / "bench.quality.json").write_text(json.dumps(bench_quality.as_json(result.quality), indent=1,
                                                                  default=float) + "\n", encoding="utf-8")
         _figure(directory, result)
@@ -152,6 +157,24 @@ def _flow_floor_lines(f: dict) -> list[str]:
         f"=> doing this arithmetic, no fast flow can beat the measured baseline by more than "
         f"{f['flow_gain_ceiling']:.2f}x on this device",
     ]
+
+
+def _first_audio_lines(f: dict) -> list[str]:
+    if not f:
+        return []
+    from ..experiment.bench import FIRST_AUDIO_PARTS
+    lines = ["", f"{'stream: first audio at the floors':42s} {'fast':>10s} {'floor':>12s}"]
+    for part, label in FIRST_AUDIO_PARTS.items():
+        p = f["parts"][part]
+        label += f", {f['first_chunk_tokens']} tokens" if part == "decode_s" else ""
+        floor = "as measured" if p["floor_s"] is None else f"{p['floor_s']:.2f}"
+        lines.append(f"  {label + ' s':40s} {p['measured_s']:10.2f} {floor:>12s}")
+    flow_floor = f["parts"]["flow_s"]["floor_s"]
+    return [*lines, f"  {'first audio s':40s} {f['first_audio_s']:10.2f} {f['floor_s']:12.2f}",
+            f"medians of the fast side's streams; the first chunk's flow call does {f['flow_gflop']:.1f} GFLOP "
+            f"(counted as above) at {f['rate_gflop_s']:.0f} GFLOP/s, its decode at T3's step floor above",
+            f"=> reading these bytes and doing this arithmetic, the fast side's first audio cannot come sooner than "
+            f"{f['floor_s']:.2f} s on this device, {flow_floor:.2f} s of it the first chunk's flow"]
 
 
 def roofline_kinds(*sides: dict) -> list[str]:

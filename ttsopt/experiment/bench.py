@@ -24,6 +24,7 @@ from ..core.vocab import Design, Phase, Side, Stage, Verdict
 from ..engine.attention import PRODUCTS, flow_attention
 from ..engine.batch import synthesize_batch
 from ..engine.pipeline import Sampling
+from ..engine.stream import FIRST_PARTS
 from ..engine.t3.fast import FastT3
 from ..engine.t3.turbo import UpstreamTurboT3
 from ..measure import env as env_mod
@@ -71,6 +72,7 @@ class Bench:
     why: str  # why this combination: the user's choice, or the device's default and its reason
     quality: dict = field(default_factory=dict)  # bench_quality.measure: both sides' first clips
     flow_floor: dict = field(default_factory=dict)  # flow_floor: the flow's arithmetic against this device's rates
+    first_audio_floor: dict = field(default_factory=dict)  # first_audio_floor: a stream's first audio at the floors
 
 
 def run(out_dir, *, source: str, device: str, combo: str | None, text: str, tokens: int, trials: int, seed: int,
@@ -99,8 +101,10 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     floor = memory_floor(base, fast, run_, text, tokens, before)
     say("the flow's compute floor")
     flow = flow_floor(base, fast, run_, tokens)
+    first = {}
     if stream:
         _stream(run_, base, fast, text, seed, tokens, trials, say, first_chunk)
+        first = first_audio_floor(fast, run_, floor, flow)
     if batch:
         _batch(run_, fast, text, seed, tokens, batch, trials, say)
     if memory:  # each side alone in a fresh process, after every timing of this one
@@ -112,7 +116,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     # Last, after every timing; the recogniser is English, so other languages get no word error rate.
     say("scoring quality")
     scored = bench_quality.measure(out_dir, load(out_dir), RUN_ID, base, text if language == "en" else None)
-    return Bench(load(out_dir), floor, applied.evidence(fast), combo, why, scored, flow)
+    return Bench(load(out_dir), floor, applied.evidence(fast), combo, why, scored, flow, first)
 
 
 def steps(trials: int, stream: bool, batch: int, memory: bool) -> int:
@@ -244,6 +248,41 @@ def flow_floor(base, fast, run_: _Run, n_tokens: int) -> dict:
                           "achieved_gflop_s": flops / flow_s / 1e9, "floor_s": flops / rate}
     out["flow_gain_ceiling"] = out["baseline"]["flow_s"] / out["variant"]["floor_s"]
     return out
+
+
+# engine.stream's parts of the first audio, as the printed floor names them
+FIRST_AUDIO_PARTS = dict(zip(FIRST_PARTS, ("T3 prefill", "the first chunk's decode", "its flow, prompt in front",
+                                           "its vocoder"), strict=True))
+
+
+def first_audio_floor(fast, run_: _Run, floor: dict, flow: dict) -> dict:
+    """The fast side's first audio of a stream (medians over its streams) against the floors of the
+    two parts that have one: the first chunk's decode, its tokens at T3's step floor (`memory_floor`,
+    at the utterance's mean cache length, a little above the first chunk's), and its flow, the
+    arithmetic of one flow call on that many tokens with the voice's prompt in front at the rate the
+    flow floor took (`flow_floor`). T3's prefill and the vocoder count as measured. The sum is the
+    soonest this device could start the audio doing this arithmetic and reading these bytes; {} when
+    nothing was streamed. Counted after every timing; the counting call is not timed."""
+    df = load(run_.cfg.out_dir)
+    streams = df[(df["phase"] == Phase.STREAM) & (df["run_id"] == RUN_ID) & (df["side"] == Side.VARIANT)]
+    if streams.empty or not flow:
+        return {}
+    n = int(streams["x_first_chunk_tokens"].iloc[0])
+    tokens = torch.randint(0, SPEECH_VOCAB_SIZE, (n,), generator=torch.Generator().manual_seed(0))
+    conds = fast.conditioning()
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        flops, _ = roofline.count_flops(partial(fast.flow, tokens.to(fast.device), conds))
+
+    def median(part: str) -> float:
+        return float(pd.to_numeric(streams[f"x_first_{part}"]).median())
+
+    floors = {"decode_s": n * floor["variant"]["floor_ms"] / 1e3,
+              "flow_s": flops / (flow["variant"]["rate_gflop_s"] * 1e9)}
+    parts = {part: {"measured_s": median(part), "floor_s": floors.get(part)} for part in FIRST_AUDIO_PARTS}
+    return {"first_chunk_tokens": n, "flow_gflop": flops / 1e9, "rate_gflop_s": flow["variant"]["rate_gflop_s"],
+            "first_audio_s": median("audio_s"), "parts": parts,
+            "floor_s": sum(p["measured_s"] if p["floor_s"] is None else p["floor_s"] for p in parts.values())}
 
 
 def _prefill_length(pipeline, text: str) -> int:
