@@ -12,12 +12,12 @@ def _attention(**kwargs) -> Attention:
     return Attention(query_dim=64, heads=4, dim_head=16, **kwargs).eval()
 
 
-def _both(attn, x, **kwargs):
+def _both(attn, x, processor=None, **kwargs):
     """(upstream's processor's output, the products' output) for the same module and inputs."""
     with torch.inference_mode():
         attn.set_processor(AttnProcessor2_0())
         fused = attn(x, **kwargs)
-        attn.set_processor(attention.ProductAttention())
+        attn.set_processor(processor or attention.ProductAttention())
         return fused, attn(x, **kwargs)
 
 
@@ -36,6 +36,24 @@ def test_the_products_compute_what_torchs_fused_attention_computes(mask):
              "boolean, all kept": torch.ones(2, 1, 37, dtype=torch.bool)}
     fused, products = _both(attn, x, attention_mask=masks[mask])
     assert products.shape == fused.shape
+    torch.testing.assert_close(products, fused, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["none", "padding", "per-query"])
+def test_a_long_utterances_queries_go_in_blocks_that_bound_the_scores_and_give_the_same_output(mask, monkeypatch):
+    attn, x = _attention(), torch.randn(2, 37, 64)
+    masks = {"none": None, "padding": _bias([37, 30], 37), "per-query": _bias([37, 25], 37, rows=37)}
+    row_bytes = 2 * attn.heads * 37 * 4  # one query's scores over 37 frames, every head of both rows, float32
+    blocks, attend = [], attention._attend
+
+    def counted(q, *rest):
+        blocks.append(q.size(1))
+        return attend(q, *rest)
+
+    monkeypatch.setattr(attention, "_attend", counted)
+    fused, products = _both(attn, x, attention.ProductAttention(scores_bytes=4 * row_bytes + 1),
+                            attention_mask=masks[mask])
+    assert blocks == [4] * 9 + [1]
     torch.testing.assert_close(products, fused, rtol=1e-5, atol=1e-5)
 
 

@@ -9,7 +9,8 @@ README gives the profile and the measurements). The three products hold the scor
 (frames x frames per head, growing with the square of the utterance), which the fused kernel
 avoids, so it keeps the float32 estimator (where the fused kernel is the faster) and CPUs with
 AMX (whose fused kernel multiplies on the tiles; not measured here). `scripts/flow-steps.py`
-measures either choice (`SPEC@fused`).
+measures either choice (`SPEC@fused`). A long utterance's queries go through in blocks, so the
+scores one call holds stay under `SCORES_BYTES` however many frames there are.
 
 Numerically: the scores are rounded to bfloat16 before the softmax, where the fused kernel keeps
 them in float32; the mel's error against the float32 flow is what the bench's fidelity rows show.
@@ -21,6 +22,7 @@ from torch import nn
 
 PRODUCTS = "products"   # scores, softmax and values as three batched products
 FUSED = "fused"         # torch's scaled_dot_product_attention, as upstream calls it
+SCORES_BYTES = 64 * 2**20  # the most one block of queries' scores holds (its probabilities as much again)
 
 
 def flow_attention(device_type: str, flags: set[str], precision: str) -> tuple[str, str]:
@@ -40,7 +42,11 @@ class ProductAttention:
     """A diffusers attention processor: attention of a sequence (B, L, D) over itself or a context
     (B, S, D') as softmax(Q K^T * scale + bias) V in three batched products over B x heads.
     `use_products` installs it only on modules it computes as upstream's processor does (no group
-    or spatial norm, no residual, no output rescale), which the estimator's all are."""
+    or spatial norm, no residual, no output rescale), which the estimator's all are. Queries go in
+    blocks whose scores hold at most SCORES_BYTES (each query's row is computed alone either way)."""
+
+    def __init__(self, scores_bytes: int = SCORES_BYTES):
+        self.scores_bytes = scores_bytes
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs) -> torch.Tensor:
@@ -51,15 +57,28 @@ class ProductAttention:
         q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
         d = q.size(-1) // attn.heads
         q, k, v = (_heads(x, attn.heads, d) for x in (q, k, v))
-        scale = d ** -0.5  # scaled_dot_product_attention's default, which upstream's processor takes
         bias = _bias(attn, attention_mask, context.size(1), B, q.dtype)
-        # Scaled in the product's own accumulation (alpha); without a bias to add (beta=0) the
-        # product neither reads it nor first copies it into every head's scores.
-        scores = torch.baddbmm(bias if bias is not None else q.new_empty(()), q, k.transpose(1, 2),
-                               beta=0 if bias is None else 1, alpha=scale)
-        out = torch.bmm(torch.softmax(scores, dim=-1), v)
+        rows = max(1, self.scores_bytes // (q.size(0) * k.size(1) * q.element_size()))
+        kt = k.transpose(1, 2)
+        blocks = [_attend(q[:, i:i + rows], kt, v, _rows(bias, i, rows), d ** -0.5) for i in range(0, L, rows)]
+        out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
         out = out.view(B, attn.heads, L, d).transpose(1, 2).reshape(B, L, attn.heads * d)
         return attn.to_out[1](attn.to_out[0](out))
+
+
+def _attend(q: torch.Tensor, kt: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float):
+    """softmax(Q K^T * scale + bias) V for a block of queries. The scale is applied in the
+    product's own accumulation (alpha), scaled_dot_product_attention's default, which upstream's
+    processor takes; without a bias to add (beta=0) the product neither reads one nor first
+    copies it into every head's scores."""
+    scores = torch.baddbmm(bias if bias is not None else q.new_empty(()), q, kt, beta=0 if bias is None else 1,
+                           alpha=scale)
+    return torch.bmm(torch.softmax(scores, dim=-1), v)
+
+
+def _rows(bias: torch.Tensor | None, start: int, n: int) -> torch.Tensor | None:
+    """The bias of queries [start, start + n): a per-query bias by its rows, a shared one whole."""
+    return bias if bias is None or bias.size(1) == 1 else bias[:, start:start + n]
 
 
 def _bias(attn, mask: torch.Tensor | None, length: int, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
@@ -85,15 +104,16 @@ def _plain(attn) -> bool:
             and getattr(attn, "norm_k", None) is None)
 
 
-def use_products(module: nn.Module) -> tuple[int, int]:
-    """Give every plain diffusers attention in MODULE the product processor; (given, left as
-    they were): a module of another form keeps its processor, and the count says so."""
+def use_products(module: nn.Module, scores_bytes: int = SCORES_BYTES) -> tuple[int, int]:
+    """Give every plain diffusers attention in MODULE the product processor, its blocks of queries
+    holding at most SCORES_BYTES of scores; (given, left as they were): a module of another form
+    keeps its processor, and the count says so."""
     from diffusers.models.attention_processor import Attention
     given = left = 0
     for m in module.modules():
         if isinstance(m, Attention):
             if _plain(m):
-                m.set_processor(ProductAttention())
+                m.set_processor(ProductAttention(scores_bytes))
                 given += 1
             else:
                 left += 1
