@@ -220,7 +220,7 @@ def flow_floor(base, fast, run_: _Run, n_tokens: int) -> dict:
     """The arithmetic each side's flow call does on N_TOKENS tokens (the voice's prompt in front),
     the rates this device multiplies at in the kinds each side's estimator uses, and what follows:
     each side's floor, the fraction of its rate it achieved, and the most any fast flow doing this
-    arithmetic could gain. Counted after every timing; the counting calls are not timed."""
+    arithmetic could gain. Counted after the pairs, between timings; the counting calls are not timed."""
     tokens = torch.randint(0, SPEECH_VOCAB_SIZE, (n_tokens,), generator=torch.Generator().manual_seed(0))
     df = load(run_.cfg.out_dir)
     trials = df[(df["phase"] == Phase.TRIAL) & (df["run_id"] == RUN_ID)]
@@ -236,7 +236,7 @@ def flow_floor(base, fast, run_: _Run, n_tokens: int) -> dict:
     out = {"tokens": n_tokens, "rates_gflop_s": {k: max(r) / 1e9 for k, r in probed.items()},
            "rate_probe": (f"the best of {len(next(iter(probed.values())))} products of two 1024 x 1024 matrices per "
                           f"kind on {base.device} (int8-dynamic: a dynamic-int8 linear layer of that size), after "
-                          "the timings; all: " + ", ".join(f"{k} {min(r) / 1e9:.0f}–{max(r) / 1e9:.0f}"
+                          "the pairs' timings; all: " + ", ".join(f"{k} {min(r) / 1e9:.0f}–{max(r) / 1e9:.0f}"
                                                             for k, r in probed.items()) + " GFLOP/s")}
     for side in (Side.BASELINE, Side.VARIANT):
         flops, by_op = counted[side]
@@ -262,7 +262,7 @@ def first_audio_floor(fast, run_: _Run, floor: dict, flow: dict) -> dict:
     arithmetic of one flow call on that many tokens with the voice's prompt in front at the rate the
     flow floor took (`flow_floor`). T3's prefill and the vocoder count as measured. The sum is the
     soonest this device could start the audio doing this arithmetic and reading these bytes; {} when
-    nothing was streamed. Counted after every timing; the counting call is not timed."""
+    nothing was streamed. Counted after the streams, between timings; the counting call is not timed."""
     df = load(run_.cfg.out_dir)
     streams = df[(df["phase"] == Phase.STREAM) & (df["run_id"] == RUN_ID) & (df["side"] == Side.VARIANT)]
     if streams.empty or not flow:
