@@ -250,7 +250,7 @@ def flow_floor(base, fast, run_: _Run, n_tokens: int) -> dict:
     return out
 
 
-# engine.stream's parts of the first audio, as the printed floor names them
+# engine.stream's parts of the first audio, as the table's rows and the printed floor name them
 FIRST_AUDIO_PARTS = dict(zip(FIRST_PARTS, ("T3 prefill", "the first chunk's decode", "its flow, prompt in front",
                                            "its vocoder"), strict=True))
 
@@ -265,7 +265,7 @@ def first_audio_floor(fast, run_: _Run, floor: dict, flow: dict) -> dict:
     nothing was streamed. Counted after the streams, between timings; the counting call is not timed."""
     df = load(run_.cfg.out_dir)
     streams = df[(df["phase"] == Phase.STREAM) & (df["run_id"] == RUN_ID) & (df["side"] == Side.VARIANT)]
-    if streams.empty or not flow:
+    if streams.empty:
         return {}
     n = int(streams["x_first_chunk_tokens"].iloc[0])
     tokens = torch.randint(0, SPEECH_VOCAB_SIZE, (n,), generator=torch.Generator().manual_seed(0))
@@ -306,10 +306,7 @@ ROWS = (  # label, column, phase, higher is better
     ("end-to-end RTF", "rtf", Phase.TRIAL, False),
     ("stream: first audio s", "x_first_audio_s", Phase.STREAM, False),
     # Where the first audio's time goes (engine.stream.FIRST_PARTS); records before these were kept lack them.
-    ("  of which T3 prefill s", "x_first_prefill_s", Phase.STREAM, False),
-    ("  of which the first chunk's decode s", "x_first_decode_s", Phase.STREAM, False),
-    ("  of which its flow, prompt in front s", "x_first_flow_s", Phase.STREAM, False),
-    ("  of which its vocoder s", "x_first_vocode_s", Phase.STREAM, False),
+    *((f"  of which {label} s", f"x_first_{part}", Phase.STREAM, False) for part, label in FIRST_AUDIO_PARTS.items()),
     ("stream: RTF after the first chunk", "x_rest_rtf", Phase.STREAM, False),
     ("stream: whole wall s", "wall_s", Phase.STREAM, False),
     # Both columns are the fast side (BATCH_SIDES): its prompts one at a time, then in one T3 batch.
