@@ -93,3 +93,26 @@ def test_redact_catches_json_escaped_secrets(monkeypatch):
     monkeypatch.setenv("SOME_PASSWORD", 'pa"ss\\word')
     evidence = json.dumps({"cmd": 'login pa"ss\\word'})
     assert "word" not in secrets.redact(evidence)
+
+
+AVX512_BOX = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}
+
+
+def test_an_avx2_cap_takes_the_wider_flags_away_and_says_so(monkeypatch):
+    monkeypatch.setattr(env, "_proc_flags", lambda: set(AVX512_BOX))
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert env.cpu_flags() == {"avx2", "fma"}
+    assert env.cpu_units() == ("AVX2; capped: ATEN_CPU_CAPABILITY=avx2, not using AVX512-BF16, AVX512-VNNI, "
+                               "AVX-512")
+    assert env.capture()["isa_environment"] == {"ATEN_CPU_CAPABILITY": "avx2"}
+
+
+@pytest.mark.parametrize("value", [None, "avx512", "AVX512"])
+def test_no_cap_or_an_avx512_one_leaves_every_flag(monkeypatch, value):
+    monkeypatch.setattr(env, "_proc_flags", lambda: set(AVX512_BOX))
+    if value is None:
+        monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    else:
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", value)
+    assert env.cpu_flags() == AVX512_BOX
+    assert env.cpu_units() == "AVX512-BF16, AVX512-VNNI, AVX-512, AVX2"

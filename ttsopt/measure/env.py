@@ -38,8 +38,7 @@ BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithme
 FP16_UNITS = ("avx512_fp16", "amx_fp16")  # and of native float16
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (avx2, avx512_bf16, amx_bf16, ...); empty where /proc is absent."""
+def _proc_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -49,6 +48,32 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# The environment that holds torch's CPU libraries to a narrower instruction set than the CPU has:
+# ATen's own kernels, oneDNN (bfloat16 products, convolutions), MKL (float32 products) and fbgemm
+# (int8). Set all four to AVX2 and an AVX-512 machine runs the kernels an AVX2 CPU would run
+# (scripts/as-avx2.sh), which is how the AVX2 defaults can be worked on from an AVX-512 box; its
+# clock and memory stay its own, so such numbers are never an AVX2 CPU's.
+ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "FBGEMM_ENABLE_INSTRUCTIONS")
+_WIDE_FLAGS = ("avx512", "amx")  # prefixes of the flags an AVX2 or narrower cap takes away
+
+
+def isa_cap() -> str | None:
+    """The instruction set ATEN_CPU_CAPABILITY holds torch to, when it is narrower than AVX-512
+    ('avx2', 'avx', 'default'); None when torch may use all the CPU has."""
+    value = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    return value if value in ("avx2", "avx", "default") else None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as torch may use them (avx2, avx512_bf16, amx_bf16, ...): the ones
+    /proc lists, less the AVX-512 and AMX ones where ATEN_CPU_CAPABILITY caps torch below them
+    (`isa_cap`); empty where /proc is absent."""
+    flags = _proc_flags()
+    if isa_cap():
+        flags = {f for f in flags if not f.startswith(_WIDE_FLAGS)}
+    return flags
+
+
 # The units that decide which kernels are fast here, widest first: one "AMD EPYC" may have AVX2
 # only and another AVX-512 with bfloat16, and their numbers differ several-fold.
 CPU_UNITS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512_vnni", "AVX512-VNNI"),
@@ -56,9 +81,22 @@ CPU_UNITS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("avx512_
 
 
 def cpu_units(flags: set[str] | None = None) -> str | None:
-    """The vector and matrix units of this CPU that matter for torch's kernels, e.g. 'AVX-512, AVX2'."""
-    flags = cpu_flags() if flags is None else flags
-    return ", ".join(label for flag, label in CPU_UNITS if flag in flags) or None
+    """The vector and matrix units of this CPU that matter for torch's kernels, e.g. 'AVX-512, AVX2';
+    under a cap (`isa_cap`) also what the CPU has beyond it, so no record passes for another CPU's."""
+    if flags is not None:
+        return ", ".join(label for flag, label in CPU_UNITS if flag in flags) or None
+    units = cpu_units(cpu_flags())
+    cap = isa_cap()
+    if cap is None:
+        return units
+    held = ", ".join(label for flag, label in CPU_UNITS if flag in _proc_flags() - cpu_flags())
+    return f"{units or 'no vector units known'}; capped: ATEN_CPU_CAPABILITY={cap}" + (f", not using {held}"
+                                                                                      if held else "")
+
+
+def isa_environment() -> dict[str, str]:
+    """The ISA_ENV variables that are set, for the record."""
+    return {name: os.environ[name] for name in ISA_ENV if name in os.environ}
 
 
 def _gpu() -> tuple[str | None, str | None]:
@@ -106,6 +144,7 @@ def capture(source: str | None = None, model: str | None = None) -> dict:
         "cpu_model": cpu_model(),
         "cpu_units": cpu_units(),
         "cpu_count": os.cpu_count(),
+        "isa_environment": isa_environment(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
