@@ -245,6 +245,19 @@ def test_gpt2_projections_become_the_linears_they_are_before_int8():
     assert torch.allclose(layer(x), expected, atol=1e-6)
 
 
+def test_lora_free_diffusers_linears_become_plain_linears_sharing_their_weights():
+    """The flow estimator's feed-forward outputs are LoRACompatibleLinear, which quantize_dynamic
+    (exact types) would leave in float32."""
+    from diffusers.models.lora import LoRACompatibleLinear
+
+    from ttsopt.engine import quant
+    layer = torch.nn.Sequential(LoRACompatibleLinear(16, 24))
+    weight, x = layer[0].weight, torch.randn(5, 16)
+    expected = layer(x)
+    assert quant.as_linears(layer) == 1 and type(layer[0]) is torch.nn.Linear
+    assert layer[0].weight is weight and torch.equal(layer(x), expected)
+
+
 @pytest.mark.parametrize("forced", [True, False])
 def test_fast_t3_gives_turbos_upstream_tokens_for_the_same_seed(turbo_model, forced):
     s = dataclasses.replace(Sampling.for_model("turbo"), max_new_tokens=30)

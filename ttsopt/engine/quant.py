@@ -10,23 +10,43 @@ deprecated in favour of torchao but still works in torch 2.11; torchao is not a 
 GPT-2 (Turbo's T3) keeps its projections in transformers' `Conv1D`, a linear layer with its
 weight stored transposed, which `quantize_dynamic` does not know: each is first turned into the
 `nn.Linear` it is (the same function, the weight transposed once), then quantized like the rest.
+The flow estimator's feed-forward output layers are diffusers' `LoRACompatibleLinear`, an
+nn.Linear subclass that `quantize_dynamic` (which matches exact types) would leave in float32:
+without a LoRA layer each is the plain nn.Linear it wraps, so it becomes one, weights shared.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
 from torch import nn
 
 
+def _lora_free(child: nn.Module) -> bool:
+    """A diffusers LoRACompatibleLinear without a LoRA layer: an nn.Linear in all but its type."""
+    lora = sys.modules.get("diffusers.models.lora")  # only loaded where such a module can exist
+    return lora is not None and type(child) is lora.LoRACompatibleLinear and child.lora_layer is None
+
+
+def _plain_linear(child: nn.Linear) -> nn.Linear:
+    linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                       device=child.weight.device, dtype=child.weight.dtype)
+    linear.weight, linear.bias = child.weight, child.bias
+    return linear
+
+
 def as_linears(module: nn.Module) -> int:
-    """Replace every transformers `Conv1D` under MODULE in place with the equivalent nn.Linear;
-    returns how many were replaced."""
+    """Replace every transformers `Conv1D` and LoRA-free diffusers `LoRACompatibleLinear` under
+    MODULE in place with the equivalent nn.Linear; returns how many were replaced."""
     from transformers.pytorch_utils import Conv1D
     replaced = 0
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, Conv1D):
+            if _lora_free(child):
+                setattr(parent, name, _plain_linear(child))
+                replaced += 1
+            elif isinstance(child, Conv1D):
                 in_features, out_features = child.weight.shape
                 linear = nn.Linear(in_features, out_features, bias=child.bias is not None,
                                    device=child.weight.device, dtype=child.weight.dtype)
