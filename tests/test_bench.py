@@ -74,7 +74,9 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert first["first_chunk_tokens"] == 3 and 0 < first["flow_gflop"] < flow["variant"]["gflop"]
     parts = first["parts"]
     assert parts["decode_s"]["floor_s"] == pytest.approx(3 * step["floor_ms"] / 1e3)
-    assert parts["flow_s"]["floor_s"] == pytest.approx(first["flow_gflop"] / flow["variant"]["rate_gflop_s"])
+    assert sum(first["by_precision_gflop"].values()) == pytest.approx(first["flow_gflop"])
+    assert parts["flow_s"]["floor_s"] == pytest.approx(sum(g / flow["rates_gflop_s"][kind]
+                                                          for kind, g in first["by_precision_gflop"].items()))
     assert parts["prefill_s"]["floor_s"] is None and parts["vocode_s"]["floor_s"] is None
     assert first["floor_s"] == pytest.approx(parts["prefill_s"]["measured_s"] + parts["decode_s"]["floor_s"]
                                              + parts["flow_s"]["floor_s"] + parts["vocode_s"]["measured_s"])
@@ -159,10 +161,10 @@ def test_step_bytes_count_int8_weights_at_one_byte(tiny_model):
     assert roofline.step_bytes(t3, 100, 20) - after == per_position * 110
 
 
-def test_the_flop_count_covers_products_the_cpu_attention_kernel_and_int8_linears():
+def test_the_flop_count_covers_products_the_cpu_attention_kernel_and_int8_linears_by_kind():
     """The flow floor's arithmetic: a linear layer at two FLOPs per multiply-add whether float or
     dynamic int8, and the CPU's fused attention (which torch's counter has no formula for) as
-    its two products."""
+    its two products, each counted in the kind it ran in."""
     import torch
     import torch.nn.functional as F
 
@@ -171,17 +173,19 @@ def test_the_flop_count_covers_products_the_cpu_attention_kernel_and_int8_linear
     int8 = torch.ao.nn.quantized.dynamic.Linear(64, 32)
     q = torch.randn(2, 4, 50, 16)
     with torch.inference_mode():
-        assert roofline.count_flops(lambda: layer(x))[0] == 2 * 10 * 64 * 32
         n = 2 * 10 * 64 * 32
-        assert roofline.count_flops(lambda: int8(x)) == (n, {"quantized.linear_dynamic": n})
-        flops, by_op = roofline.count_flops(lambda: F.scaled_dot_product_attention(q, q, q))
+        assert roofline.count_flops(lambda: layer(x)) == (n, {"aten.addmm": n}, {"float32": n})
+        assert roofline.count_flops(lambda: int8(x)) == (n, {"quantized.linear_dynamic": n}, {"int8-dynamic": n})
+        assert roofline.count_flops(lambda: layer.to(torch.bfloat16)(x.bfloat16())).by_precision == {"bfloat16": n}
+        flops, by_op, by_precision = roofline.count_flops(lambda: F.scaled_dot_product_attention(q, q, q))
     assert flops == 2 * (2 * 2 * 4 * 50 * 50 * 16)
-    assert list(by_op) == ["aten._scaled_dot_product_flash_attention_for_cpu"]
+    assert list(by_op) == ["aten._scaled_dot_product_flash_attention_for_cpu"] and by_precision == {"float32": flops}
+    # Each kind's share at its own rate: an int8 estimator's float32 attention does not count at int8's rate.
+    assert roofline.floor_seconds({"int8-dynamic": 300.0, "float32": 100.0}, {"int8-dynamic": 300.0,
+                                                                              "float32": 50.0}) == 3.0
     split = roofline.by_kind({"aten.addmm": 3, "quantized.linear_dynamic": 4, "aten.convolution": 5,
                               "aten._scaled_dot_product_flash_attention_for_cpu": 6, "aten.mm": 1})
     assert split == {"products": 8, "convolutions": 5, "attention": 6}
-    assert roofline.rate_kinds(layer) == ["float32"] and roofline.rate_kinds(int8) == ["int8-dynamic"]
-    assert roofline.rate_kinds(torch.nn.Linear(4, 4).to(torch.bfloat16)) == ["bfloat16"]
 
 
 def test_the_flow_does_the_same_arithmetic_in_bfloat16_and_less_with_fewer_steps(tiny_model):

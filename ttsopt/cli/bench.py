@@ -145,16 +145,18 @@ def _flow_floor_lines(f: dict) -> list[str]:
         f"{'  arithmetic per flow call GFLOP':32s} {b['gflop']:12.1f} {x['gflop']:12.1f}",
         *(f"{'    of which ' + kind + ' GFLOP':32s} {b['by_kind_gflop'].get(kind, 0):12.1f} "
           f"{x['by_kind_gflop'].get(kind, 0):12.1f}" for kind in roofline_kinds(b, x)),
+        *(f"{'    in ' + kind + ' GFLOP':32s} {b['by_precision_gflop'].get(kind, 0):12.1f} "
+          f"{x['by_precision_gflop'].get(kind, 0):12.1f}" for kind in f["rates_gflop_s"]),
         f"{'  measured flow s':32s} {b['flow_s']:12.2f} {x['flow_s']:12.2f}",
         f"{'  achieved GFLOP/s':32s} {b['achieved_gflop_s']:12.1f} {x['achieved_gflop_s']:12.1f}",
-        f"{'  best device rate GFLOP/s':32s} {b['rate_gflop_s']:12.1f} {x['rate_gflop_s']:12.1f}",
-        f"{'  floor at that rate s':32s} {b['floor_s']:12.2f} {x['floor_s']:12.2f}",
+        f"{'  floor at the device rates s':32s} {b['floor_s']:12.2f} {x['floor_s']:12.2f}",
         f"{'  floor / measured':32s} {b['floor_s'] / b['flow_s']:12.0%} {x['floor_s'] / x['flow_s']:12.0%}",
-        f"  kinds multiplied in: baseline {', '.join(b['kinds'])}; fast {', '.join(x['kinds'])}",
+        "  device rates GFLOP/s: " + ", ".join(f"{k} {r:.1f}" for k, r in f["rates_gflop_s"].items()),
         f"arithmetic of one flow call of {f['tokens']} tokens with the voice's prompt in front, counted by "
-        "torch.utils.flop_counter (products, convolutions, attention; elementwise work not counted); "
+        "torch.utils.flop_counter (products, convolutions, attention; elementwise work not counted), each "
+        "operator's share in the kind it ran in (its operands' dtype, or int8-dynamic) at that kind's rate; "
         f"device rates: {f['rate_probe']}",
-        f"=> doing this arithmetic, no fast flow can beat the measured baseline by more than "
+        f"=> doing this arithmetic in these kinds, no fast flow can beat the measured baseline by more than "
         f"{f['flow_gain_ceiling']:.2f}x on this device",
     ]
 
@@ -172,7 +174,8 @@ def _first_audio_lines(f: dict) -> list[str]:
     flow_floor = f["parts"]["flow_s"]["floor_s"]
     return [*lines, f"  {'first audio s':40s} {f['first_audio_s']:10.2f} {f['floor_s']:12.2f}",
             f"medians of the fast side's streams; the first chunk's flow call does {f['flow_gflop']:.1f} GFLOP "
-            f"(counted as above) at {f['rate_gflop_s']:.0f} GFLOP/s, its decode at T3's step floor above",
+            "(counted as above: " + ", ".join(f"{g:.1f} in {k}" for k, g in f["by_precision_gflop"].items())
+            + ") at the device rates above, its decode at T3's step floor above",
             f"=> reading these bytes and doing this arithmetic, the fast side's first audio cannot come sooner than "
             f"{f['floor_s']:.2f} s on this device, {flow_floor:.2f} s of it the first chunk's flow"]
 

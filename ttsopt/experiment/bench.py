@@ -218,34 +218,36 @@ def bandwidth_probe(before: list[float], after: list[float], device) -> str:
 
 def flow_floor(base, fast, run_: _Run, n_tokens: int) -> dict:
     """The arithmetic each side's flow call does on N_TOKENS tokens (the voice's prompt in front),
-    the rates this device multiplies at in the kinds each side's estimator uses, and what follows:
-    each side's floor, the fraction of its rate it achieved, and the most any fast flow doing this
-    arithmetic could gain. Counted after the pairs, between timings; the counting calls are not timed."""
+    split by the kind each operator ran in, the rates this device multiplies at in those kinds, and
+    what follows: each side's floor (each kind's share at its rate), the fraction of it achieved, and
+    the most any fast flow doing this arithmetic in these kinds could gain. Counted after the pairs,
+    between timings; the counting calls are not timed."""
     tokens = torch.randint(0, SPEECH_VOCAB_SIZE, (n_tokens,), generator=torch.Generator().manual_seed(0))
     df = load(run_.cfg.out_dir)
     trials = df[(df["phase"] == Phase.TRIAL) & (df["run_id"] == RUN_ID)]
-    counted, kinds = {}, {}
+    counted = {}
     for side, p in ((Side.BASELINE, base), (Side.VARIANT, fast)):
         conds = p.conditioning()
         with torch.inference_mode():
             torch.manual_seed(0)
             counted[side] = roofline.count_flops(partial(p.flow, tokens.to(p.device), conds))
-        kinds[side] = roofline.rate_kinds(p.model.s3gen.flow.decoder.estimator)
-    probed = {kind: roofline.multiply_rates(base.device, kind) for kind in dict.fromkeys(kinds[Side.BASELINE]
-                                                                                          + kinds[Side.VARIANT])}
-    out = {"tokens": n_tokens, "rates_gflop_s": {k: max(r) / 1e9 for k, r in probed.items()},
+    kinds = [k for k in roofline.RATE_KINDS if any(k in c.by_precision for c in counted.values())]
+    probed = {kind: roofline.multiply_rates(base.device, kind) for kind in kinds}
+    rates = {k: max(r) / 1e9 for k, r in probed.items()}
+    out = {"tokens": n_tokens, "rates_gflop_s": rates,
            "rate_probe": (f"the best of {len(next(iter(probed.values())))} products of two 1024 x 1024 matrices per "
                           f"kind on {base.device} (int8-dynamic: a dynamic-int8 linear layer of that size), after "
                           "the pairs' timings; all: " + ", ".join(f"{k} {min(r) / 1e9:.0f}–{max(r) / 1e9:.0f}"
                                                             for k, r in probed.items()) + " GFLOP/s")}
     for side in (Side.BASELINE, Side.VARIANT):
-        flops, by_op = counted[side]
+        flops = counted[side]
+        by_precision = {k: n / 1e9 for k, n in flops.by_precision.items()}
         flow_s = float(pd.to_numeric(trials.loc[trials["side"] == side, f"stage_{Stage.S3GEN_FLOW}"]).median())
-        rate = max(out["rates_gflop_s"][k] for k in kinds[side]) * 1e9
-        out[str(side)] = {"gflop": flops / 1e9, "by_op_gflop": {op: n / 1e9 for op, n in by_op.items()},
-                          "by_kind_gflop": {k: n / 1e9 for k, n in roofline.by_kind(by_op).items()},
-                          "kinds": kinds[side], "rate_gflop_s": rate / 1e9, "flow_s": flow_s,
-                          "achieved_gflop_s": flops / flow_s / 1e9, "floor_s": flops / rate}
+        out[str(side)] = {"gflop": flops.total / 1e9, "by_op_gflop": {op: n / 1e9 for op, n in flops.by_op.items()},
+                          "by_kind_gflop": {k: n / 1e9 for k, n in roofline.by_kind(flops.by_op).items()},
+                          "by_precision_gflop": by_precision, "flow_s": flow_s,
+                          "achieved_gflop_s": flops.total / flow_s / 1e9,
+                          "floor_s": roofline.floor_seconds(by_precision, rates)}
     out["flow_gain_ceiling"] = out["baseline"]["flow_s"] / out["variant"]["floor_s"]
     return out
 
@@ -259,10 +261,11 @@ def first_audio_floor(fast, run_: _Run, floor: dict, flow: dict) -> dict:
     """The fast side's first audio of a stream (medians over its streams) against the floors of the
     two parts that have one: the first chunk's decode, its tokens at T3's step floor (`memory_floor`,
     at the utterance's mean cache length, a little above the first chunk's), and its flow, the
-    arithmetic of one flow call on that many tokens with the voice's prompt in front at the rate the
-    flow floor took (`flow_floor`). T3's prefill and the vocoder count as measured. The sum is the
-    soonest this device could start the audio doing this arithmetic and reading these bytes; {} when
-    nothing was streamed. Counted after the streams, between timings; the counting call is not timed."""
+    arithmetic of one flow call on that many tokens with the voice's prompt in front, each kind's
+    share at the rate the flow floor took for it (`flow_floor`). T3's prefill and the vocoder count
+    as measured. The sum is the soonest this device could start the audio doing this arithmetic and
+    reading these bytes; {} when nothing was streamed. Counted after the streams, between timings;
+    the counting call is not timed."""
     df = load(run_.cfg.out_dir)
     streams = df[(df["phase"] == Phase.STREAM) & (df["run_id"] == RUN_ID) & (df["side"] == Side.VARIANT)]
     if streams.empty:
@@ -272,15 +275,16 @@ def first_audio_floor(fast, run_: _Run, floor: dict, flow: dict) -> dict:
     conds = fast.conditioning()
     with torch.inference_mode():
         torch.manual_seed(0)
-        flops, _ = roofline.count_flops(partial(fast.flow, tokens.to(fast.device), conds))
+        flops = roofline.count_flops(partial(fast.flow, tokens.to(fast.device), conds))
+    by_precision = {k: n / 1e9 for k, n in flops.by_precision.items()}
 
     def median(part: str) -> float:
         return float(pd.to_numeric(streams[f"x_first_{part}"]).median())
 
     floors = {"decode_s": n * floor["variant"]["floor_ms"] / 1e3,
-              "flow_s": flops / (flow["variant"]["rate_gflop_s"] * 1e9)}
+              "flow_s": roofline.floor_seconds(by_precision, flow["rates_gflop_s"])}
     parts = {part: {"measured_s": median(part), "floor_s": floors.get(part)} for part in FIRST_AUDIO_PARTS}
-    return {"first_chunk_tokens": n, "flow_gflop": flops / 1e9, "rate_gflop_s": flow["variant"]["rate_gflop_s"],
+    return {"first_chunk_tokens": n, "flow_gflop": flops.total / 1e9, "by_precision_gflop": by_precision,
             "first_audio_s": median("audio_s"), "parts": parts,
             "floor_s": sum(p["measured_s"] if p["floor_s"] is None else p["floor_s"] for p in parts.values())}
 

@@ -15,6 +15,8 @@ step), which only lowers its floor's share of its measured time.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from . import weights
@@ -70,7 +72,9 @@ def read_bandwidths(device, mib: int = 256, repeats: int = 5) -> list[float]:
 # The flow is the other end of the roofline: its estimator multiplies hundreds of frames at every
 # step, so it is bound by arithmetic, not by the bytes of its weights. Its floor is the arithmetic one
 # call does (counted as torch's FlopCounterMode counts it: products, convolutions, attention;
-# elementwise work left out) over the best rate this device multiplies at in the kinds the flow uses.
+# elementwise work left out), each operator's share over the rate this device multiplies at in the
+# kind that operator ran in (its operands' float dtype, or int8-dynamic): an int8 estimator's
+# attention and convolutions run in float32 and count at float32's rate, not at int8's.
 
 def _linear_dynamic_flops(input_shape, packed, *args, out_shape=None, **kwargs) -> int:
     """A dynamic-int8 linear layer's multiply-adds, as two FLOPs each (FlopCounterMode has no formula)."""
@@ -94,16 +98,53 @@ def _flop_mapping() -> dict:
             torch.ops.quantized.linear_dynamic: _linear_dynamic_flops}
 
 
-def count_flops(call) -> tuple[int, dict[str, int]]:
-    """FLOPs of CALL() and their split by operator, counted by torch.utils.flop_counter: matrix
-    products, convolutions and attention (the CPU's fused attention and dynamic-int8 linears
-    included); elementwise work (activations, norms, softmax) is not counted."""
+class Flops(NamedTuple):
+    total: int
+    by_op: dict[str, int]         # operator name -> FLOPs
+    by_precision: dict[str, int]  # RATE_KINDS name the operator ran in -> FLOPs
+
+
+def precision_of(op, args) -> str:
+    """The kind an operator multiplies in: int8-dynamic for dynamic-int8 linears, else its first
+    floating operand's dtype (float32, bfloat16, ...)."""
+    if "linear_dynamic" in str(op):
+        return "int8-dynamic"
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.is_floating_point():
+            return str(a.dtype).replace("torch.", "")
+    return "unknown"
+
+
+def count_flops(call) -> Flops:
+    """FLOPs of CALL(), split by operator and by the kind each ran in, counted by
+    torch.utils.flop_counter: matrix products, convolutions and attention (the CPU's fused
+    attention and dynamic-int8 linears included); elementwise work (activations, norms, softmax)
+    is not counted."""
     from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
+
+    class Counter(FlopCounterMode):  # FlopCounterMode's formulas see shapes only; the kind needs the operands
+        by_precision: dict[str, int] = {}
+
+        def _count_flops(self, func_packet, out, args, kwargs):
+            before = self.flop_counts["Global"][func_packet]
+            out = super()._count_flops(func_packet, out, args, kwargs)
+            added = self.flop_counts["Global"][func_packet] - before
+            if added:
+                kind = precision_of(func_packet, args)
+                self.by_precision[kind] = self.by_precision.get(kind, 0) + int(added)
+            return out
+
+    counter = Counter(display=False, custom_mapping=_flop_mapping())
+    counter.by_precision = {}
+    with counter:
         call()
-    by_op = {str(op): int(n)
-             for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    return int(counter.get_total_flops()), by_op
+    by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items() if n}
+    return Flops(int(counter.get_total_flops()), by_op, dict(counter.by_precision))
+
+
+def floor_seconds(by_precision: dict[str, float], rates: dict[str, float]) -> float:
+    """The time BY_PRECISION's arithmetic takes with each kind's share at its RATES (same units)."""
+    return sum(n / rates[kind] for kind, n in by_precision.items())
 
 
 PRODUCTS = ("mm", "addmm", "bmm", "baddbmm", "linear_dynamic")
@@ -145,12 +186,3 @@ def multiply_rates(device, kind: str, n: int = 1024, repeats: int = 10) -> list[
             if i:
                 rates.append(2 * n**3 / t.seconds)
     return rates
-
-
-def rate_kinds(module: torch.nn.Module) -> list[str]:
-    """The kinds MODULE multiplies in: its floating parameters' dtypes, and int8-dynamic where it
-    holds dynamic-int8 linear layers."""
-    kinds = {str(p.dtype).replace("torch.", "") for p in module.parameters() if p.is_floating_point()}
-    if any(isinstance(m, weights._dynamic_int8()) for m in module.modules()):
-        kinds.add("int8-dynamic")
-    return [k for k in RATE_KINDS if k in kinds]
