@@ -5,7 +5,8 @@ mel's relative error against the first spec's. For choosing between flow paths (
 compiled estimator) without a whole bench; the first round includes compilation and is left
 out of the summary. A spec ending in `@fused` puts torch's fused attention back in the flow
 after the variants applied (fast-s3gen's bfloat16 estimator takes three batched products on a
-CPU without AMX: `engine.attention`).
+CPU without AMX: `engine.attention`). Under `scripts/as-avx2.sh` the same specs take the paths an
+AVX2 CPU would (fast-s3gen's int8 estimator), on this machine's clock and memory.
 
     .venv/bin/python scripts/flow-steps.py baseline fast-s3gen fast-s3gen@fused fast-s3gen+compiled-s3gen \
         [--model original] [--source synthetic] [--tokens 126] [--rounds 4]
