@@ -183,6 +183,8 @@ def test_the_flop_count_covers_products_the_cpu_attention_kernel_and_int8_linear
     # Each kind's share at its own rate: an int8 estimator's float32 attention does not count at int8's rate.
     assert roofline.floor_seconds({"int8-dynamic": 300.0, "float32": 100.0}, {"int8-dynamic": 300.0,
                                                                               "float32": 50.0}) == 3.0
+    with pytest.raises(ValueError, match="no device rate for arithmetic in float64"):
+        roofline.floor_seconds({"float64": 1.0}, {"float32": 1.0})
     split = roofline.by_kind({"aten.addmm": 3, "quantized.linear_dynamic": 4, "aten.convolution": 5,
                               "aten._scaled_dot_product_flash_attention_for_cpu": 6, "aten.mm": 1})
     assert split == {"products": 8, "convolutions": 5, "attention": 6}

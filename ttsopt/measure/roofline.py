@@ -144,6 +144,9 @@ def count_flops(call) -> Flops:
 
 def floor_seconds(by_precision: dict[str, float], rates: dict[str, float]) -> float:
     """The time BY_PRECISION's arithmetic takes with each kind's share at its RATES (same units)."""
+    missing = sorted(set(by_precision) - set(rates))
+    if missing:
+        raise ValueError(f"no device rate for arithmetic in {', '.join(missing)}; probed: {', '.join(rates)}")
     return sum(n / rates[kind] for kind, n in by_precision.items())
 
 
