@@ -125,6 +125,18 @@ def test_text_longer_than_the_gpt2_tokenizer_reads_is_refused_not_truncated(turb
         turbo.text_to_tokens("word " * 1100)
 
 
+def test_the_generated_gpt2_tokenizer_reads_the_prompts_a_word_a_token_and_any_text_back(tmp_path):
+    from tokenizers import pre_tokenizers
+    tokenizer = sources._turbo_tokenizer(sources.write_gpt2_tokenizer(tmp_path))
+    words = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    for text in sources.gpt2_corpus():
+        assert len(tokenizer(text)["input_ids"]) == len(words.pre_tokenize_str(text)), text
+    for text in ["Zürich, São Paulo — quixotic xylophones 😀", "tab\tand\nnewline"]:  # bytes of no prompt
+        ids = tokenizer(text)["input_ids"]
+        assert tokenizer.decode(ids) == text and len(ids) > len(words.pre_tokenize_str(text))
+    assert tokenizer.eos_token_id == len(tokenizer) - 1  # after every other token, as in GPT-2
+
+
 def test_the_cli_knows_the_same_models_as_the_sources():
     assert params.MODELS == sources.MODELS
 

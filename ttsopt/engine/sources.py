@@ -22,6 +22,7 @@ conditionals costs ~10 s on a 2-core CPU, in every fresh process of a suite.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -93,6 +94,7 @@ HUB_REPO = LAYOUTS["original"].hub_repo
 SOURCES = ("hub", "local:DIR", "synthetic", "tiny")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REFERENCE_WAV = Path(__file__).resolve().parents[2] / "data" / "prompts" / "reference.wav"
+PROMPTS_CSV = REFERENCE_WAV.with_name("prompts.csv")  # the generated GPT-2 tokenizer's merges come from it
 # Turbo's upstream `prepare_conditionals` refuses a reference of 5 s or less.
 REFERENCE_WAVS = {"original": REFERENCE_WAV, "turbo": REFERENCE_WAV.with_name("reference-turbo.wav"),
                   "multilingual": REFERENCE_WAV}
@@ -210,7 +212,7 @@ def random_cache_dir(arch: str, seed: int, reference_wav, model: str = "original
     key = hashlib.sha256()
     for part in (CACHE_FORMAT, model, arch, str(seed), version("chatterbox-tts"), torch.__version__):
         key.update(part.encode() + b"\0")
-    for path in (arch_mod.__file__, __file__, reference_wav):  # the builders and the voice
+    for path in (arch_mod.__file__, __file__, reference_wav, PROMPTS_CSV):  # builders, voice, tokenizer's text
         key.update(Path(path).read_bytes())
     prefix = "" if model == "original" else f"{model}-"
     return root / f"{prefix}{arch}-seed{seed}-{key.hexdigest()[:16]}"
@@ -535,18 +537,28 @@ def write_cangjie(path: Path) -> Path:
     return path
 
 
+def gpt2_corpus() -> list[str]:
+    """The text the generated GPT-2 tokenizer learns its merges from: the workbench's English prompts."""
+    with open(PROMPTS_CSV, newline="", encoding="utf-8") as f:
+        return [row["text"] for row in csv.DictReader(f)]
+
+
 def write_gpt2_tokenizer(directory: Path) -> Path:
-    """A GPT-2-style byte-level BPE (one token per byte, no merges, `<|endoftext|>` after them)
-    in the files AutoTokenizer reads: any text tokenizes, as with the real GPT-2 tokenizer."""
-    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    """A GPT-2-style byte-level BPE in the files AutoTokenizer reads: every byte a token, as in
+    GPT-2, so any text tokenizes; and merges learned from the workbench's prompts (`gpt2_corpus`),
+    so those read as a word or a punctuation mark a token, as GPT-2's 50k merges read common English.
+    Without merges every byte was a position of its own, and a prompt's text took four to five times
+    the positions a real Turbo gives it: its prefill, and so a stream's first audio, were the longer."""
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, trainers
     from tokenizers.models import BPE
 
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = Tokenizer(BPE(vocab=vocab, merges=[]))
+    tokenizer = Tokenizer(BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.add_special_tokens([AddedToken("<|endoftext|>", special=True)])
+    trainer = trainers.BpeTrainer(vocab_size=arch_mod.TURBO_TEXT_VOCAB - 1, min_frequency=1, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(gpt2_corpus(), trainer)
+    tokenizer.add_special_tokens([AddedToken("<|endoftext|>", special=True)])  # after the rest, as in GPT-2
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
     special = "<|endoftext|>"
