@@ -547,8 +547,8 @@ def write_gpt2_tokenizer(directory: Path) -> Path:
     """A GPT-2-style byte-level BPE in the files AutoTokenizer reads: every byte a token, as in
     GPT-2, so any text tokenizes; and merges learned from the workbench's prompts (`gpt2_corpus`),
     so those read as a word or a punctuation mark a token, as GPT-2's 50k merges read common English.
-    Without merges every byte was a position of its own, and a prompt's text took four to five times
-    the positions a real Turbo gives it: its prefill, and so a stream's first audio, were the longer."""
+    Without merges every byte was a position of its own, a prompt's text took several times the
+    positions a real Turbo gives it, and its prefill, and so a stream's first audio, took the longer."""
     from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, trainers
     from tokenizers.models import BPE
 
