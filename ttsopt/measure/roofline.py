@@ -123,7 +123,9 @@ def count_flops(call) -> Flops:
     from torch.utils.flop_counter import FlopCounterMode
 
     class Counter(FlopCounterMode):  # FlopCounterMode's formulas see shapes only; the kind needs the operands
-        by_precision: dict[str, int] = {}
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.by_precision: dict[str, int] = {}
 
         def _count_flops(self, func_packet, out, args, kwargs):
             before = self.flop_counts["Global"][func_packet]
@@ -135,7 +137,6 @@ def count_flops(call) -> Flops:
             return out
 
     counter = Counter(display=False, custom_mapping=_flop_mapping())
-    counter.by_precision = {}
     with counter:
         call()
     by_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items() if n}
