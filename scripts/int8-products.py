@@ -43,6 +43,29 @@ def weight_only_int8(n: int, k: int):
     return lambda: torch._weight_int8pack_mm(x, w, scales)
 
 
+def weight_only_int8_f32(n: int, k: int):
+    """`_weight_int8pack_mm` with float32 activations and scales: no bfloat16 casts on a CPU
+    without bfloat16 arithmetic, and no activation quantization (the weights' error only)."""
+    w = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    x, scales = torch.randn(ROWS, k), torch.rand(n)
+    return lambda: torch._weight_int8pack_mm(x, w, scales)
+
+
+def dynamic_int8_onednn(n: int, k: int):
+    """The same dynamic int8 product with its weights packed by oneDNN instead of fbgemm (the
+    packed object carries its engine, so only the packing switches it)."""
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "onednn"
+    try:
+        w = torch.quantize_per_channel(torch.randn(n, k) / 10, torch.rand(n) / 100 + 1e-3,
+                                       torch.zeros(n, dtype=torch.long), 0, torch.qint8)
+        packed = torch.ops.quantized.linear_prepack(w, None)
+    finally:
+        torch.backends.quantized.engine = before
+    x = torch.randn(ROWS, 1, k)
+    return lambda: torch.ops.quantized.linear_dynamic(x, packed, False)
+
+
 def int_mm(n: int, k: int):
     """int8 by int8 to int32 (`torch._int_mm`), activations already quantized."""
     w, x = torch.randint(-127, 128, (k, n), dtype=torch.int8), torch.randint(-127, 128, (ROWS, k), dtype=torch.int8)
@@ -70,7 +93,8 @@ def float32(n: int, k: int):
     return lambda: torch.nn.functional.linear(x, w)
 
 
-KERNELS = {"dynamic int8 (fbgemm)": (dynamic_int8, 1), "weight-only int8 (bf16)": (weight_only_int8, 1),
+KERNELS = {"dynamic int8 (fbgemm)": (dynamic_int8, 1), "dynamic int8 (onednn)": (dynamic_int8_onednn, 1),
+           "weight-only int8 (bf16)": (weight_only_int8, 1), "weight-only int8 (f32)": (weight_only_int8_f32, 1),
            "_int_mm int8": (int_mm, 1), "compiled dequantize-reduce": (compiled_int8, 1), "float32": (float32, 4)}
 
 
@@ -86,13 +110,15 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--model", default="Llama_520M", help="a key of chatterbox's LLAMA_CONFIGS")
+    p.add_argument("--kernels", nargs="+", choices=list(KERNELS), default=list(KERNELS), metavar="NAME",
+                   help=f"which kernels to sweep (default all: {', '.join(KERNELS)})")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     config = LLAMA_CONFIGS[args.model]
     layers, per_layer = config["num_hidden_layers"], shapes(config)
     weights = sum(n * k for n, k in per_layer.values()) * layers
     sweeps = {name: [make(n, k) for _ in range(layers) for n, k in per_layer.values()]
-              for name, (make, _) in KERNELS.items()}
+              for name, (make, _) in KERNELS.items() if name in args.kernels}
     subjects = {f"{name}, {t} thread(s)": (lambda calls=calls, t=t: (torch.set_num_threads(t), sweep_ms(calls))[1])
                 for t in args.threads for name, calls in sweeps.items()}
     times = rounds.interleaved(subjects, args.rounds, say=lambda line: print(line, flush=True), unit="ms")

@@ -5,7 +5,7 @@ compiled, int8, int8 head) without a whole bench; the first round includes compi
 TorchScript's profiling runs and is left out of the summary.
 
     .venv/bin/python scripts/t3-steps.py fast-t3 compiled-t3 fast-t3+cpu-int8-t3 \
-        fast-t3+cpu-int8-t3+cpu-int8-head [--source synthetic] [--steps 30] [--rounds 4]
+        fast-t3+cpu-int8-t3+cpu-int8-head [--model original] [--source synthetic] [--steps 30] [--rounds 4]
 """
 import argparse
 import time
@@ -36,6 +36,7 @@ def step_ms(pipeline: Pipeline, steps: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("specs", nargs="+", help="variant specs whose T3 stage offers prefill/decode (fast-t3 and kin)")
+    p.add_argument("--model", default="original", help="original or turbo (multilingual's T3 is the original's)")
     p.add_argument("--source", default="synthetic")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--rounds", type=int, default=4)
@@ -43,14 +44,14 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     pipelines = []
     for spec in args.specs:
-        pipeline = Pipeline(sources.load(args.source, "cpu"))
+        pipeline = Pipeline(sources.load(args.source, "cpu", model=args.model))
         variants.apply(pipeline, spec)
         pipelines.append(pipeline)
     times = rounds.interleaved({spec: (lambda p=pipeline: step_ms(p, args.steps))
                                 for spec, pipeline in zip(args.specs, pipelines)},
                                args.rounds, say=lambda line: print(line, flush=True), unit="ms/step")
-    print(f"\nT3 decode step, {args.steps} steps, {args.source} weights, {cpu_model()} ({cpu_units()}) "
-          f"({torch.get_num_threads()} threads); {rounds.kept_rounds(args.rounds)}")
+    print(f"\nT3 decode step, {args.model} model, {args.steps} steps, {args.source} weights, {cpu_model()} "
+          f"({cpu_units()}) ({torch.get_num_threads()} threads); {rounds.kept_rounds(args.rounds)}")
     for spec, pipeline in zip(args.specs, pipelines):
         evidence = pipeline.t3.evidence()
         extra = f", compiled in {evidence['compile']['compile_s']} s" if "compile" in evidence else ""

@@ -300,7 +300,7 @@ def test_fast_t3_on_int8_gpt2_gives_the_int8_upstream_tokens():
     fast = Pipeline(model)
     applied = variants.apply(fast, "fast-t3")
     assert torch.equal(fast.synthesize("Hello world.", seed=2, n_tokens=15).raw_tokens, expected)
-    assert applied.evidence(fast)["fast-t3"]["layer_step"] == "int8-dynamic"
+    assert applied.evidence(fast)["fast-t3"]["layer_step"] == "torchscript-int8"  # blocks scripted
 
 
 def test_fast_t3_scores_turbos_teacher_forced_logits_as_upstream():
@@ -348,3 +348,39 @@ def test_fast_t3_computes_a_voices_conditioning_once_and_a_new_voice_again():
     assert torch.allclose(first.logits, whole, atol=1e-5)  # split at the voice: the same function
     L = first.len_cond
     assert torch.equal(again.cache.k[:, :, :, :L], first.cache.k[:, :, :, :L])
+
+
+def test_scripted_int8_gpt2_blocks_compute_bit_for_bit_what_the_eager_blocks_compute():
+    """On CPU, int8 GPT-2 blocks run as one TorchScript function each: one new token and several
+    (teacher-forced scoring, causal mask) give the same hidden states and cache as the eager ops."""
+    from ttsopt.engine import quant
+    from ttsopt.engine.t3 import gpt2_step
+    tfmr = copy.deepcopy(sources.load("tiny", device="cpu", seed=0, model="turbo").t3.tfmr)
+    quant.quantize_linears(tfmr)
+    plan, eager = gpt2_step.Plan(tfmr), gpt2_step.Plan(tfmr)
+    eager.scripted = None
+    assert plan.kind == "torchscript-int8"
+    torch.manual_seed(0)
+    for tokens in (1, 4):
+        h = torch.randn(1, tokens, tfmr.config.n_embd)
+        ours = gpt2_step.StaticKV(tfmr.config, 1, 32, torch.float32, "cpu")
+        ours.k.normal_(), ours.v.normal_()  # earlier tokens' keys and values
+        ref = copy.deepcopy(ours)
+        with torch.inference_mode():
+            for _ in range(3):  # TorchScript's profiling executor optimizes from the second call on
+                gpt2_step.forward(tfmr, h, copy.deepcopy(ours), 9, plan)
+            got = gpt2_step.forward(tfmr, h, ours, 9, plan)
+            want = gpt2_step.forward(tfmr, h, ref, 9, eager)
+        assert torch.equal(got, want) and torch.equal(ours.k, ref.k) and torch.equal(ours.v, ref.v)
+
+
+def test_gpt2_blocks_stay_eager_when_float_or_hooked():
+    """Float GPT-2 blocks, and int8 ones with a hook on any module, are not scripted: a hook must run."""
+    from ttsopt.engine import quant
+    from ttsopt.engine.t3 import gpt2_step
+    tfmr = copy.deepcopy(sources.load("tiny", device="cpu", seed=0, model="turbo").t3.tfmr)
+    assert gpt2_step.Plan(tfmr).scripted is None
+    quant.quantize_linears(tfmr)
+    tfmr.h[1].mlp.act.register_forward_hook(lambda *a: None)
+    plan = gpt2_step.Plan(tfmr)
+    assert plan.scripted is None and plan.kind == "int8-dynamic"

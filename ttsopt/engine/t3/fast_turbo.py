@@ -127,5 +127,5 @@ class FastTurboT3:
         return torch.cat(rows).float()
 
     def evidence(self) -> dict:
-        return {"decode": "eager static-kv (GPT-2)", "layer_step": self._plan().kind, "steps": self.steps,
+        return {"decode": "static-kv (GPT-2)", "layer_step": self._plan().kind, "steps": self.steps,
                 "forwards": self.forwards, "voice_prefix": {"hits": self.voice_hits, "misses": self.voice_misses}}

@@ -8,15 +8,22 @@ the dynamic int8 linears `cpu-int8-t3` makes of them) as in `llama_step`. Only t
 the attention call are ours: keys and values are written in place into preallocated tensors
 instead of being concatenated onto a cache that is copied whole every step.
 
+On CPU, when every block is plain (dynamic int8 projections, LayerNorms, the tanh GELU, no
+hooks), each block runs as one TorchScript function instead (`gpt2_scripted`): the same ops
+from C++, without the interpreter's cost per op. `Plan.kind` says which path runs.
+
 GPT-2 adds learned position embeddings to its inputs (`wpe`); Turbo feeds speech embeddings as
 `inputs_embeds`, so a step's input is the speech embedding plus `wpe` at its position, as
 GPT2Model forms it.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import NewGELUActivation
 from transformers.pytorch_utils import Conv1D
 
 from .llama_step import _has_hooks
@@ -72,6 +79,23 @@ class Plan:
                        for b in tfmr.h]
         self.ln_f = _layer_norm(tfmr.ln_f)
         self.kind = ",".join(sorted({_kind(m) for b in tfmr.h for m in (b.attn.c_attn, b.mlp.c_fc)}))
+        self.scripted = self._script(tfmr)
+        if self.scripted is not None:
+            self.kind = "torchscript-int8"
+
+    @staticmethod
+    def _script(tfmr):
+        """The TorchScript block (`gpt2_scripted`) and its per-block arguments when every block is
+        plain and its projections are dynamic int8 on the CPU; else None."""
+        if next(tfmr.parameters()).device.type != "cpu":
+            return None  # graphs (CUDA) remove the per-op cost; scripting is measured on CPU only
+        blocks = block_args(tfmr)
+        if blocks is None:
+            return None
+        with warnings.catch_warnings():  # a deprecation notice on every scripted function
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
+            from . import gpt2_scripted
+        return gpt2_scripted.SCRIPTED["int8"], blocks
 
     @staticmethod
     def _modules(tfmr) -> list:
@@ -84,6 +108,31 @@ class Plan:
         return all(a is b for a, b in zip(self.modules, self._modules(self.tfmr)))
 
 
+def block_args(tfmr) -> list | None:
+    """Per block, the arguments of `gpt2_scripted.block_int8` after the hidden state, when every
+    block is plain GPT-2 (LayerNorms, the tanh GELU, no hooks, standard attention) with all four
+    projections dynamic int8 of one reduce_range; None otherwise."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from .llama_step import _reduce_range
+    blocks = []
+    for b in tfmr.h:
+        projections = (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)
+        norms = (b.ln_1, b.ln_2)
+        act = b.mlp.act
+        plain = (all(type(n) is nn.LayerNorm and n.elementwise_affine and n.bias is not None for n in norms)
+                 and type(act) is NewGELUActivation and "forward" not in vars(act)
+                 and all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in projections)
+                 and len({_reduce_range(m) for m in projections}) == 1
+                 and not b.attn.is_cross_attention and b.attn.split_size == b.attn.embed_dim
+                 and not any(_has_hooks(m) for m in (b, b.attn, b.mlp, act, *projections, *norms)))
+        if not plain:
+            return None
+        blocks.append((b.ln_1.weight, b.ln_1.bias, b.ln_2.weight, b.ln_2.bias, b.ln_1.eps, b.ln_2.eps,
+                       *(m._packed_params._packed_params for m in projections), _reduce_range(projections[0])))
+    return blocks
+
+
 def forward(tfmr, embeds: torch.Tensor, cache: StaticKV, start: int, plan: Plan) -> torch.Tensor:
     """EMBEDS (B, T, D) at positions [start, start + T) through every block and `ln_f`."""
     B, T, _ = embeds.shape
@@ -92,6 +141,11 @@ def forward(tfmr, embeds: torch.Tensor, cache: StaticKV, start: int, plan: Plan)
     mask = None
     if T > 1:  # token t sees the cache before `start` and the new tokens up to itself
         mask = torch.arange(start + T, device=h.device)[None, :] <= positions.view(T, 1)
+    if plan.scripted is not None:
+        fn, blocks = plan.scripted
+        for i, (args, block) in enumerate(zip(blocks, tfmr.h)):
+            h = fn(h, *args, cache.k[i], cache.v[i], start, mask, block.attn.scaling, block.attn.head_dim)
+        return plan.ln_f(h)
     for i, (ln_1, c_attn, c_proj, ln_2, c_fc, act, mlp_proj, attn) in enumerate(plan.blocks):
         q, k, v = c_attn(ln_1(h)).split(attn.split_size, dim=2)
         shape = (B, T, -1, attn.head_dim)
