@@ -2,10 +2,12 @@
 copy of the model, rounds interleaved so drift falls on every spec alike, and per spec the
 median step time with its range over the rounds. For choosing between step paths (TorchScript,
 compiled, int8, int8 head) without a whole bench; the first round includes compilation and
-TorchScript's profiling runs and is left out of the summary.
+TorchScript's profiling runs and is left out of the summary. A spec ending in `@eager` runs its
+layers as eager ops even where the step would script them (how much TorchScript buys).
 
     .venv/bin/python scripts/t3-steps.py fast-t3 compiled-t3 fast-t3+cpu-int8-t3 \
-        fast-t3+cpu-int8-t3+cpu-int8-head [--model original] [--source synthetic] [--steps 30] [--rounds 4]
+        fast-t3+cpu-int8-t3+cpu-int8-head fast-t3+cpu-int8-t3+cpu-int8-head@eager \
+        [--model original] [--source synthetic] [--steps 30] [--rounds 4]
 """
 import argparse
 import time
@@ -16,6 +18,7 @@ import torch
 from ttsopt import variants
 from ttsopt.engine import sources
 from ttsopt.engine.pipeline import Pipeline
+from ttsopt.engine.t3 import llama_step
 from ttsopt.measure import rounds
 from ttsopt.measure.env import cpu_model, cpu_units
 
@@ -33,6 +36,13 @@ def step_ms(pipeline: Pipeline, steps: int) -> float:
         return (time.perf_counter() - start) / steps * 1e3
 
 
+def unscript(pipeline: Pipeline) -> None:
+    """Make PIPELINE's step plan run eager ops: the plan is built now and keeps its modules."""
+    stage = pipeline.t3
+    plan = stage._plan() if hasattr(stage, "_plan") else llama_step.plan_for(stage.t3.tfmr)
+    plan.scripted, plan.kind = None, f"eager ({plan.kind} unscripted)"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("specs", nargs="+", help="variant specs whose T3 stage offers prefill/decode (fast-t3 and kin)")
@@ -45,7 +55,12 @@ def main() -> None:
     pipelines = []
     for spec in args.specs:
         pipeline = Pipeline(sources.load(args.source, "cpu", model=args.model))
-        variants.apply(pipeline, spec)
+        combo, _, path = spec.partition("@")
+        if path not in ("", "eager"):
+            raise SystemExit(f"{spec}: after @ only 'eager' (no TorchScript layers) is known")
+        variants.apply(pipeline, combo)
+        if path:
+            unscript(pipeline)
         pipelines.append(pipeline)
     times = rounds.interleaved({spec: (lambda p=pipeline: step_ms(p, args.steps))
                                 for spec, pipeline in zip(args.specs, pipelines)},
