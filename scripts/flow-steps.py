@@ -6,10 +6,12 @@ compiled estimator) without a whole bench; the first round includes compilation 
 out of the summary. A spec ending in `@fused` puts torch's fused attention back in the flow
 after the variants applied (fast-s3gen's bfloat16 estimator takes three batched products on a
 CPU without AMX: `engine.attention`). Under `scripts/as-avx2.sh` the same specs take the paths an
-AVX2 CPU would (fast-s3gen's int8 estimator), on this machine's clock and memory.
+AVX2 CPU would (fast-s3gen's int8 estimator), on this machine's clock and memory. `--profile`
+then runs each spec's flow once more under `torch.profiler` and prints its costliest operators
+(where the time goes: products, attention, convolutions, or the elementwise glue between them).
 
     .venv/bin/python scripts/flow-steps.py baseline fast-s3gen fast-s3gen@fused fast-s3gen+compiled-s3gen \
-        [--model original] [--source synthetic] [--tokens 126] [--rounds 4]
+        [--model original] [--source synthetic] [--tokens 126] [--rounds 4] [--profile]
 """
 import argparse
 import time
@@ -39,6 +41,7 @@ def main() -> None:
     p.add_argument("--source", default="synthetic")
     p.add_argument("--tokens", type=int, default=126, help="speech tokens per flow call (random, seed 0)")
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--profile", action="store_true", help="then one profiled flow call per spec: its top operators")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     pipelines = []
@@ -68,6 +71,23 @@ def main() -> None:
         error = ((mels[spec] - ref).norm() / ref.norm()).item()
         print(f"  {spec:36s} {rounds.summary(times[spec])} s  first round {times[spec][0]:.2f} s  "
               f"mel rel. error {error:.4f}")
+    if args.profile:
+        for spec, pipeline, conds in pipelines:
+            profile(spec, pipeline, tokens, conds)
+
+
+def profile(spec: str, pipeline: Pipeline, tokens: torch.Tensor, conds, top: int = 12) -> None:
+    """One more flow call of PIPELINE under torch.profiler; its TOP operators by own CPU time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+    with profiler(activities=[ProfilerActivity.CPU]) as prof:
+        seconds, _ = flow_s(pipeline, tokens, conds)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    print(f"\n{spec}: one profiled flow call, {seconds:.2f} s; operators by own CPU time")
+    for e in events[:top]:
+        print(f"  {e.key[:56]:56s} {e.self_cpu_time_total / 1e6:7.3f} s  {100 * e.self_cpu_time_total / total:5.1f}%  "
+              f"{e.count:6d} calls")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ Each layer's four products (q/k/v joined, o, gate/up joined, down; shapes from T
 get weights of their own for every one of the 30 layers, as in the model, so a sweep reads from
 memory rather than the caches. Activations are the step's: two rows (the CFG pair).
 
-    .venv/bin/python scripts/int8-products.py [--rounds 5] [--threads 1 2]
+    .venv/bin/python scripts/int8-products.py [--rounds 5] [--threads 1 2] [--kernels NAME ...]
 """
 import argparse
 import warnings
 
 import torch
+import torch._inductor.config
 from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
 
 from ttsopt.measure import rounds
@@ -93,6 +94,43 @@ def float32(n: int, k: int):
     return lambda: torch.nn.functional.linear(x, w)
 
 
+class _WeightOnlySweep(torch.nn.Module):
+    """Every product of a sweep as `_weight_int8pack_mm` on int8 buffers of its own, one module."""
+
+    def __init__(self, products: list[tuple[int, int]]):
+        super().__init__()
+        self.ks = [k for _, k in products]
+        for i, (n, k) in enumerate(products):
+            self.register_buffer(f"w{i}", torch.randint(-127, 128, (n, k), dtype=torch.int8))
+            self.register_buffer(f"s{i}", torch.rand(n, dtype=torch.bfloat16))
+
+    def forward(self, inputs: dict[int, torch.Tensor]) -> list[torch.Tensor]:
+        return [torch._weight_int8pack_mm(inputs[k], getattr(self, f"w{i}"), getattr(self, f"s{i}"))
+                for i, k in enumerate(self.ks)]
+
+
+def inductor_weight_only_int8(products: list[tuple[int, int]]):
+    """The whole sweep compiled at once with frozen weights and max-autotune, so inductor may put
+    each product in its C++ GEMM template with a weight-only int8 micro-kernel for bfloat16
+    activations (torchao's CPU int8 path under compile; the template wants constant weights, hence
+    one graph of all of them). Compiled on its first call (round 0)."""
+    sweep = _WeightOnlySweep(products).eval()
+    inputs = {k: torch.randn(ROWS, k, dtype=torch.bfloat16) for k in sweep.ks}
+    # Set for the whole process (compiling happens at the first call): frozen weights are what the
+    # template wants, and CPP alone keeps autotuning from falling back to `_weight_int8pack_mm` itself.
+    torch._inductor.config.freezing = True
+    torch._inductor.config.max_autotune_gemm_backends = "CPP"
+    compiled = torch.compile(sweep, mode="max-autotune-no-cudagraphs")
+
+    def call():
+        with torch.no_grad():
+            return compiled(inputs)
+    return [call]
+
+
+# Kernels whose sweep is built whole (one call for all products) rather than product by product.
+SWEEPS = {"weight-only int8 (bf16), inductor template": (inductor_weight_only_int8, 1)}
+
 KERNELS = {"dynamic int8 (fbgemm)": (dynamic_int8, 1), "dynamic int8 (onednn)": (dynamic_int8_onednn, 1),
            "weight-only int8 (bf16)": (weight_only_int8, 1), "weight-only int8 (f32)": (weight_only_int8_f32, 1),
            "_int_mm int8": (int_mm, 1), "compiled dequantize-reduce": (compiled_int8, 1), "float32": (float32, 4)}
@@ -110,8 +148,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--model", default="Llama_520M", help="a key of chatterbox's LLAMA_CONFIGS")
-    p.add_argument("--kernels", nargs="+", choices=list(KERNELS), default=list(KERNELS), metavar="NAME",
-                   help=f"which kernels to sweep (default all: {', '.join(KERNELS)})")
+    p.add_argument("--kernels", nargs="+", choices=[*KERNELS, *SWEEPS], default=[*KERNELS, *SWEEPS], metavar="NAME",
+                   help=f"which kernels to sweep (default all: {'; '.join([*KERNELS, *SWEEPS])})")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     config = LLAMA_CONFIGS[args.model]
@@ -119,6 +157,8 @@ def main() -> None:
     weights = sum(n * k for n, k in per_layer.values()) * layers
     sweeps = {name: [make(n, k) for _ in range(layers) for n, k in per_layer.values()]
               for name, (make, _) in KERNELS.items() if name in args.kernels}
+    products = [shape for _ in range(layers) for shape in per_layer.values()]
+    sweeps |= {name: make(products) for name, (make, _) in SWEEPS.items() if name in args.kernels}
     subjects = {f"{name}, {t} thread(s)": (lambda calls=calls, t=t: (torch.set_num_threads(t), sweep_ms(calls))[1])
                 for t in args.threads for name, calls in sweeps.items()}
     times = rounds.interleaved(subjects, args.rounds, say=lambda line: print(line, flush=True), unit="ms")
@@ -126,7 +166,7 @@ def main() -> None:
           f"{weights / 1e6:.0f} M weights), {cpu_model()} ({cpu_units()}); {rounds.kept_rounds(args.rounds)}")
     for label, readings in times.items():
         name = label.rsplit(",", 1)[0]
-        mb = weights * KERNELS[name][1] / 1e6
+        mb = weights * {**KERNELS, **SWEEPS}[name][1] / 1e6
         median = sorted(rounds.steady(readings))[len(rounds.steady(readings)) // 2]
         print(f"  {label:42s} {rounds.summary(readings)} ms   {mb:.0f} MB of weights -> {mb / median:.1f} GB/s")
 
