@@ -19,9 +19,9 @@ import warnings
 
 import torch
 
-from ttsopt import variants
-from ttsopt.engine import attention, sources
+from ttsopt.engine import attention
 from ttsopt.engine.pipeline import Pipeline
+from ttsopt.experiment import probes
 from ttsopt.measure import rounds
 from ttsopt.measure.env import cpu_model, cpu_units
 
@@ -44,16 +44,9 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="then one profiled flow call per spec: its top operators")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
-    pipelines = []
-    for spec in args.specs:
-        pipeline = Pipeline(sources.load(args.source, "cpu", model=args.model))
-        combo, _, kernel = spec.partition("@")
-        if kernel not in ("", "fused"):
-            raise SystemExit(f"{spec}: after @ only 'fused' (torch's fused attention) is known")
-        variants.apply(pipeline, combo)
-        if kernel:
-            attention.use_fused(pipeline.model.s3gen)
-        pipelines.append((spec, pipeline, pipeline.conditioning()))
+    fused = {"fused": lambda pipeline: attention.use_fused(pipeline.model.s3gen)}
+    loaded = probes.spec_pipelines(args.specs, args.model, args.source, fused)
+    pipelines = [(spec, pipeline, pipeline.conditioning()) for spec, pipeline in zip(args.specs, loaded)]
     tokens = torch.randint(0, 6561, (args.tokens,), generator=torch.Generator().manual_seed(0))
     mels = {}
 

@@ -15,10 +15,9 @@ import warnings
 
 import torch
 
-from ttsopt import variants
-from ttsopt.engine import sources
 from ttsopt.engine.pipeline import Pipeline
 from ttsopt.engine.t3 import llama_step
+from ttsopt.experiment import probes
 from ttsopt.measure import rounds
 from ttsopt.measure.env import cpu_model, cpu_units
 
@@ -52,16 +51,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     args = p.parse_args()
     warnings.filterwarnings("ignore")
-    pipelines = []
-    for spec in args.specs:
-        pipeline = Pipeline(sources.load(args.source, "cpu", model=args.model))
-        combo, _, path = spec.partition("@")
-        if path not in ("", "eager"):
-            raise SystemExit(f"{spec}: after @ only 'eager' (no TorchScript layers) is known")
-        variants.apply(pipeline, combo)
-        if path:
-            unscript(pipeline)
-        pipelines.append(pipeline)
+    pipelines = probes.spec_pipelines(args.specs, args.model, args.source, {"eager": unscript})
     times = rounds.interleaved({spec: (lambda p=pipeline: step_ms(p, args.steps))
                                 for spec, pipeline in zip(args.specs, pipelines)},
                                args.rounds, say=lambda line: print(line, flush=True), unit="ms/step")

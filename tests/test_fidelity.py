@@ -46,3 +46,12 @@ def test_variant_fidelity_against_baseline(reference, spec, lossless):
         assert result["wav_snr_db"] > 60
     else:
         assert result["mel_rel_err"] > 1e-3  # fewer flow steps change the mel, and it shows
+
+
+def test_spec_pipelines_apply_the_named_change_after_the_variants_and_refuse_an_unknown_one():
+    seen = []
+    plain, changed = probes.spec_pipelines(["no-grad", "no-grad@mark"], "original", "tiny",
+                                           {"mark": lambda p: seen.append(p)})
+    assert seen == [changed] and plain is not changed and plain.model is not changed.model
+    with pytest.raises(SystemExit, match="after @ only mark is known"):
+        probes.spec_pipelines(["no-grad@other"], "original", "tiny", {"mark": lambda p: None})

@@ -5,13 +5,16 @@
 - `probe`: teacher-forced T3 logits and the mel S3Gen makes from given tokens, with the flow
   noise fixed by the seed: the inside views of fidelity.
 - `profile_run`: the torch.profiler pass of a run, in its own load of the model.
+- `spec_pipelines`: one pipeline per variant spec, for the scripts that time paths side by side.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from .. import variants
 from ..engine import sources
 from ..engine.pipeline import Pipeline, Sampling
 from ..measure.profiler import Profiled, profile_synthesis
@@ -76,3 +79,21 @@ def profile_run(cfg, prompt: dict | None = None) -> Profiled:
     n = profiles.token_budget(profile_, prompt["text"]) if model.random_weights else None
     return profile_synthesis(pipeline, prompt["text"], seed=profile_.seeds[0], n_tokens=n,
                              trace_path=Path(cfg.out_dir) / "traces" / f"{cfg.run_id}.json")
+
+
+def spec_pipelines(specs: list[str], model: str, source: str,
+                   after: dict[str, Callable[[Pipeline], None]]) -> list[Pipeline]:
+    """One CPU pipeline per variant spec, each on its own load of the model. A spec may end in
+    `@NAME`: AFTER[NAME] then changes the pipeline once its variants are applied (a kernel or
+    path put back, to time it beside the default); any other name gets one clear error."""
+    pipelines = []
+    for spec in specs:
+        combo, _, name = spec.partition("@")
+        if name and name not in after:
+            raise SystemExit(f"{spec}: after @ only {', '.join(after)} is known")
+        pipeline = Pipeline(sources.load(source, "cpu", model=model))
+        variants.apply(pipeline, combo)
+        if name:
+            after[name](pipeline)
+        pipelines.append(pipeline)
+    return pipelines
