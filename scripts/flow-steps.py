@@ -22,7 +22,7 @@ import torch
 from ttsopt.engine import attention
 from ttsopt.engine.pipeline import Pipeline
 from ttsopt.experiment import probes
-from ttsopt.measure import rounds
+from ttsopt.measure import profiler, rounds
 from ttsopt.measure.env import cpu_model, cpu_units
 
 
@@ -71,17 +71,12 @@ def main() -> None:
 
 def profile(spec: str, pipeline: Pipeline, tokens: torch.Tensor, conds, top: int = 12) -> None:
     """One more flow call of PIPELINE under torch.profiler; its TOP operators by own CPU time."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as profiler
-    with profiler(activities=[ProfilerActivity.CPU]) as prof:
-        seconds, _ = flow_s(pipeline, tokens, conds)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1
-    print(f"\n{spec}: one profiled flow call, {seconds:.2f} s; operators by own CPU time")
-    for e in events[:top]:
-        print(f"  {e.key[:56]:56s} {e.self_cpu_time_total / 1e6:7.3f} s  {100 * e.self_cpu_time_total / total:5.1f}%  "
-              f"{e.count:6d} calls")
-
+    seconds = []
+    table = profiler.operators_of(lambda: seconds.append(flow_s(pipeline, tokens, conds)[0]), pipeline.device)
+    share = 100 * table["self_cpu_ms"] / table["self_cpu_ms"].sum()
+    print(f"\n{spec}: one profiled flow call, {seconds[0]:.2f} s; operators by own CPU time")
+    for row, pct in zip(table.head(top).itertuples(), share):
+        print(f"  {row.name[:56]:56s} {row.self_cpu_ms / 1e3:7.3f} s  {pct:5.1f}%  {row.calls:6d} calls")
 
 if __name__ == "__main__":
     main()

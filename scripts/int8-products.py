@@ -113,14 +113,14 @@ def inductor_weight_only_int8(products: list[tuple[int, int]]):
     """The whole sweep compiled at once with frozen weights and max-autotune, so inductor may put
     each product in its C++ GEMM template with a weight-only int8 micro-kernel for bfloat16
     activations (torchao's CPU int8 path under compile; the template wants constant weights, hence
-    one graph of all of them). Compiled on its first call (round 0)."""
+    one graph of all of them). Compiled here, before the rounds, so that its settings stay its own."""
     sweep = _WeightOnlySweep(products).eval()
     inputs = {k: torch.randn(ROWS, k, dtype=torch.bfloat16) for k in sweep.ks}
-    # Set for the whole process (compiling happens at the first call): frozen weights are what the
-    # template wants, and CPP alone keeps autotuning from falling back to `_weight_int8pack_mm` itself.
-    torch._inductor.config.freezing = True
-    torch._inductor.config.max_autotune_gemm_backends = "CPP"
     compiled = torch.compile(sweep, mode="max-autotune-no-cudagraphs")
+    # Frozen weights are what the template wants; CPP alone keeps autotuning from falling back to
+    # `_weight_int8pack_mm` itself. Patched for this compile only: no other kernel sees them.
+    with torch.no_grad(), torch._inductor.config.patch(freezing=True, max_autotune_gemm_backends="CPP"):
+        compiled(inputs)
 
     def call():
         with torch.no_grad():

@@ -122,3 +122,12 @@ def test_cuda_memory_metrics():
     assert m["cuda_reserved_mb"] >= m["cuda_resident_mb"]
     assert "nvml_process_used_mb" in m or "nvml_process_used_mb_unavailable" in m
     del x
+
+
+def test_operators_of_a_call_lists_what_it_ran_most_expensive_first():
+    from ttsopt.measure import profiler
+    a = torch.randn(256, 256)
+    table = profiler.operators_of(lambda: [torch.mm(a, a) for _ in range(3)] + [a.add(1)], torch.device("cpu"))
+    mm = table[table["name"] == "aten::mm"]
+    assert len(mm) == 1 and int(mm["calls"].iloc[0]) == 3 and "aten::add" in set(table["name"])
+    assert list(table["self_cpu_ms"]) == sorted(table["self_cpu_ms"], reverse=True)

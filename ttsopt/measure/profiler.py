@@ -60,6 +60,14 @@ def _table(averages, device: torch.device) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(sort, ascending=False, ignore_index=True)
 
 
+def operators_of(call, device: torch.device) -> pd.DataFrame:
+    """CALL run once under torch.profiler: one row per operator, most expensive first."""
+    _quiet_gpu_probe(device)
+    with profile(activities=_activities(device)) as prof:
+        call()
+    return _table(prof.key_averages(), device)
+
+
 def save_trace(prof, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,6 @@ process compiles faster.
 from __future__ import annotations
 
 import time
-import warnings
 
 import torch
 
@@ -36,9 +35,7 @@ class CompiledLayer:
     kind = "compiled"
 
     def __init__(self, device: torch.device, mode: str | None = None):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
-            from . import scripted
+        scripted = llama_step.scripted_module()
         self.mode = mode or ("reduce-overhead" if device.type == "cuda" else None)
         self.fn = torch.compile(scripted.layer_float, dynamic=True, mode=self.mode)
         self.calls = 0

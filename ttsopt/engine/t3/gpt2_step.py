@@ -9,7 +9,7 @@ the attention call are ours: keys and values are written in place into prealloca
 instead of being concatenated onto a cache that is copied whole every step.
 
 On CPU, when every block is plain (dynamic int8 projections, LayerNorms, the tanh GELU, no
-hooks), each block runs as one TorchScript function instead (`gpt2_scripted`): the same ops
+hooks), each block runs as one TorchScript function instead (`scripted.gpt2_block_int8`): the same ops
 from C++, without the interpreter's cost per op. `Plan.kind` says which path runs.
 
 GPT-2 adds learned position embeddings to its inputs (`wpe`); Turbo feeds speech embeddings as
@@ -18,14 +18,13 @@ GPT2Model forms it.
 """
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import NewGELUActivation
 from transformers.pytorch_utils import Conv1D
 
+from . import llama_step
 from .llama_step import _has_hooks
 from .llama_step import _linear as _plain_linear
 
@@ -85,17 +84,14 @@ class Plan:
 
     @staticmethod
     def _script(tfmr):
-        """The TorchScript block (`gpt2_scripted`) and its per-block arguments when every block is
+        """The TorchScript block (`scripted.gpt2_block_int8`) and its per-block arguments when every block is
         plain and its projections are dynamic int8 on the CPU; else None."""
         if next(tfmr.parameters()).device.type != "cpu":
             return None  # graphs (CUDA) remove the per-op cost; scripting is measured on CPU only
         blocks = block_args(tfmr)
         if blocks is None:
             return None
-        with warnings.catch_warnings():  # a deprecation notice on every scripted function
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
-            from . import gpt2_scripted
-        return gpt2_scripted.SCRIPTED["int8"], blocks
+        return llama_step.scripted_module().GPT2_INT8, blocks
 
     @staticmethod
     def _modules(tfmr) -> list:
@@ -109,27 +105,28 @@ class Plan:
 
 
 def block_args(tfmr) -> list | None:
-    """Per block, the arguments of `gpt2_scripted.block_int8` after the hidden state, when every
+    """Per block, the arguments of `scripted.gpt2_block_int8` after the hidden state, when every
     block is plain GPT-2 (LayerNorms, the tanh GELU, no hooks, standard attention) with all four
     projections dynamic int8 of one reduce_range; None otherwise."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    from .llama_step import _reduce_range
     blocks = []
     for b in tfmr.h:
         projections = (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)
         norms = (b.ln_1, b.ln_2)
         act = b.mlp.act
+        ranges = {llama_step._reduce_range(m) for m in projections
+                  if type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8}
         plain = (all(type(n) is nn.LayerNorm and n.elementwise_affine and n.bias is not None for n in norms)
                  and type(act) is NewGELUActivation and "forward" not in vars(act)
                  and all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in projections)
-                 and len({_reduce_range(m) for m in projections}) == 1
+                 and len(ranges) == 1
                  and not b.attn.is_cross_attention and b.attn.split_size == b.attn.embed_dim
                  and not any(_has_hooks(m) for m in (b, b.attn, b.mlp, act, *projections, *norms)))
         if not plain:
             return None
         blocks.append((b.ln_1.weight, b.ln_1.bias, b.ln_2.weight, b.ln_2.bias, b.ln_1.eps, b.ln_2.eps,
-                       *(m._packed_params._packed_params for m in projections), _reduce_range(projections[0])))
+                       *(m._packed_params._packed_params for m in projections), ranges.pop()))
     return blocks
 
 

@@ -99,6 +99,15 @@ def _act(m: nn.Module):
     return F.silu if plain and not _has_hooks(m) else m
 
 
+def scripted_module():
+    """`scripted`, imported on first use (it scripts its functions at import, with a deprecation
+    notice for each: torch.jit.script is in maintenance mode upstream)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
+        from . import scripted
+    return scripted
+
+
 class Plan:
     """Per layer: (input norm, q, k, v, o, post-attention norm, gate, up, act, down, attn).
     Built from the modules as they are now; `current` tells whether it still matches them."""
@@ -135,10 +144,7 @@ class Plan:
         kind, layers = Plan.layer_args(tfmr)
         if kind is None:
             return None, "eager"
-        with warnings.catch_warnings():  # deprecation notice on every scripted function; see scripted.py
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
-            from . import scripted
-        return (scripted.SCRIPTED[kind], layers), f"torchscript-{kind}"
+        return (scripted_module().SCRIPTED[kind], layers), f"torchscript-{kind}"
 
     @staticmethod
     def layer_args(tfmr) -> tuple[str | None, list]:

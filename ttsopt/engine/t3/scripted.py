@@ -1,5 +1,6 @@
 """One T3 decoder layer as plain functions of its tensors, scripted for CPU decode steps and
-traced by `torch.compile` for the compiled step (`compiled`).
+traced by `torch.compile` for the compiled step (`compiled`); and Turbo's GPT-2 block likewise
+(`gpt2_block_int8`, run by `gpt2_step`).
 
 Why: a CPU decode step is some seventy small ops per layer on two rows. Run from Python, each op
 pays the interpreter and the Python-to-C++ crossing, a visible share of an int8 step; `ttsopt
@@ -13,8 +14,15 @@ Each function is `llama_step`'s layer op for op (RMSNorm as `LlamaRMSNorm.forwar
 as `apply_rotary_pos_emb`, the int8 linear as `DynamicLinear.forward`), and CPU fusion in the
 TorchScript executor is off by default, so the results are bit for bit the eager ones
 (tests pin this). Only the int-slot cache form is scripted; per-row slots use the eager step.
+
+The GPT-2 block is `gpt2_step.forward`'s block op for op: LayerNorm as `F.layer_norm`, the fused
+q/k/v projection split three ways, SDPA over the filled cache slots, the int8 linear as above
+(its bias inside the packed weight), and `NewGELUActivation.forward`'s tanh GELU; a test holds
+it bit for bit to the eager block.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +107,35 @@ def layer_float(h: Tensor, norm1: Tensor, eps1: float, norm2: Tensor, eps2: floa
     return h + F.linear(F.silu(F.linear(x, gate)) * F.linear(x, up), down)
 
 
+def _gelu_new(x: Tensor) -> Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def gpt2_block_int8(h: Tensor, ln1_w: Tensor, ln1_b: Tensor, ln2_w: Tensor, ln2_b: Tensor, eps1: float,
+                    eps2: float,
+                    c_attn: torch.classes.quantized.LinearPackedParamsBase,
+                    c_proj: torch.classes.quantized.LinearPackedParamsBase,
+                    c_fc: torch.classes.quantized.LinearPackedParamsBase,
+                    mlp_proj: torch.classes.quantized.LinearPackedParamsBase, reduce_range: bool,
+                    k_cache: Tensor, v_cache: Tensor, start: int, mask: Tensor | None, scale: float,
+                    head_dim: int) -> Tensor:
+    B, T, D = h.size(0), h.size(1), h.size(2)
+    x = F.layer_norm(h, [D], ln1_w, ln1_b, eps1)
+    q, k, v = _qlinear(x, c_attn, reduce_range).split(D, dim=2)
+    q = q.view(B, T, -1, head_dim).transpose(1, 2)
+    k = k.view(B, T, -1, head_dim).transpose(1, 2)
+    v = v.view(B, T, -1, head_dim).transpose(1, 2)
+    k_cache[:, :, start:start + T] = k
+    v_cache[:, :, start:start + T] = v
+    out = F.scaled_dot_product_attention(q, k_cache[:, :, :start + T], v_cache[:, :, :start + T],
+                                         attn_mask=mask, scale=scale)
+    h = h + _qlinear(out.transpose(1, 2).reshape(B, T, -1), c_proj, reduce_range)
+    x = F.layer_norm(h, [D], ln2_w, ln2_b, eps2)
+    return h + _qlinear(_gelu_new(_qlinear(x, c_fc, reduce_range)), mlp_proj, reduce_range)
+
+
 # The TorchScript versions llama_step runs, per kind of linear weights (called functions are scripted with them).
 SCRIPTED = {"float": torch.jit.script(layer_float), "int8": torch.jit.script(layer_int8),
             "int8-joined": torch.jit.script(layer_int8_joined)}
+# And the one gpt2_step runs for Turbo's int8 blocks.
+GPT2_INT8 = torch.jit.script(gpt2_block_int8)
