@@ -32,7 +32,8 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     for row in ("T3 tokens/s", "S3Gen flow s", "end-to-end RTF", "gain 95% CI low", "token match rate",
                 "T3 teacher-forced logit", "weights read per step MiB", "device read bandwidth",
-                "no fast step can beat", "S3Gen flow compute floor", "arithmetic per flow call GFLOP",
+                "no fast step can beat", "T3 step, where it went", "products with the weights ms",
+                "no step built from them can beat", "S3Gen flow compute floor", "arithmetic per flow call GFLOP",
                 "no fast flow can beat", "floor / measured", "of which attention GFLOP",
                 "resident after load MiB (own process)", "first synthesis peak above resident MiB (own process)",
                 "stream: first audio s", bench_quality.NEEDS_REAL_WEIGHTS, "log-mel distance dB", "PESQ wideband",
@@ -74,6 +75,13 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert first["first_chunk_tokens"] == 3 and 0 < first["flow_gflop"] < flow["variant"]["gflop"]
     parts = first["parts"]
     assert parts["decode_s"]["floor_s"] == pytest.approx(3 * step["floor_ms"] / 1e3)
+    # Where each side's step went: its weight products and cache attention, profiled after the timings.
+    for side in ("baseline", "variant"):
+        profiled = floors["t3_step"][side]
+        assert profiled["profiled_steps"] == 6 and profiled["products_ms"] > 0 and profiled["attention_ms"] > 0
+        assert profiled["products_gb_s"] == pytest.approx(profiled["weight_mb"] * 2**20 / profiled["products_ms"] / 1e6)
+    assert floors["t3_step"]["t3_kernel_gain_ceiling"] == pytest.approx(
+        floors["t3_step"]["baseline"]["step_ms"] / (step["products_ms"] + step["attention_ms"]))
     assert sum(first["by_precision_gflop"].values()) == pytest.approx(first["flow_gflop"])
     assert parts["flow_s"]["floor_s"] == pytest.approx(sum(g / flow["rates_gflop_s"][kind]
                                                           for kind, g in first["by_precision_gflop"].items()))

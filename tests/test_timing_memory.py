@@ -131,3 +131,27 @@ def test_operators_of_a_call_lists_what_it_ran_most_expensive_first():
     mm = table[table["name"] == "aten::mm"]
     assert len(mm) == 1 and int(mm["calls"].iloc[0]) == 3 and "aten::add" in set(table["name"])
     assert list(table["self_cpu_ms"]) == sorted(table["self_cpu_ms"], reverse=True)
+
+
+def test_step_parts_gather_weight_products_and_cache_attention_apart_from_the_rest():
+    from ttsopt.engine.quant import quantize_linears
+    from ttsopt.measure import profiler
+    torch.manual_seed(0)
+    layers = quantize_linears(torch.nn.Sequential(torch.nn.Linear(64, 64)))
+    head = torch.nn.Linear(64, 32)
+    x, q, kv = torch.randn(2, 64), torch.randn(2, 4, 1, 16), torch.randn(2, 4, 9, 16)
+
+    def step():
+        h = layers(x).relu()
+        torch.nn.functional.scaled_dot_product_attention(q, kv, kv)
+        return head(h).softmax(-1)
+
+    with torch.inference_mode():
+        table = profiler.operators_of(step, torch.device("cpu"))
+    parts = profiler.step_parts(table)
+    assert set(parts) == set(profiler.STEP_PARTS) and all(v > 0 for v in parts.values())
+    named = dict(zip(table["name"], table["name"].map(profiler.step_part), strict=True))
+    assert named["quantized::linear_dynamic"] == "products" and named["aten::addmm"] == "products"
+    assert any(part == "attention" for name, part in named.items() if "attention" in name)
+    assert named["aten::relu"] == "rest" and named["aten::_softmax"] == "rest"
+    assert sum(parts.values()) == pytest.approx(table["self_cpu_ms"].sum())

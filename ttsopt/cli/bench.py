@@ -132,6 +132,31 @@ def _floor_lines(f: dict) -> list[str]:
         f"{f['prefill_positions']} positions before the first speech token",
         f"=> reading these bytes, no fast step can beat the measured baseline by more than "
         f"{f['t3_gain_ceiling']:.2f}x on this device",
+        *_step_parts_lines(f),
+    ]
+
+
+def _step_parts_lines(f: dict) -> list[str]:
+    """Where each side's step went, by `bench.step_profile`; nothing where it did not run (CUDA)."""
+    b, x = f["baseline"], f["variant"]
+    if "products_ms" not in x:
+        return []
+    def rest(side):
+        return side["step_ms"] - side["products_ms"] - side["attention_ms"]
+    return [
+        "",
+        f"{'T3 step, where it went':32s} {'baseline':>12s} {'fast':>12s}",
+        f"{'  products with the weights ms':32s} {b['products_ms']:12.2f} {x['products_ms']:12.2f}",
+        f"{'    their read rate GB/s':32s} {b['products_gb_s']:12.1f} {x['products_gb_s']:12.1f}",
+        f"{'  attention over the cache ms':32s} {b['attention_ms']:12.2f} {x['attention_ms']:12.2f}",
+        f"{'  the rest of the step ms':32s} {rest(b):12.2f} {rest(x):12.2f}",
+        f"by torch.profiler over one more decode of {x['profiled_steps']} tokens per side, after the timings: "
+        "each step's self time in its products with the weights (linear layers and speech head) and in its "
+        "attention over the cache; the rest is the measured step less both (the profiler slows its many small "
+        "operators most, so their profiled time is not used)",
+        f"=> at the rates these kernels ran, the fast step's products and attention alone take "
+        f"{x['products_ms'] + x['attention_ms']:.2f} ms: no step built from them can beat the measured baseline "
+        f"by more than {f['t3_kernel_gain_ceiling']:.2f}x on this device",
     ]
 
 

@@ -28,7 +28,7 @@ from ..engine.stream import FIRST_PARTS
 from ..engine.t3.fast import FastT3
 from ..engine.t3.turbo import UpstreamTurboT3
 from ..measure import env as env_mod
-from ..measure import fidelity, roofline
+from ..measure import fidelity, profiler, roofline
 from ..variants import BASELINE
 from ..variants.fast import flow_precision
 from . import bench_memory, bench_quality, profiles
@@ -97,7 +97,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     say(f"loading both sides, warming up, {trials} interleaved pair(s)")
     base, fast, applied = measure_pairs(run_, [{"id": "bench", "category": "bench", "text": text,
                                                 "language": language}])
-    say("T3's memory floor")
+    say("T3's memory floor, and where its step goes (profiled)")
     floor = memory_floor(base, fast, run_, text, tokens, before)
     say("the flow's compute floor")
     flow = flow_floor(base, fast, run_, tokens)
@@ -193,8 +193,32 @@ def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int, before: list[
         out[str(side)] = {"step_mb": nbytes / 2**20, "weight_mb": roofline.weight_bytes(p.model.t3) / 2**20,
                           "step_ms": step_s * 1e3, "achieved_gb_s": nbytes / step_s / 1e9,
                           "floor_ms": nbytes / bandwidth * 1e3}
+        if p.device.type == "cpu":
+            parts = step_profile(p, text, n_tokens)
+            out[str(side)].update(parts, products_gb_s=roofline.weight_bytes(p.model.t3) / parts["products_ms"] / 1e6)
     out["t3_gain_ceiling"] = out["baseline"]["step_ms"] / out["variant"]["floor_ms"]
+    if "products_ms" in out["variant"]:
+        kernels_ms = out["variant"]["products_ms"] + out["variant"]["attention_ms"]
+        out["t3_kernel_gain_ceiling"] = out["baseline"]["step_ms"] / kernels_ms
     return out
+
+
+def step_profile(pipeline, text: str, n_tokens: int) -> dict:
+    """Where PIPELINE's decode step goes: one more decode of N_TOKENS forced tokens after a prefill,
+    under torch.profiler, after the timings (no timing comes from it). Per step, the self time of
+    the products with the weights and of the attention over the cache (`profiler.step_parts`): the
+    kernels that read the step's bytes, at the rates they ran. The profiler slows small operators
+    most, so these two are read against the measured step and the rest is what is left of it. On
+    CPU only: a CUDA profile times kernels, not these operators."""
+    s = pipeline.sampling
+    with torch.inference_mode():
+        conds, tokens = pipeline.conditioning(), pipeline.text_to_tokens(text)
+        torch.manual_seed(0)
+        state = pipeline.t3.prefill(conds.t3, tokens, s)
+        table = profiler.operators_of(partial(pipeline.t3.decode, state, s, n_tokens), pipeline.device)
+    parts = profiler.step_parts(table)
+    return {"profiled_steps": n_tokens, "products_ms": parts["products"] / n_tokens,
+            "attention_ms": parts["attention"] / n_tokens}
 
 
 PROBE_DRIFT = 0.2  # medians before and after the timings further apart than this: the floor says so

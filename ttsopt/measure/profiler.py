@@ -63,9 +63,32 @@ def _table(averages, device: torch.device) -> pd.DataFrame:
 def operators_of(call, device: torch.device) -> pd.DataFrame:
     """CALL run once under torch.profiler: one row per operator, most expensive first."""
     _quiet_gpu_probe(device)
-    with profile(activities=_activities(device)) as prof:
+    with profile(activities=_activities(device), acc_events=True) as prof:  # acc_events: no per-cycle warning
         call()
     return _table(prof.key_averages(), device)
+
+
+# A decode step's operators by what they do. Products with the weights: the linear layers and the
+# speech head, in any kernel (float products, dynamic int8, weight-only int8 and int4). Attention
+# over the cache: torch's attention kernels, or the batched products of an eager attention (a
+# step's weights never go through a batched product). Everything else: norms, rotary, the cache
+# write, elementwise glue, sampling, the interpreter.
+WEIGHT_PRODUCTS = ("mm", "addmm", "linear_dynamic", "_weight_int8pack_mm", "_weight_int4pack_mm_for_cpu", "_int_mm")
+STEP_PARTS = ("products", "attention", "rest")
+
+
+def step_part(name: str) -> str:
+    """Which of STEP_PARTS the operator NAME (as the profiler keys it, `aten::mm`) belongs to."""
+    op = name.rsplit("::", 1)[-1]
+    if op in WEIGHT_PRODUCTS:
+        return "products"
+    return "attention" if "attention" in op or op in ("bmm", "baddbmm") else "rest"
+
+
+def step_parts(table: pd.DataFrame) -> dict[str, float]:
+    """Self CPU milliseconds of an `operators_of` TABLE gathered into STEP_PARTS."""
+    parts = table["name"].map(step_part)
+    return {part: float(table.loc[parts == part, "self_cpu_ms"].sum()) for part in STEP_PARTS}
 
 
 def save_trace(prof, path) -> Path:
