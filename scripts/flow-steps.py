@@ -78,5 +78,6 @@ def profile(spec: str, pipeline: Pipeline, tokens: torch.Tensor, conds, top: int
     for row, pct in zip(table.head(top).itertuples(), share):
         print(f"  {row.name[:56]:56s} {row.self_cpu_ms / 1e3:7.3f} s  {pct:5.1f}%  {row.calls:6d} calls")
 
+
 if __name__ == "__main__":
     main()

@@ -97,8 +97,10 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     say(f"loading both sides, warming up, {trials} interleaved pair(s)")
     base, fast, applied = measure_pairs(run_, [{"id": "bench", "category": "bench", "text": text,
                                                 "language": language}])
-    say("T3's memory floor, and where its step goes (profiled)")
+    say("T3's memory floor")
     floor = memory_floor(base, fast, run_, text, tokens, before)
+    say("where each side's T3 step goes (profiled)")
+    step_split(base, fast, floor, text, tokens)
     say("the flow's compute floor")
     flow = flow_floor(base, fast, run_, tokens)
     first = {}
@@ -121,7 +123,7 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
 
 def steps(trials: int, stream: bool, batch: int, memory: bool) -> int:
     """How many steps `run` reports to its progress callback."""
-    return 5 + (trials if stream else 0) + (trials if batch else 0) + (2 if memory else 0)
+    return 6 + (trials if stream else 0) + (trials if batch else 0) + (2 if memory else 0)
 
 
 def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int, say,
@@ -193,14 +195,22 @@ def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int, before: list[
         out[str(side)] = {"step_mb": nbytes / 2**20, "weight_mb": roofline.weight_bytes(p.model.t3) / 2**20,
                           "step_ms": step_s * 1e3, "achieved_gb_s": nbytes / step_s / 1e9,
                           "floor_ms": nbytes / bandwidth * 1e3}
-        if p.device.type == "cpu":
-            parts = step_profile(p, text, n_tokens)
-            out[str(side)].update(parts, products_gb_s=roofline.weight_bytes(p.model.t3) / parts["products_ms"] / 1e6)
     out["t3_gain_ceiling"] = out["baseline"]["step_ms"] / out["variant"]["floor_ms"]
-    if "products_ms" in out["variant"]:
-        kernels_ms = out["variant"]["products_ms"] + out["variant"]["attention_ms"]
-        out["t3_kernel_gain_ceiling"] = out["baseline"]["step_ms"] / kernels_ms
     return out
+
+
+def step_split(base, fast, floor: dict, text: str, n_tokens: int) -> None:
+    """Adds to FLOOR (`memory_floor`'s) where each side's step went (`step_profile`), the rate its
+    products read the weights at, and the most a step built from the fast side's kernels could gain
+    over the measured baseline. CPU only: a CUDA profile times kernels, not these operators."""
+    if base.device.type != "cpu":
+        return
+    for side, p in ((Side.BASELINE, base), (Side.VARIANT, fast)):
+        row = floor[str(side)]
+        row.update(step_profile(p, text, n_tokens))
+        row["products_gb_s"] = row["weight_mb"] * 2**20 / row["products_ms"] / 1e6
+    kernels_ms = floor["variant"]["products_ms"] + floor["variant"]["attention_ms"]
+    floor["t3_kernel_gain_ceiling"] = floor["baseline"]["step_ms"] / kernels_ms
 
 
 def step_profile(pipeline, text: str, n_tokens: int) -> dict:
@@ -208,8 +218,7 @@ def step_profile(pipeline, text: str, n_tokens: int) -> dict:
     under torch.profiler, after the timings (no timing comes from it). Per step, the self time of
     the products with the weights and of the attention over the cache (`profiler.step_parts`): the
     kernels that read the step's bytes, at the rates they ran. The profiler slows small operators
-    most, so these two are read against the measured step and the rest is what is left of it. On
-    CPU only: a CUDA profile times kernels, not these operators."""
+    most, so these two are read against the measured step and the rest is what is left of it."""
     s = pipeline.sampling
     with torch.inference_mode():
         conds, tokens = pipeline.conditioning(), pipeline.text_to_tokens(text)
