@@ -1,7 +1,8 @@
 """S3Gen's flow alone, per variant spec, on one machine in one process: each spec's own copy
 of the model, the same speech tokens and noise seed for all, rounds interleaved so drift falls
 on every spec alike, and per spec the median flow time with its range over the rounds and its
-mel's relative error against the first spec's. For choosing between flow paths (precision,
+mel's relative error against the first spec's, and each later spec's gain over the first with
+its interval over the rounds (each round pairs them). For choosing between flow paths (precision,
 compiled estimator) without a whole bench; the first round includes compilation and is left
 out of the summary. A spec ending in `@fused` puts torch's fused attention back in the flow
 after the variants applied (fast-s3gen's bfloat16 estimator takes three batched products on a
@@ -64,6 +65,9 @@ def main() -> None:
         error = ((mels[spec] - ref).norm() / ref.norm()).item()
         print(f"  {spec:36s} {rounds.summary(times[spec])} s  first round {times[spec][0]:.2f} s  "
               f"mel rel. error {error:.4f}")
+    for spec in args.specs[1:]:
+        gain = rounds.paired(times[spec], times[args.specs[0]])
+        print(f"  {spec:36s} against {args.specs[0]}, round by round: {gain}")
     if args.profile:
         for spec, pipeline, conds in pipelines:
             profile(spec, pipeline, tokens, conds)

@@ -1,6 +1,7 @@
 """The T3 decode step alone, per variant spec, on one machine in one process: each spec's own
 copy of the model, rounds interleaved so drift falls on every spec alike, and per spec the
-median step time with its range over the rounds. For choosing between step paths (TorchScript,
+median step time with its range over the rounds, and each later spec's gain over the first
+with its interval over the rounds (each round pairs them). For choosing between step paths (TorchScript,
 compiled, int8, int8 head) without a whole bench; the first round includes compilation and
 TorchScript's profiling runs and is left out of the summary. A spec ending in `@eager` runs its
 layers as eager ops even where the step would script them (how much TorchScript buys).
@@ -61,6 +62,9 @@ def main() -> None:
         evidence = pipeline.t3.evidence()
         extra = f", compiled in {evidence['compile']['compile_s']} s" if "compile" in evidence else ""
         print(f"  {spec:42s} {rounds.summary(times[spec], digits=1)} ms {evidence.get('layer_step')}{extra}")
+    for spec in args.specs[1:]:
+        gain = rounds.paired(times[spec], times[args.specs[0]])
+        print(f"  {spec:42s} against {args.specs[0]}, round by round: {gain}")
 
 
 if __name__ == "__main__":

@@ -29,3 +29,24 @@ def test_summary_leaves_the_warm_up_round_out():
 def test_no_rounds_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         rounds.interleaved({"x": lambda: 1.0}, 0)
+
+
+def test_paired_gain_reads_each_rounds_ratio_and_leaves_the_warm_up_out():
+    reference = [50.0, 10.0, 11.0, 9.0, 10.0]
+    faster = [1.0, 5.0, 5.5, 4.5, 5.0]  # half the reference's time in every steady round
+    assert rounds.paired(faster, reference) == "x2.000 (2.000-2.000, n = 4) faster"
+
+
+def test_paired_gain_that_straddles_the_band_is_inconclusive_with_its_n():
+    reference = [1.0, 10.0, 10.0, 10.0]
+    mixed = [1.0, 9.0, 11.0, 10.0]
+    text = rounds.paired(mixed, reference)
+    assert text.endswith("inconclusive (n = 3)")
+    assert text.startswith("x1.0")
+
+
+def test_paired_gain_of_a_slower_subject_is_below_one_and_says_slower():
+    reference = [1.0, 10.0, 10.0, 10.0]
+    slower = [1.0, 20.0, 21.0, 19.0]
+    text = rounds.paired(slower, reference)
+    assert text.startswith("x0.50") and text.endswith("slower")
