@@ -4,10 +4,12 @@ median step time with its range over the rounds, and each later spec's gain over
 with its interval over the rounds (each round pairs them). For choosing between step paths (TorchScript,
 compiled, int8, int8 head) without a whole bench; the first round includes compilation and
 TorchScript's profiling runs and is left out of the summary. A spec ending in `@eager` runs its
-layers as eager ops even where the step would script them (how much TorchScript buys).
+layers as eager ops even where the step would script them (how much TorchScript buys); one
+ending in `@script` runs the TorchScript layer where the step would run the native one.
 
     .venv/bin/python scripts/t3-steps.py fast-t3 compiled-t3 fast-t3+cpu-int8-t3 \
         fast-t3+cpu-int8-t3+cpu-int8-head fast-t3+cpu-int8-t3+cpu-int8-head@eager \
+        fast-t3+cpu-int8-t3+cpu-int8-head@script \
         [--model original] [--source synthetic] [--steps 30] [--rounds 4]
 """
 import argparse
@@ -36,11 +38,23 @@ def step_ms(pipeline: Pipeline, steps: int) -> float:
         return (time.perf_counter() - start) / steps * 1e3
 
 
-def unscript(pipeline: Pipeline) -> None:
-    """Make PIPELINE's step plan run eager ops: the plan is built now and keeps its modules."""
+def _plan(pipeline: Pipeline):
+    """PIPELINE's step plan, built now: it keeps its modules."""
     stage = pipeline.t3
-    plan = stage._plan() if hasattr(stage, "_plan") else llama_step.plan_for(stage.t3.tfmr)
-    plan.scripted, plan.kind = None, f"eager ({plan.kind} unscripted)"
+    return stage._plan() if hasattr(stage, "_plan") else llama_step.plan_for(stage.t3.tfmr)
+
+
+def unscript(pipeline: Pipeline) -> None:
+    """Make PIPELINE's step plan run eager ops."""
+    plan = _plan(pipeline)
+    plan.scripted, plan.native, plan.kind = None, None, f"eager ({plan.kind} unscripted)"
+
+
+def script(pipeline: Pipeline) -> None:
+    """Make PIPELINE's step run the TorchScript layer where it would run the native one."""
+    plan = _plan(pipeline)
+    if getattr(plan, "native", None) is not None:
+        plan.native, plan.kind = None, plan.kind.replace("native", "torchscript")
 
 
 def main() -> None:
@@ -52,7 +66,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=4)
     args = p.parse_args()
     warnings.filterwarnings("ignore")
-    pipelines = probes.spec_pipelines(args.specs, args.model, args.source, {"eager": unscript})
+    pipelines = probes.spec_pipelines(args.specs, args.model, args.source, {"eager": unscript, "script": script})
     times = rounds.interleaved({spec: (lambda p=pipeline: step_ms(p, args.steps))
                                 for spec, pipeline in zip(args.specs, pipelines)},
                                args.rounds, say=lambda line: print(line, flush=True), unit="ms/step")

@@ -1,9 +1,11 @@
 """The fast path on the tiny model: same tokens as upstream, batch == one by one, streaming
 lengths, every fast variant applies and proves it."""
 import copy
+import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ttsopt import variants
 from ttsopt.core.errors import UserError
@@ -12,7 +14,7 @@ from ttsopt.engine.batch import synthesize_batch
 from ttsopt.engine.pipeline import SAMPLES_PER_TOKEN, Pipeline, Sampling
 from ttsopt.engine.s3gen import FlowStage
 from ttsopt.engine.stream import FIRST_PARTS, synthesize_stream
-from ttsopt.engine.t3 import llama_step, sampling
+from ttsopt.engine.t3 import llama_step, native, sampling
 from ttsopt.engine.t3.fast import FastT3
 from ttsopt.engine.t3.lean import LeanT3
 from ttsopt.engine.t3.upstream import UpstreamT3
@@ -314,7 +316,11 @@ def test_plan_step_equals_module_calls(tiny_model, weights):
         quantize_dynamic(tfmr, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     plan = llama_step.Plan(tfmr)
     assert not any(isinstance(f, torch.nn.Module) for layer in plan.layers for f in layer[:-1])  # all direct
-    assert plan.kind == f"torchscript-{weights}"
+    # One new token with joined int8 weights runs the native layer where it builds (below).
+    native_layer = weights == "int8-joined" and native.layer().op is not None
+    expected = "native-int8-joined" if native_layer else f"torchscript-{weights}"
+    assert plan.kind == expected, plan.native_why
+    plan.native = None  # its loops sum in another order: held to this plan apart, below
     torch.manual_seed(0)
     h = torch.randn(2, 1, tfmr.config.hidden_size)
     caches = [llama_step.StaticKV(tfmr.config, 2, 32, torch.float32, "cpu") for _ in range(2)]
@@ -336,6 +342,67 @@ def test_plan_step_equals_module_calls(tiny_model, weights):
     assert torch.equal(ours, ref) and torch.equal(direct, ref) and torch.equal(ours_many, direct_many)
     for c in caches[1:]:
         assert torch.equal(caches[0].k, c.k) and torch.equal(caches[0].v, c.v)
+
+
+def _need_native() -> None:
+    """Skip where no C++ compiler is found (the step then runs TorchScript, saying why); with one,
+    a native layer that did not build fails the test."""
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("no C++ compiler: the native decode layer cannot be built here (.ci/run installs g++)")
+    assert native.layer().op is not None, native.layer().why
+
+
+def test_native_layer_computes_what_the_torchscript_layer_computes(tiny_model):
+    """The C++ int8 layer, step after step at growing positions: the same hidden states and the same
+    keys and values in the cache as the TorchScript layer up to the order of float32 sums, for two
+    rows (CFG) and for one."""
+    tfmr = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
+    _need_native()
+    native_plan, scripted_plan = llama_step.Plan(tfmr), llama_step.Plan(tfmr)
+    scripted_plan.native = None
+    torch.manual_seed(0)
+    for rows in (2, 1):
+        caches = [llama_step.StaticKV(tfmr.config, rows, 16, torch.float32, "cpu") for _ in range(2)]
+        with torch.inference_mode():
+            for start in range(5, 9):
+                h = torch.randn(rows, 1, tfmr.config.hidden_size)
+                ours = llama_step.forward(tfmr, h, caches[0], start, plan=native_plan)
+                ref = llama_step.forward(tfmr, h, caches[1], start, plan=scripted_plan)
+                torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=f"rows {rows}, slot {start}")
+        torch.testing.assert_close(caches[0].k, caches[1].k, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(caches[0].v, caches[1].v, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 7, 300])
+def test_native_decode_attention_matches_torch_attention_over_the_filled_slots(length):
+    """One query per row and head over the first LENGTH slots of a longer cache, the slots after
+    them holding values that must not count."""
+    _need_native()
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 1, 64)
+    k, v = torch.randn(2, 4, 320, 64) * 3, torch.randn(2, 4, 320, 64)
+    ours = torch.ops.ttsopt_t3.decode_attention(q, k, v, length, 0.125)
+    ref = F.scaled_dot_product_attention(q, k[:, :, :length], v[:, :, :length], scale=0.125)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="slots in a cache of 320"):
+        torch.ops.ttsopt_t3.decode_attention(q, k, v, 321, 0.125)
+    with pytest.raises(RuntimeError, match="no grouped heads"):
+        torch.ops.ttsopt_t3.decode_attention(q, k[:, :2], v[:, :2], length, 0.125)
+
+
+def test_native_layer_refuses_several_tokens_and_can_be_turned_off(tiny_model, monkeypatch):
+    _need_native()
+    tfmr = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
+    plan = llama_step.Plan(tfmr)
+    cache = llama_step.StaticKV(tfmr.config, 2, 16, torch.float32, "cpu")
+    attn = tfmr.layers[0].self_attn
+    cos, sin = tfmr.rotary_emb(torch.zeros(1), torch.arange(3, 5).unsqueeze(0))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="one new token per row"):
+        plan.native(torch.randn(2, 2, tfmr.config.hidden_size), *plan.scripted[1][0], cos, sin, cache.k[0],
+                    cache.v[0], 3, attn.scaling, attn.head_dim)
+    monkeypatch.setenv("TTSOPT_NATIVE", "0")
+    off = native.Native()
+    assert off.op is None and "TTSOPT_NATIVE=0" in off.why
 
 
 def test_plan_follows_module_swaps_and_hooks(tiny_model):

@@ -160,8 +160,13 @@ class FastT3:
 
     def evidence(self) -> dict:
         decode = "cuda-graph" if self.graphs else "compiled static-kv" if self.compiled else "eager static-kv"
-        layer_step = (self.compiled or llama_step.plan_for(self.t3.tfmr)).kind
-        return {"decode": decode, "layer_step": layer_step, "steps": self.steps,
+        plan = self.compiled or llama_step.plan_for(self.t3.tfmr)
+        native = {}
+        if plan.native is not None:
+            native = {"native_build_s": round(llama_step.native.layer().build_s, 2)}
+        elif plan.native_why:
+            native = {"native_layer": plan.native_why}
+        return {"decode": decode, "layer_step": plan.kind, **native, "steps": self.steps,
                 **({"compile": self.compiled.scripted[0].evidence()} if self.compiled is not None else {}),
                 "host_reads": self.host_reads, "forwards": self.forwards, "eos_every": self.eos_every,
                 **({"graph": self.graph.evidence()} if self.graph is not None else {})}

@@ -1,0 +1,96 @@
+"""The native decode layer (`native/llama_layer.cpp`): T3's int8 Llama layer for one new token as
+one C++ op, `torch.ops.ttsopt_t3.llama_layer_int8`, and the attention of one new token over the
+cache it runs, `torch.ops.ttsopt_t3.decode_attention`.
+
+Why: on a 2-core CPU the TorchScript layer's sixty-odd small ops cost a sizeable share of an int8
+decode step beside its products and attention (`ttsopt bench` prints where the step went), and
+torch's fused attention kernel, built for many queries, reads the cache well below the memory's
+speed for one. The op keeps the int8 products; its norms, rotary embedding with the cache write,
+and silu(gate) * up are plain loops, and its attention one pass over the keys and one over the
+values. It computes what the TorchScript layer computes, in float32, its sums in another order
+(tests bound the difference). It is built with torch's extension builder (ninja and a
+C++ compiler) on first use, for this CPU's instruction set, and cached by it across processes;
+where it cannot be built, `layer` says why and the step stays TorchScript (fast-t3's evidence and
+`ttsopt bench` show which ran). `TTSOPT_NATIVE=0` keeps the TorchScript layer, to time one
+against the other.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("native") / "llama_layer.cpp"
+# -march=native: the loops vectorize for this CPU, so the build is named after its units (a cache
+# shared by machines of other kinds never hands one of them another's build); -fopenmp: the
+# attention's rows and heads run on torch's threads (at::parallel_for compiles to OpenMP).
+CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+
+
+def _name() -> str:
+    """The extension's name: its source and this CPU's instruction set extensions."""
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    digest = hashlib.sha1((flags or platform.processor()).encode()).hexdigest()[:10]
+    return f"ttsopt_t3_native_{digest}"
+
+
+class Native:
+    """The loaded op, or why there is none; BUILD_S: seconds this process spent loading it (a build
+    when the extension cache had none for this source, else a check of it)."""
+
+    def __init__(self):
+        self.op, self.why, self.build_s = None, "", 0.0
+        if os.environ.get("TTSOPT_NATIVE", "1") == "0":
+            self.why = "TTSOPT_NATIVE=0 keeps the TorchScript layer"
+            return
+        start = time.perf_counter()
+        try:
+            self._build()
+            self.op = torch.jit.script(_call)  # from TorchScript: no Python-side cost per packed weight
+        except Exception as e:  # the builder raises what the compiler, ninja or the loader raised
+            self.why = f"the native layer did not build ({type(e).__name__}: {str(e).strip().splitlines()[-1][:200]})"
+        self.build_s = time.perf_counter() - start
+
+    @staticmethod
+    def _build() -> None:
+        quiet = logging.getLogger("torch.utils.cpp_extension")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # "No CUDA runtime is found": a CPU build needs none
+        try:
+            from torch.utils.cpp_extension import load
+            load(name=_name(), sources=[str(SOURCE)], extra_cflags=CFLAGS, is_python_module=False, verbose=False)
+        finally:
+            quiet.setLevel(level)
+
+
+_NATIVE: Native | None = None
+
+
+def layer() -> Native:
+    """The native layer of this process, built or loaded on first use."""
+    global _NATIVE
+    if _NATIVE is None:
+        _NATIVE = Native()
+    return _NATIVE
+
+
+_P = torch.classes.quantized.LinearPackedParamsBase
+
+
+def _call(h: torch.Tensor, norm1: torch.Tensor, eps1: float, norm2: torch.Tensor, eps2: float, qkv: _P, o: _P,
+          gate_up: _P, down: _P, reduce_range: bool, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor,
+          v_cache: torch.Tensor, start: int, scale: float, head_dim: int) -> torch.Tensor:
+    return torch.ops.ttsopt_t3.llama_layer_int8(h, norm1, eps1, norm2, eps2, qkv, o, gate_up, down, reduce_range,
+                                                cos, sin, k_cache, v_cache, start, scale, head_dim)

@@ -1,0 +1,202 @@
+// One Llama decoder layer of T3's int8 CPU decode step as one native op, for one new token.
+//
+// Why: the TorchScript layer (scripted.py) runs some sixty ATen ops per layer on two rows of
+// 1024 floats, and on a 2-core CPU each op's fixed cost (interpreter, dispatch, TensorIterator
+// set-up) adds up to a sizeable share of the step (`ttsopt bench`, "where it went"). Here the
+// norms and the rotary embedding with the cache write are plain loops over the rows, the
+// attention over the cache is a loop of its own (`decode_attention`, below), and the layer calls
+// ATen only for the four int8 products (quantized::linear_dynamic, as the TorchScript layer
+// does), the SiLU and the two residual adds. It computes what `scripted.layer_int8_joined`
+// computes, in float32, with its sums in another order (tests bound the difference).
+#include <torch/library.h>
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/native/quantized/PackedParams.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using Packed = c10::intrusive_ptr<LinearPackedParamsBase>;
+
+// LlamaRMSNorm.forward on float32 rows: weight * (x * rsqrt(mean(x^2) + eps)).
+at::Tensor rms(const at::Tensor& rows_in, const at::Tensor& weight_in, double eps) {
+  TORCH_CHECK(weight_in.numel() == rows_in.size(-1), "llama_layer_int8: a norm weight as wide as the rows");
+  const auto x = rows_in.contiguous();
+  const auto weight = weight_in.contiguous();
+  const int64_t D = x.size(-1), rows = x.numel() / D;
+  auto out = at::empty_like(x);
+  const float* xs = x.data_ptr<float>();
+  const float* w = weight.data_ptr<float>();
+  float* os = out.data_ptr<float>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = xs + r * D;
+    float squares = 0.f;
+#pragma omp simd reduction(+ : squares)
+    for (int64_t i = 0; i < D; ++i) squares += xr[i] * xr[i];
+    const float inv = 1.f / std::sqrt(squares / static_cast<float>(D) + static_cast<float>(eps));
+    float* o = os + r * D;
+#pragma omp simd
+    for (int64_t i = 0; i < D; ++i) o[i] = w[i] * (xr[i] * inv);
+  }
+  return out;
+}
+
+// The MLP's silu(gate) * up, from the joined gate/up product's output (gate first, then up):
+// ATen's vectorized SiLU, where a plain loop would call a scalar exp 8192 times a layer.
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  const int64_t width = gate_up.size(-1) / 2;
+  return at::silu(gate_up.narrow(-1, 0, width)).mul_(gate_up.narrow(-1, width, width));
+}
+
+// Rotary embedding of one new token's queries and keys, as upstream's (q * cos) + (rotate_half(q) * sin),
+// with the keys and values written into the caches at slot START; returns the rotated queries (B, H, 1, D).
+at::Tensor rotate_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t head_dim) {
+  const int64_t B = qkv.size(0), width = qkv.size(2) / 3, H = width / head_dim, half = head_dim / 2;
+  TORCH_CHECK(qkv.is_contiguous() && k_cache.stride(3) == 1 && v_cache.stride(3) == 1,
+              "llama_layer_int8: contiguous projections and caches with contiguous head dims");
+  auto q_out = at::empty({B, H, 1, head_dim}, qkv.options());
+  const float* src = qkv.data_ptr<float>();
+  const float* c = cos.data_ptr<float>();
+  const float* s = sin.data_ptr<float>();
+  float* qo = q_out.data_ptr<float>();
+  float* kc = k_cache.data_ptr<float>();
+  float* vc = v_cache.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = src + b * 3 * width;
+    for (int64_t h = 0; h < H; ++h) {
+      const float* q = row + h * head_dim;
+      const float* k = row + width + h * head_dim;
+      const float* v = row + 2 * width + h * head_dim;
+      float* qd = qo + (b * H + h) * head_dim;
+      float* kd = kc + b * k_cache.stride(0) + h * k_cache.stride(1) + start * k_cache.stride(2);
+      float* vd = vc + b * v_cache.stride(0) + h * v_cache.stride(1) + start * v_cache.stride(2);
+      for (int64_t i = 0; i < head_dim; ++i) {
+        const float q_rot = i < half ? -q[i + half] : q[i - half];
+        const float k_rot = i < half ? -k[i + half] : k[i - half];
+        const float q_cos = q[i] * c[i], q_sin = q_rot * s[i];
+        const float k_cos = k[i] * c[i], k_sin = k_rot * s[i];
+        qd[i] = q_cos + q_sin;
+        kd[i] = k_cos + k_sin;
+        vd[i] = v[i];
+      }
+    }
+  }
+  return q_out;
+}
+
+// Attention of one new token over the first LENGTH cache slots, for every row and head: one pass
+// over the keys for the scores, one over the values for their weighted sum. torch's fused CPU
+// kernel blocks its work for many queries; with one it reads the cache well below the memory's
+// speed, and in a decode step the cache is all it reads. The sums run in another order than that
+// kernel's, so the output differs from it by float32 rounding (tests bound it).
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t length,
+                            double scale) {
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3);
+  TORCH_CHECK(q.is_contiguous() && q.size(2) == 1 && k_cache.stride(3) == 1 && v_cache.stride(3) == 1 && D <= 256,
+              "decode_attention: one query per row and head, contiguous head dims of at most 256");
+  TORCH_CHECK(length >= 1 && length <= k_cache.size(2), "decode_attention: ", length, " slots in a cache of ",
+              k_cache.size(2));
+  TORCH_CHECK(k_cache.size(0) == B && k_cache.size(1) == H && v_cache.sizes() == k_cache.sizes() &&
+                  k_cache.size(3) == D,
+              "decode_attention: caches of (rows, heads, slots, head dim) matching the queries' (no grouped heads)");
+  auto out = at::empty({B, H, 1, D}, q.options());
+  const float* qs = q.data_ptr<float>();
+  const float* ks = k_cache.data_ptr<float>();
+  const float* vs = v_cache.data_ptr<float>();
+  float* os = out.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> p(length);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float* qr = qs + bh * D;
+      const float* k = ks + b * k_cache.stride(0) + h * k_cache.stride(1);
+      const float* v = vs + b * v_cache.stride(0) + h * v_cache.stride(1);
+      float top = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < length; ++j) {
+        const float* kr = k + j * k_cache.stride(2);
+        float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
+        p[j] = dot * sc;
+        top = std::max(top, p[j]);
+      }
+      float total = 0.f;
+      for (int64_t j = 0; j < length; ++j) {
+        p[j] = std::exp(p[j] - top);
+        total += p[j];
+      }
+      float acc[256] = {0.f};
+      for (int64_t j = 0; j < length; ++j) {
+        const float* vr = v + j * v_cache.stride(2);
+        const float w = p[j];
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) acc[d] += w * vr[d];
+      }
+      float* o = os + bh * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = acc[d] / total;
+    }
+  });
+  return out;
+}
+
+// The int8 product and the attention go through the dispatcher, as calls from Python would, so
+// torch.profiler sees them apart from the layer's own loops (`ttsopt bench`, "where it went").
+at::Tensor product(const at::Tensor& x, const Packed& w, bool reduce_range) {
+  static const auto op = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("quantized::linear_dynamic", "")
+                              .typed<at::Tensor(at::Tensor, const Packed&, bool)>();
+  return op.call(x, w, reduce_range);
+}
+
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t length,
+                  double scale) {
+  static const auto op = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("ttsopt_t3::decode_attention", "")
+                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                                double)>();
+  return op.call(q, k_cache, v_cache, length, scale);
+}
+
+at::Tensor llama_layer_int8(const at::Tensor& h, const at::Tensor& norm1, double eps1, const at::Tensor& norm2,
+                            double eps2, const Packed& qkv, const Packed& o, const Packed& gate_up,
+                            const Packed& down, bool reduce_range, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, double scale,
+                            int64_t head_dim) {
+  TORCH_CHECK(h.dim() == 3 && h.size(1) == 1 && h.scalar_type() == at::kFloat && h.device().is_cpu(),
+              "llama_layer_int8: one new token per row, float32, on the CPU (B, 1, D)");
+  TORCH_CHECK(cos.numel() == head_dim && sin.numel() == head_dim && cos.is_contiguous() && sin.is_contiguous(),
+              "llama_layer_int8: one position's rotary tables, shared by every row");
+  TORCH_CHECK(start >= 0 && start < k_cache.size(2), "llama_layer_int8: slot ", start, " is outside the cache");
+  const int64_t B = h.size(0), D = h.size(2);
+  auto x = rms(h, norm1, eps1);
+  auto q = rotate_and_cache(product(x, qkv, reduce_range), cos, sin, k_cache, v_cache, start, head_dim);
+  auto a = attend(q, k_cache, v_cache, start + 1, scale);
+  auto h2 = h + product(a.view({B, 1, D}), o, reduce_range);
+  auto gu = product(rms(h2, norm2, eps2), gate_up, reduce_range);
+  return h2 + product(silu_mul(gu), down, reduce_range);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(ttsopt_t3, m) {
+  m.def("llama_layer_int8(Tensor h, Tensor norm1, float eps1, Tensor norm2, float eps2, "
+        "__torch__.torch.classes.quantized.LinearPackedParamsBase qkv, "
+        "__torch__.torch.classes.quantized.LinearPackedParamsBase o, "
+        "__torch__.torch.classes.quantized.LinearPackedParamsBase gate_up, "
+        "__torch__.torch.classes.quantized.LinearPackedParamsBase down, bool reduce_range, "
+        "Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, int start, float scale, int head_dim) "
+        "-> Tensor");
+  m.def("decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, int length, float scale) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(ttsopt_t3, CPU, m) {
+  m.impl("llama_layer_int8", llama_layer_int8);
+  m.impl("decode_attention", decode_attention);
+}
