@@ -28,3 +28,17 @@ def tiny_pipeline(tiny_model):
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory, tiny_model):
     return sources.save_local(tiny_model, tmp_path_factory.mktemp("tiny-weights"))
+
+
+@pytest.fixture()
+def native_layer():
+    """The native decode ops (`engine.t3.native`); the test skips where no C++ compiler is found
+    (the step then runs TorchScript, saying why), and fails where one is found but they did not build."""
+    import shutil
+
+    from ttsopt.engine.t3 import native
+    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        pytest.skip("no C++ compiler: the native decode layer cannot be built here (.ci/run installs g++)")
+    built = native.layer()
+    assert built.op is not None and built.gpt2 is not None, built.why
+    return built

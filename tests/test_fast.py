@@ -1,7 +1,6 @@
 """The fast path on the tiny model: same tokens as upstream, batch == one by one, streaming
 lengths, every fast variant applies and proves it."""
 import copy
-import shutil
 
 import pytest
 import torch
@@ -344,20 +343,11 @@ def test_plan_step_equals_module_calls(tiny_model, weights):
         assert torch.equal(caches[0].k, c.k) and torch.equal(caches[0].v, c.v)
 
 
-def _need_native() -> None:
-    """Skip where no C++ compiler is found (the step then runs TorchScript, saying why); with one,
-    a native layer that did not build fails the test."""
-    if not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        pytest.skip("no C++ compiler: the native decode layer cannot be built here (.ci/run installs g++)")
-    assert native.layer().op is not None, native.layer().why
-
-
-def test_native_layer_computes_what_the_torchscript_layer_computes(tiny_model):
+def test_native_layer_computes_what_the_torchscript_layer_computes(tiny_model, native_layer):
     """The C++ int8 layer, step after step at growing positions: the same hidden states and the same
     keys and values in the cache as the TorchScript layer up to the order of float32 sums, for two
     rows (CFG) and for one."""
     tfmr = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
-    _need_native()
     native_plan, scripted_plan = llama_step.Plan(tfmr), llama_step.Plan(tfmr)
     scripted_plan.native = None
     torch.manual_seed(0)
@@ -374,10 +364,9 @@ def test_native_layer_computes_what_the_torchscript_layer_computes(tiny_model):
 
 
 @pytest.mark.parametrize("length", [1, 7, 300])
-def test_native_decode_attention_matches_torch_attention_over_the_filled_slots(length):
+def test_native_decode_attention_matches_torch_attention_over_the_filled_slots(length, native_layer):
     """One query per row and head over the first LENGTH slots of a longer cache, the slots after
     them holding values that must not count."""
-    _need_native()
     torch.manual_seed(0)
     q = torch.randn(2, 4, 1, 64)
     k, v = torch.randn(2, 4, 320, 64) * 3, torch.randn(2, 4, 320, 64)
@@ -390,8 +379,15 @@ def test_native_decode_attention_matches_torch_attention_over_the_filled_slots(l
         torch.ops.ttsopt_t3.decode_attention(q, k[:, :2], v[:, :2], length, 0.125)
 
 
-def test_native_layer_refuses_several_tokens_and_can_be_turned_off(tiny_model, monkeypatch):
-    _need_native()
+def test_a_step_left_in_torchscript_says_why_it_runs_no_native_layer(tiny_model, monkeypatch):
+    monkeypatch.setenv("TTSOPT_NATIVE", "0")
+    monkeypatch.setattr(native, "_NATIVE", None)
+    plan = llama_step.Plan(quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr)))
+    assert plan.kind == "torchscript-int8-joined" and plan.native is None
+    assert native.evidence(plan) == {"native_layer": "TTSOPT_NATIVE=0 keeps the TorchScript layer"}
+
+
+def test_native_layer_refuses_several_tokens_and_can_be_turned_off(tiny_model, native_layer, monkeypatch):
     tfmr = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
     plan = llama_step.Plan(tfmr)
     cache = llama_step.StaticKV(tfmr.config, 2, 16, torch.float32, "cpu")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import llama_step, sampling
+from . import llama_step, native, sampling
 from .lean import output_cache
 from .upstream import prefill_inputs
 
@@ -161,12 +161,7 @@ class FastT3:
     def evidence(self) -> dict:
         decode = "cuda-graph" if self.graphs else "compiled static-kv" if self.compiled else "eager static-kv"
         plan = self.compiled or llama_step.plan_for(self.t3.tfmr)
-        native = {}
-        if plan.native is not None:
-            native = {"native_build_s": round(llama_step.native.layer().build_s, 2)}
-        elif plan.native_why:
-            native = {"native_layer": plan.native_why}
-        return {"decode": decode, "layer_step": plan.kind, **native, "steps": self.steps,
+        return {"decode": decode, "layer_step": plan.kind, **native.evidence(plan), "steps": self.steps,
                 **({"compile": self.compiled.scripted[0].evidence()} if self.compiled is not None else {}),
                 "host_reads": self.host_reads, "forwards": self.forwards, "eos_every": self.eos_every,
                 **({"graph": self.graph.evidence()} if self.graph is not None else {})}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from chatterbox.models.t3.modules.cond_enc import T3Cond
 
-from . import gpt2_step, sampling, turbo
+from . import gpt2_step, native, sampling, turbo
 
 
 @dataclass
@@ -127,5 +127,6 @@ class FastTurboT3:
         return torch.cat(rows).float()
 
     def evidence(self) -> dict:
-        return {"decode": "static-kv (GPT-2)", "layer_step": self._plan().kind, "steps": self.steps,
+        plan = self._plan()
+        return {"decode": "static-kv (GPT-2)", "layer_step": plan.kind, **native.evidence(plan), "steps": self.steps,
                 "forwards": self.forwards, "voice_prefix": {"hits": self.voice_hits, "misses": self.voice_misses}}

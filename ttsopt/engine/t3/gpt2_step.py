@@ -10,7 +10,10 @@ instead of being concatenated onto a cache that is copied whole every step.
 
 On CPU, when every block is plain (dynamic int8 projections, LayerNorms, the tanh GELU, no
 hooks), each block runs as one TorchScript function instead (`scripted.gpt2_block_int8`): the same ops
-from C++, without the interpreter's cost per op. `Plan.kind` says which path runs.
+from C++, without the interpreter's cost per op; and a step of one new token runs each block as
+one native op where it builds (`native`, as `llama_step` does for the Llama layer): the same
+arithmetic, its sums in another order, with an attention that reads the cache at nearer the
+memory's speed. `Plan.kind` says which path runs.
 
 GPT-2 adds learned position embeddings to its inputs (`wpe`); Turbo feeds speech embeddings as
 `inputs_embeds`, so a step's input is the speech embedding plus `wpe` at its position, as
@@ -24,7 +27,7 @@ from torch import nn
 from transformers.activations import NewGELUActivation
 from transformers.pytorch_utils import Conv1D
 
-from . import llama_step
+from . import llama_step, native
 from .llama_step import _has_hooks
 from .llama_step import _linear as _plain_linear
 
@@ -79,8 +82,13 @@ class Plan:
         self.ln_f = _layer_norm(tfmr.ln_f)
         self.kind = ",".join(sorted({_kind(m) for b in tfmr.h for m in (b.attn.c_attn, b.mlp.c_fc)}))
         self.scripted = self._script(tfmr)
+        self.native, self.native_why = None, ""  # one new token through `native`'s C++ block
         if self.scripted is not None:
             self.kind = "torchscript-int8"
+            built = native.layer()
+            self.native, self.native_why = built.gpt2, built.why
+            if self.native is not None:
+                self.kind = "native-int8"
 
     @staticmethod
     def _script(tfmr):
@@ -138,6 +146,11 @@ def forward(tfmr, embeds: torch.Tensor, cache: StaticKV, start: int, plan: Plan)
     mask = None
     if T > 1:  # token t sees the cache before `start` and the new tokens up to itself
         mask = torch.arange(start + T, device=h.device)[None, :] <= positions.view(T, 1)
+    if plan.native is not None and plan.scripted is not None and T == 1:
+        _, blocks = plan.scripted
+        for i, (args, block) in enumerate(zip(blocks, tfmr.h)):
+            h = plan.native(h, *args, cache.k[i], cache.v[i], start, block.attn.scaling, block.attn.head_dim)
+        return plan.ln_f(h)
     if plan.scripted is not None:
         fn, blocks = plan.scripted
         for i, (args, block) in enumerate(zip(blocks, tfmr.h)):

@@ -1,6 +1,7 @@
 """The native decode layer (`native/llama_layer.cpp`): T3's int8 Llama layer for one new token as
-one C++ op, `torch.ops.ttsopt_t3.llama_layer_int8`, and the attention of one new token over the
-cache it runs, `torch.ops.ttsopt_t3.decode_attention`.
+one C++ op, `torch.ops.ttsopt_t3.llama_layer_int8`, Turbo's int8 GPT-2 block likewise
+(`gpt2_block_int8`), and the attention of one new token over the cache both run,
+`torch.ops.ttsopt_t3.decode_attention`.
 
 Why: on a 2-core CPU the TorchScript layer's sixty-odd small ops cost a sizeable share of an int8
 decode step beside its products and attention (`ttsopt bench` prints where the step went), and
@@ -47,18 +48,20 @@ def _name() -> str:
 
 
 class Native:
-    """The loaded op, or why there is none; BUILD_S: seconds this process spent loading it (a build
-    when the extension cache had none for this source, else a check of it)."""
+    """The loaded ops (OP: the Llama layer, GPT2: Turbo's block), or why there are none; BUILD_S:
+    seconds this process spent loading them (a build when the extension cache had none for this
+    source, else a check of it)."""
 
     def __init__(self):
-        self.op, self.why, self.build_s = None, "", 0.0
+        self.op, self.gpt2, self.why, self.build_s = None, None, "", 0.0
         if os.environ.get("TTSOPT_NATIVE", "1") == "0":
             self.why = "TTSOPT_NATIVE=0 keeps the TorchScript layer"
             return
         start = time.perf_counter()
         try:
             self._build()
-            self.op = torch.jit.script(_call)  # from TorchScript: no Python-side cost per packed weight
+            # Called from TorchScript: no Python-side cost per packed weight.
+            self.op, self.gpt2 = torch.jit.script(_call), torch.jit.script(_call_gpt2)
         except Exception as e:  # the builder raises what the compiler, ninja or the loader raised
             self.why = f"the native layer did not build ({type(e).__name__}: {str(e).strip().splitlines()[-1][:200]})"
         self.build_s = time.perf_counter() - start
@@ -86,6 +89,14 @@ def layer() -> Native:
     return _NATIVE
 
 
+def evidence(plan) -> dict:
+    """For a step's evidence: the seconds this process spent loading the native op PLAN runs, or why
+    PLAN (a `llama_step` or `gpt2_step` plan) runs none though it could have; nothing otherwise."""
+    if plan.native is not None:
+        return {"native_build_s": round(layer().build_s, 2)}
+    return {"native_layer": plan.native_why} if plan.native_why else {}
+
+
 _P = torch.classes.quantized.LinearPackedParamsBase
 
 
@@ -94,3 +105,10 @@ def _call(h: torch.Tensor, norm1: torch.Tensor, eps1: float, norm2: torch.Tensor
           v_cache: torch.Tensor, start: int, scale: float, head_dim: int) -> torch.Tensor:
     return torch.ops.ttsopt_t3.llama_layer_int8(h, norm1, eps1, norm2, eps2, qkv, o, gate_up, down, reduce_range,
                                                 cos, sin, k_cache, v_cache, start, scale, head_dim)
+
+
+def _call_gpt2(h: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor, ln2_w: torch.Tensor, ln2_b: torch.Tensor,
+               eps1: float, eps2: float, c_attn: _P, c_proj: _P, c_fc: _P, mlp_proj: _P, reduce_range: bool,
+               k_cache: torch.Tensor, v_cache: torch.Tensor, start: int, scale: float, head_dim: int) -> torch.Tensor:
+    return torch.ops.ttsopt_t3.gpt2_block_int8(h, ln1_w, ln1_b, ln2_w, ln2_b, eps1, eps2, c_attn, c_proj, c_fc,
+                                               mlp_proj, reduce_range, k_cache, v_cache, start, scale, head_dim)

@@ -1,4 +1,5 @@
-// One Llama decoder layer of T3's int8 CPU decode step as one native op, for one new token.
+// One Llama decoder layer of T3's int8 CPU decode step as one native op, for one new token, and
+// one GPT-2 block of Turbo's likewise (at the end).
 //
 // Why: the TorchScript layer (scripted.py) runs some sixty ATen ops per layer on two rows of
 // 1024 floats, and on a 2-core CPU each op's fixed cost (interpreter, dispatch, TensorIterator
@@ -53,17 +54,21 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
   return at::silu(gate_up.narrow(-1, 0, width)).mul_(gate_up.narrow(-1, width, width));
 }
 
-// Rotary embedding of one new token's queries and keys, as upstream's (q * cos) + (rotate_half(q) * sin),
-// with the keys and values written into the caches at slot START; returns the rotated queries (B, H, 1, D).
-at::Tensor rotate_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                            const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t head_dim) {
+// One new token's joined q/k/v projection (B, 1, 3 * width) split into heads, with the rotary
+// embedding (upstream's (q * cos) + (rotate_half(q) * sin)) where COS and SIN are given (Llama)
+// and none where they are undefined (GPT-2); the keys and values are written into the caches at
+// slot START, and the queries returned as (B, H, 1, head_dim).
+at::Tensor split_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                           const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t head_dim) {
   const int64_t B = qkv.size(0), width = qkv.size(2) / 3, H = width / head_dim, half = head_dim / 2;
   TORCH_CHECK(qkv.is_contiguous() && k_cache.stride(3) == 1 && v_cache.stride(3) == 1,
-              "llama_layer_int8: contiguous projections and caches with contiguous head dims");
+              "native layer: contiguous projections and caches with contiguous head dims");
+  TORCH_CHECK(start >= 0 && start < k_cache.size(2), "native layer: slot ", start, " is outside the cache");
   auto q_out = at::empty({B, H, 1, head_dim}, qkv.options());
   const float* src = qkv.data_ptr<float>();
-  const float* c = cos.data_ptr<float>();
-  const float* s = sin.data_ptr<float>();
+  const bool rotary = cos.defined();
+  const float* c = rotary ? cos.data_ptr<float>() : nullptr;
+  const float* s = rotary ? sin.data_ptr<float>() : nullptr;
   float* qo = q_out.data_ptr<float>();
   float* kc = k_cache.data_ptr<float>();
   float* vc = v_cache.data_ptr<float>();
@@ -76,6 +81,12 @@ at::Tensor rotate_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const 
       float* qd = qo + (b * H + h) * head_dim;
       float* kd = kc + b * k_cache.stride(0) + h * k_cache.stride(1) + start * k_cache.stride(2);
       float* vd = vc + b * v_cache.stride(0) + h * v_cache.stride(1) + start * v_cache.stride(2);
+      if (!rotary) {
+        std::copy(q, q + head_dim, qd);
+        std::copy(k, k + head_dim, kd);
+        std::copy(v, v + head_dim, vd);
+        continue;
+      }
       for (int64_t i = 0; i < head_dim; ++i) {
         const float q_rot = i < half ? -q[i + half] : q[i - half];
         const float k_rot = i < half ? -k[i + half] : k[i - half];
@@ -173,14 +184,34 @@ at::Tensor llama_layer_int8(const at::Tensor& h, const at::Tensor& norm1, double
               "llama_layer_int8: one new token per row, float32, on the CPU (B, 1, D)");
   TORCH_CHECK(cos.numel() == head_dim && sin.numel() == head_dim && cos.is_contiguous() && sin.is_contiguous(),
               "llama_layer_int8: one position's rotary tables, shared by every row");
-  TORCH_CHECK(start >= 0 && start < k_cache.size(2), "llama_layer_int8: slot ", start, " is outside the cache");
   const int64_t B = h.size(0), D = h.size(2);
   auto x = rms(h, norm1, eps1);
-  auto q = rotate_and_cache(product(x, qkv, reduce_range), cos, sin, k_cache, v_cache, start, head_dim);
+  auto q = split_and_cache(product(x, qkv, reduce_range), cos, sin, k_cache, v_cache, start, head_dim);
   auto a = attend(q, k_cache, v_cache, start + 1, scale);
   auto h2 = h + product(a.view({B, 1, D}), o, reduce_range);
   auto gu = product(rms(h2, norm2, eps2), gate_up, reduce_range);
   return h2 + product(silu_mul(gu), down, reduce_range);
+}
+
+// One GPT-2 block of Turbo's int8 CPU decode step for one new token: what
+// `scripted.gpt2_block_int8` computes (LayerNorms, the joined q/k/v projection, attention over
+// the cache, the tanh GELU), with the head split and cache write as one loop and the attention
+// as above.
+at::Tensor gpt2_block_int8(const at::Tensor& h, const at::Tensor& ln1_w, const at::Tensor& ln1_b,
+                           const at::Tensor& ln2_w, const at::Tensor& ln2_b, double eps1, double eps2,
+                           const Packed& c_attn, const Packed& c_proj, const Packed& c_fc, const Packed& mlp_proj,
+                           bool reduce_range, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start,
+                           double scale, int64_t head_dim) {
+  TORCH_CHECK(h.dim() == 3 && h.size(1) == 1 && h.scalar_type() == at::kFloat && h.device().is_cpu(),
+              "gpt2_block_int8: one new token per row, float32, on the CPU (B, 1, D)");
+  const int64_t B = h.size(0), D = h.size(2);
+  auto x = at::layer_norm(h, {D}, ln1_w, ln1_b, eps1);
+  auto q = split_and_cache(product(x, c_attn, reduce_range), at::Tensor(), at::Tensor(), k_cache, v_cache, start,
+                           head_dim);
+  auto a = attend(q, k_cache, v_cache, start + 1, scale);
+  auto h2 = h + product(a.view({B, 1, D}), c_proj, reduce_range);
+  auto inner = product(at::layer_norm(h2, {D}, ln2_w, ln2_b, eps2), c_fc, reduce_range);
+  return h2 + product(at::gelu(inner, "tanh"), mlp_proj, reduce_range);
 }
 
 }  // namespace
@@ -193,10 +224,17 @@ TORCH_LIBRARY(ttsopt_t3, m) {
         "__torch__.torch.classes.quantized.LinearPackedParamsBase down, bool reduce_range, "
         "Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, int start, float scale, int head_dim) "
         "-> Tensor");
+  m.def("gpt2_block_int8(Tensor h, Tensor ln1_w, Tensor ln1_b, Tensor ln2_w, Tensor ln2_b, float eps1, float eps2, "
+        "__torch__.torch.classes.quantized.LinearPackedParamsBase c_attn, "
+        "__torch__.torch.classes.quantized.LinearPackedParamsBase c_proj, "
+        "__torch__.torch.classes.quantized.LinearPackedParamsBase c_fc, "
+        "__torch__.torch.classes.quantized.LinearPackedParamsBase mlp_proj, bool reduce_range, "
+        "Tensor(a!) k_cache, Tensor(b!) v_cache, int start, float scale, int head_dim) -> Tensor");
   m.def("decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, int length, float scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ttsopt_t3, CPU, m) {
   m.impl("llama_layer_int8", llama_layer_int8);
+  m.impl("gpt2_block_int8", gpt2_block_int8);
   m.impl("decode_attention", decode_attention);
 }
