@@ -6,9 +6,9 @@ one C++ op, `torch.ops.ttsopt_t3.llama_layer_int8`, Turbo's int8 GPT-2 block lik
 Why: on a 2-core CPU the TorchScript layer's sixty-odd small ops cost a sizeable share of an int8
 decode step beside its products and attention (`ttsopt bench` prints where the step went), and
 torch's fused attention kernel, built for many queries, reads the cache well below the memory's
-speed for one. The op keeps the int8 products; its norms, rotary embedding with the cache write,
-and silu(gate) * up are plain loops, and its attention one pass over the keys and one over the
-values. It computes what the TorchScript layer computes, in float32, its sums in another order
+speed for one. The op keeps the int8 products and ATen's SiLU (or GELU); its norms and rotary
+embedding with the cache write are plain loops, and its attention one pass over the keys and one
+over the values. It computes what the TorchScript layer computes, in float32, its sums in another order
 (tests bound the difference). It is built with torch's extension builder (ninja and a
 C++ compiler) on first use, for this CPU's instruction set, and cached by it across processes;
 where it cannot be built, `layer` says why and the step stays TorchScript (fast-t3's evidence and
@@ -34,7 +34,8 @@ CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 
 def _name() -> str:
-    """The extension's name: its source and this CPU's instruction set extensions."""
+    """The extension's name, after this CPU's instruction set extensions (torch's builder itself
+    rebuilds an extension whose source or flags changed)."""
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
