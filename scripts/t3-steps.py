@@ -53,7 +53,7 @@ def unscript(pipeline: Pipeline) -> None:
 def script(pipeline: Pipeline) -> None:
     """Make PIPELINE's step run the TorchScript layer where it would run the native one."""
     plan = _plan(pipeline)
-    if getattr(plan, "native", None) is not None:
+    if plan.native is not None:
         plan.native, plan.kind = None, plan.kind.replace("native", "torchscript")
 
 

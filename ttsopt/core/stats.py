@@ -154,10 +154,17 @@ def compare(df: pd.DataFrame, column: str, *, metric: str = "rtf", kind: str = "
     """Compare the two sides of one run's records on COLUMN. AA_OFFSET: |ratio - 1| of the A/A run
     of the same design, which widens the band when it exceeds `min_effect`."""
     logs, unit, base_med, var_med = log_ratios(df, column, phase, design)
-    band = max(d.min_effect, aa_offset)
-    single = unit == "measurements"
     if len(logs) == 0:
         raise ValueError(f"no replicate has an ok {column!r} value on both sides (phase {phase}, design {design})")
+    return from_logs(logs, unit, base_med, var_med, metric=metric, column=column, kind=kind, aa_offset=aa_offset, d=d)
+
+
+def from_logs(logs: np.ndarray, unit: str, base_med: float, var_med: float, *, metric: str, column: str,
+              kind: str = "time", aa_offset: float = 0.0, d: Defaults = DEFAULTS) -> Comparison:
+    """The comparison that replicate LOGS (log variant / baseline, one per UNIT) support: `compare`'s
+    reading, for replicates gathered elsewhere (the step scripts' rounds, `measure.rounds`)."""
+    band = max(d.min_effect, aa_offset)
+    single = unit == "measurements"
     if kind == "memory" and not base_med >= d.min_memory_mb:
         ratio = math.exp(float(np.mean(logs)))
         return Comparison(metric, column, ratio, math.nan, math.nan, math.nan, len(logs), unit, band,

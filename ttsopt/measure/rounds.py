@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ..core import stats
-from ..core.vocab import Verdict
 
 
 def interleaved(subjects: Mapping[str, Callable[[], float]], rounds: int,
@@ -49,13 +48,12 @@ def kept_rounds(rounds: int) -> str:
 
 
 def paired(readings: list[float], reference: list[float]) -> str:
-    """'xG (low-high, n = N) verdict': how many times faster READINGS are than REFERENCE, from
-    their steady rounds' ratios (lower readings are better), as `core.stats` decides a verdict."""
-    pairs = list(zip(steady(reference), steady(readings)))
-    logs = np.array([math.log(ref / value) for ref, value in pairs])
-    if len(logs) < stats.DEFAULTS.min_replicates:
-        return f"x{math.exp(float(np.mean(logs))):.3f} (n = {len(logs)}, too few rounds for an interval)"
-    gain, low, high, _ = stats.interval(logs)
-    verdict = stats.decide(1 / high, 1 / low, stats.DEFAULTS.min_effect)
-    shown = f"{verdict} (n = {len(logs)})" if verdict == Verdict.INCONCLUSIVE else str(verdict)
-    return f"x{gain:.3f} ({low:.3f}-{high:.3f}, n = {len(logs)}) {shown}"
+    """'xG (low-high, n = N) verdict': how many times faster READINGS are than REFERENCE (lower is
+    better), read from their steady rounds' ratios as `core.stats` reads a bench's pairs."""
+    reference, readings = steady(reference), steady(readings)
+    logs = np.log(np.array(readings) / np.array(reference))  # one round each, in the same rounds
+    c = stats.from_logs(logs, "rounds", statistics.median(reference), statistics.median(readings),
+                        metric="time", column="time")
+    gain, low, high = c.gain(higher_is_better=False)
+    spread = f"{low:.3f}-{high:.3f}, n = {c.n}" if math.isfinite(low) else f"n = {c.n}, too few rounds for an interval"
+    return f"x{gain:.3f} ({spread}) {c.reading(higher_is_better=False)}"
