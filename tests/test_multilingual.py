@@ -19,8 +19,11 @@ from ttsopt import variants
 from ttsopt.core import params
 from ttsopt.core.errors import UserError
 from ttsopt.engine import sources
+from ttsopt.engine.batch import synthesize_batch
 from ttsopt.engine.pipeline import Pipeline, Sampling, TextError
 from ttsopt.engine.t3 import alignment
+from ttsopt.engine.t3.fast import FastT3
+from ttsopt.engine.t3.upstream import UpstreamT3
 from ttsopt.experiment import profiles
 
 STOP = 6562
@@ -88,6 +91,87 @@ def test_t3_tokens_equal_upstream_inference_with_its_alignment_analyzer(mtl, lim
                                           repetition_penalty=s.repetition_penalty, min_p=s.min_p, top_p=s.top_p)
     assert torch.equal(ours, upstream[0].cpu())
     assert mtl.analyzer_log["steps"] > 0 and not mtl.analyzer_log["forced_run"]
+
+
+@pytest.mark.parametrize("limit", [6, 25])
+def test_fast_t3_speaks_upstreams_multilingual_tokens_with_its_analyzer(mtl_model, limit):
+    fast = Pipeline(mtl_model)
+    applied = variants.apply(fast, "fast-t3")
+    fast.language = "de"
+    s = dataclasses.replace(fast.sampling, max_new_tokens=limit)
+    ours = fast.synthesize("Guten Morgen, Welt.", seed=3, sampling=s).raw_tokens
+    text_tokens = fast.text_to_tokens("Guten Morgen, Welt.")
+    torch.manual_seed(3)
+    with torch.inference_mode(), upstream_heads(mtl_model):
+        upstream = mtl_model.t3.inference(t3_cond=mtl_model.tts.conds.t3, text_tokens=text_tokens,
+                                          max_new_tokens=limit, temperature=s.temperature, cfg_weight=s.cfg_weight,
+                                          repetition_penalty=s.repetition_penalty, min_p=s.min_p, top_p=s.top_p)
+    assert torch.equal(ours, upstream[0].cpu())
+    assert fast.analyzer_log["steps"] == ours.numel() and not fast.analyzer_log["forced_run"]
+    evidence = applied.evidence(fast)["fast-t3"]
+    assert evidence["analyzed_steps"] == evidence["forwards"] > 0  # the analyzer's rows from every step
+
+
+def test_fast_t3_hands_the_analyzer_the_attention_upstreams_eager_steps_return(mtl):
+    """The analyzer's alignment (its text columns of every step's rows) and the last step's whole
+    rows, from fast-t3's taps, against the ones upstream's hooks caught from eager attention."""
+    runs = []
+
+    def keeping(t3, len_cond, text_len):
+        runs.append(alignment.AnalyzerRun({}, t3, len_cond, text_len))
+        return runs[-1]
+
+    s = dataclasses.replace(mtl.sampling, max_new_tokens=15)
+    tt = mtl.text_to_tokens("Bonjour le monde.")
+    attention = mtl.model.t3.tfmr.config._attn_implementation
+    for runner in (UpstreamT3(mtl.model.t3), FastT3(mtl.model.t3)):
+        runner.analyzer_factory = keeping
+        with torch.inference_mode():
+            torch.manual_seed(4)
+            runner.decode(runner.prefill(mtl.conditioning().t3, tt, s), s)
+    upstream, fast = (run.inner for run in runs)
+    # one row per step, after the prefill's row of the start-of-speech token
+    assert upstream.alignment.shape == fast.alignment.shape and upstream.alignment.size(0) == 1 + 15
+    assert torch.allclose(fast.alignment, upstream.alignment, rtol=1e-4, atol=1e-6)
+    for theirs, ours in zip(upstream.last_aligned_attns, fast.last_aligned_attns):
+        assert ours.shape == theirs.shape and torch.allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+    assert all(run.hooks == [] for run in runs)  # both closed: their hooks removed, the attention restored
+    assert mtl.model.t3.tfmr.config._attn_implementation == attention
+
+
+def test_fast_t3_stops_where_upstreams_analyzer_stops_it(mtl_model):
+    fast = Pipeline(mtl_model)
+    variants.apply(fast, "fast-t3")
+    fast.language = "fr"
+    text = "Bonjour le monde."
+    with repeating(mtl_model):
+        torch.manual_seed(7)
+        with upstream_heads(mtl_model):
+            upstream = mtl_model.tts.generate(text, language_id="fr")[0].numpy()
+        ours = fast.synthesize(text, seed=7)
+    assert ours.raw_tokens[-1].item() == STOP and 2 < ours.raw_tokens.numel() < 20
+    assert fast.analyzer_log["wanted_stop"] >= 1
+    assert np.array_equal(ours.wav, upstream)
+
+
+def test_fast_t3_on_the_int8_multilingual_step_keeps_the_int8_tokens_and_the_analyzer(mtl_model, native_layer):
+    model = copy.deepcopy(mtl_model)  # int8 swaps the linears in place
+    int8 = Pipeline(model)
+    variants.apply(int8, "cpu-int8-t3")
+    expected = int8.synthesize("Hola, mundo.", seed=2, n_tokens=14).raw_tokens
+    fast = Pipeline(model)
+    applied = variants.apply(fast, "cpu-int8-t3+fast-t3")
+    assert torch.equal(fast.synthesize("Hola, mundo.", seed=2, n_tokens=14).raw_tokens, expected)
+    evidence = applied.evidence(fast)["fast-t3"]
+    assert evidence["layer_step"] == "native-int8-joined" and evidence["analyzed_steps"] == 14
+    assert fast.analyzer_log["steps"] == 14
+
+
+def test_a_t3_batch_of_the_multilingual_model_is_refused_not_spoken_without_its_analyzer(mtl_model):
+    pipeline = Pipeline(mtl_model)
+    variants.apply(pipeline, "fast-t3")
+    with pytest.raises(UserError, match="alignment analyzer"):
+        synthesize_batch(pipeline, ["Hola.", "Adiós."], [0, 1], 4)
 
 
 @contextlib.contextmanager
@@ -210,7 +294,7 @@ def test_lossless_variants_keep_the_multilingual_tokens(mtl_model):
     base = Pipeline(mtl_model)
     base.language = "it"
     expected = base.synthesize("Ciao a tutti.", seed=5, n_tokens=12).raw_tokens
-    for name in ("no-grad", "static-kv-cache"):
+    for name in ("no-grad", "static-kv-cache", "fast-t3"):
         pipeline = Pipeline(mtl_model)
         pipeline.language = "it"
         variants.apply(pipeline, name)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from chatterbox.models.s3tokenizer import SPEECH_VOCAB_SIZE
 
+from ..core.errors import UserError
 from ..measure.timing import Stopwatch
 from .pipeline import SAMPLE_RATE, Synthesis
 from .t3 import llama_step, sampling
@@ -43,6 +44,9 @@ def synthesize_batch(pipeline, texts: list[str], seeds: list[int], n_tokens=None
     one per text."""
     if len(texts) != len(seeds):
         raise ValueError(f"{len(texts)} texts but {len(seeds)} seeds")
+    if getattr(pipeline.t3, "analyzer_factory", None) is not None:
+        raise UserError(f"the {pipeline.model.name} model's T3 runs upstream's alignment analyzer, which follows one "
+                        "synthesis at a time: a T3 batch would speak without it; synthesize one at a time")
     ns = list(n_tokens) if isinstance(n_tokens, (list, tuple)) else [n_tokens] * len(texts)
     s = pipeline.sampling
     clock = Stopwatch(pipeline.device)

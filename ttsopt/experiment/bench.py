@@ -50,10 +50,12 @@ def best_combo(device_type: str, flags: set[str], model: str = "original") -> tu
         return "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen", (
             f"turbo on a CPU: GPT-2 over a static KV cache with int8 linears and speech head; {flow} "
             "(Turbo's flow takes 2 steps)")
-    if model == "multilingual":  # fast-t3 has no alignment analyzer, which upstream runs for this model
-        if device_type == "cuda":
-            return "fast-s3gen", f"multilingual on CUDA: CUDA graphs and {flow}"
-        return "cpu-int8-t3+cpu-int8-head+fast-s3gen", f"multilingual on a CPU: int8 T3 linears and speech head, {flow}"
+    if model == "multilingual" and device_type == "cuda":  # its analyzer reads every step: no T3 graph
+        return "fast-s3gen", f"multilingual on CUDA: CUDA graphs and {flow}"
+    if model == "multilingual":
+        return "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen", (
+            f"multilingual on a CPU: T3 over a static KV cache with int8 linears and speech head, upstream's "
+            f"alignment analyzer fed from the step, {flow}")
     if device_type == "cuda":
         return "fast-t3+fast-s3gen", f"CUDA: the T3 step and the flow as CUDA graphs, {flow}"
     return "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen", (f"a CPU: T3 over a static KV cache with int8 linears "
@@ -81,6 +83,9 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     """PROGRESS(message) is told as each of `steps(...)` starts; FIRST_CHUNK: the streams' first chunk
     in tokens (default: as every chunk)."""
     say = progress or (lambda message: None)
+    if batch and model == "multilingual":
+        raise UserError("--batch: the multilingual model runs upstream's alignment analyzer, which follows one "
+                        "synthesis at a time, so a T3 batch would speak without it")
     from ..engine.sources import resolve_device
     from ..measure.env import cpu_flags
     why = "chosen with --combo"

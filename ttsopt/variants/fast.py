@@ -25,9 +25,7 @@ _MIB = 2**20
 class FastT3Variant(Variant):
     """The original's Llama T3 (`engine.t3.fast`) or Turbo's GPT-2 T3 (`engine.t3.fast_turbo`)."""
     name = "fast-t3"
-    models = ("original", "turbo")
-    not_for = {"multilingual": "its step returns no attention maps, so upstream's alignment analyzer, which the "
-                               "multilingual model runs on every step, cannot run: the tokens would differ by design"}
+    models = ("original", "turbo", "multilingual")  # the multilingual model's alignment analyzer comes along
     claims = (Claim("t3_decode", "static KV cache, on-device sampling and a step without per-module dispatch "
                                  "(CUDA graph on CUDA): less T3 decode time for the same tokens"),)
     lossless = True
@@ -35,8 +33,7 @@ class FastT3Variant(Variant):
     def apply(self, pipeline):
         t3 = pipeline.model.t3
         runner = FastTurboT3(t3) if pipeline.model.name == "turbo" else FastT3(t3)
-        pipeline.replace("t3", runner, by=self.name)
-        return runner
+        return _in_place_of_t3(pipeline, runner, self.name)
 
     def evidence(self, pipeline, runner) -> dict:
         return {"t3": type(runner).__name__, **runner.evidence()}
@@ -46,6 +43,19 @@ class FastT3Variant(Variant):
         return steps > 0, f"{steps} decode steps on the static-KV path ({evidence.get('layer_step')})"
 
 
+def _in_place_of_t3(pipeline, runner, by: str):
+    """RUNNER as the pipeline's T3, taking over the alignment analyzer the runner it replaces
+    holds (the multilingual model's, as upstream runs it on every step)."""
+    factory = getattr(pipeline.stages["t3"], "analyzer_factory", None)
+    if factory is not None:
+        if not hasattr(runner, "analyzer_factory"):
+            raise NotApplicable(by, f"this T3 runs upstream's alignment analyzer, which {type(runner).__name__} "
+                                    "cannot feed")
+        runner.analyzer_factory = factory
+    pipeline.replace("t3", runner, by=by)
+    return runner
+
+
 class CompiledT3Variant(Variant):
     """fast-t3's loop with every decode layer run through `torch.compile` (`engine.t3.compiled`):
     the step a GPU would run (mode "reduce-overhead" there) is the one the CPU tests run. Float
@@ -53,18 +63,15 @@ class CompiledT3Variant(Variant):
     TorchScript step (`fast-t3+cpu-int8-t3`) stays the fast one; this measures what compiling buys
     the float step, its compile time apart (evidence `compile.compile_s`)."""
     name = "compiled-t3"
-    models = ("original",)
-    not_for = {"turbo": "the compiled step is the Llama layer; Turbo's GPT-2 step is not compiled",
-               "multilingual": FastT3Variant.not_for["multilingual"]}
+    models = ("original", "multilingual")
+    not_for = {"turbo": "the compiled step is the Llama layer; Turbo's GPT-2 step is not compiled"}
     claims = (Claim("t3_decode", "fast-t3's static-KV step with its layers compiled by torch.compile (inductor): "
                                  "fused elementwise chains, less T3 decode time, same tokens within float rounding"),)
     lossless = False  # inductor's fused loops round differently; tests hold the tokens to the eager step's
     conflicts = ("fast-t3", "cpu-int8", "cpu-int8-t3", "cpu-int4-t3")
 
     def apply(self, pipeline):
-        runner = FastT3(pipeline.model.t3, compiled=True)
-        pipeline.replace("t3", runner, by=self.name)
-        return runner
+        return _in_place_of_t3(pipeline, FastT3(pipeline.model.t3, compiled=True), self.name)
 
     def evidence(self, pipeline, runner) -> dict:
         return {"t3": type(runner).__name__, **runner.evidence()}

@@ -14,12 +14,18 @@ twice in a row. Two upstream behaviours are contained here:
   (`wanted_stop`), so a forced run does the same work as a natural one of that length.
 The tiny test model has 4 heads per layer; upstream's heads (15, 11, 2) are taken modulo the
 head count there, and the log says so.
+
+fast-t3's step returns no attention maps and never calls the hooked modules: it taps the three
+layers' inputs instead, and `attention_rows` computes from them and the cache the rows upstream's
+eager attention would have handed the hooks (`AnalyzerRun.attend`).
 """
 from __future__ import annotations
 
 import contextlib
 
+import torch
 from chatterbox.models.t3.inference import alignment_stream_analyzer as asa
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from ...measure.timing import Stopwatch
 
@@ -57,6 +63,12 @@ class AnalyzerRun:
                    hooks_installed=len(self.hooks), attention_during_analysis=cfg._attn_implementation,
                    steps=0, step_s=0.0, wanted_stop=0, first_wanted_stop=None, forced_run=False)
         self.forced = False
+        self.heads = heads
+
+    def attend(self, rows: list[torch.Tensor]) -> None:
+        """This step's attention rows of the analyzer's heads (`attention_rows`), for a step whose
+        layers did not run the hooked modules."""
+        self.inner.last_aligned_attns[:] = rows
 
     def begin(self, forced: bool) -> None:
         self.forced = forced
@@ -87,6 +99,28 @@ class AnalyzerRun:
         self.cfg._attn_implementation, self.cfg.output_attentions = self.saved
 
 
+
+
+def attention_rows(tfmr, inputs: dict[int, torch.Tensor], heads, k_cache: torch.Tensor,
+                   position: int) -> list[torch.Tensor]:
+    """For each (layer, head) of HEADS, the first row's (the conditioned one's) attention weights
+    (1, position + 1) of its token at POSITION over the cache, as upstream's eager attention hands
+    them to the analyzer's hooks: softmax(q K^T * scaling) in float32, q from the layer's input
+    INPUTS[layer] through the layer's own norm, q projection and rotary embedding, K that layer's
+    cached keys (rotated when written, the new token's included; K_CACHE as `llama_step.StaticKV.k`).
+    The same arithmetic as the step's own attention, in another order."""
+    rows = []
+    where = torch.tensor([[position]], device=k_cache.device)
+    for layer, head in heads:
+        block = tfmr.layers[layer]
+        attn = block.self_attn
+        x = block.input_layernorm(inputs[layer][:1, -1:])
+        q = attn.q_proj(x).view(1, 1, -1, attn.head_dim).transpose(1, 2)[:, head:head + 1]
+        cos, sin = tfmr.rotary_emb(x, where)
+        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
+        scores = torch.matmul(q, k_cache[layer, :1, head:head + 1, :position + 1].transpose(2, 3)) * attn.scaling
+        rows.append(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)[0, 0])
+    return rows
 
 
 def factory(log: dict):

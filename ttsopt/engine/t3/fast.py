@@ -9,6 +9,13 @@ Here: a static KV cache written in place (`llama_step`), sampling as device tens
 (`sampling`), EOS read back every `eos_every` steps with the overshoot discarded, and on CUDA
 the whole step — forward, CFG, processors and the draw — replayed as one CUDA graph
 (`cuda_graph`). Same seed, same tokens as `pipeline.UpstreamT3` on CPU, natural stop included.
+
+With upstream's alignment analyzer (the multilingual model runs it on every step; a runner's
+`analyzer_factory`, as `UpstreamT3`'s), the prefill is upstream's eager one, whose attention maps
+the analyzer's hooks read, and each step taps the three analyzed layers' inputs so that
+`alignment.attention_rows` gives the analyzer the rows upstream's eager attention would have;
+the analyzer then edits the CFG-combined logits where upstream's loop lets it. Such steps run
+eagerly (a CUDA graph cannot hand rows to the host analyzer each step).
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import llama_step, native, sampling
+from . import alignment, llama_step, native, sampling
 from .lean import output_cache
 from .upstream import prefill_inputs
 
@@ -59,6 +66,9 @@ class FastT3:
         self.steps = 0             # decode steps run (eager and replayed), for evidence
         self.host_reads = 0        # times the sampled tokens were read back by the host
         self.forwards = 0          # transformer forwards after prefill
+        self.analyzer_factory = None  # upstream's alignment analyzer, as `UpstreamT3` holds it
+        self.analyzer = None       # this synthesis' `alignment.AnalyzerRun`
+        self.analyzed = 0          # steps whose attention rows the analyzer was handed
 
     # --- prefill -------------------------------------------------------------------------
     def prefill(self, t3_cond, text_tokens: torch.Tensor, s) -> FastState:
@@ -69,10 +79,13 @@ class FastT3:
             raise ValueError("fast-t3 decodes with classifier-free guidance: cfg_weight > 0 and "
                              "two text rows (as the pipeline's text_to_tokens stage makes them)")
         inputs, _, len_cond, text_tokens = prefill_inputs(t3, t3_cond, text_tokens, s.cfg_weight)
-        out = t3.tfmr(inputs_embeds=inputs, use_cache=True)
+        self._close_analyzer()  # a synthesis that failed before decode ended left it open
+        if self.analyzer_factory is not None:  # switches the model to eager attention until closed
+            self.analyzer = self.analyzer_factory(t3, len_cond, text_tokens.size(-1))
+        out = t3.tfmr(inputs_embeds=inputs, use_cache=True, output_attentions=self.analyzer is not None)
         length = inputs.size(1)
         capacity = self.capacity_for(length, s.max_new_tokens)
-        if self.graphs:
+        if self.graphs and self.analyzer is None:
             cache = self._graph_decoder(capacity).cache
         else:
             cache = llama_step.StaticKV(t3.tfmr.config, 2, capacity, inputs.dtype, inputs.device, zeroed=False)
@@ -91,23 +104,42 @@ class FastT3:
     def decode(self, state: FastState, s, n_tokens: int | None = None) -> torch.Tensor:
         """Raw tokens (1, n): with N, exactly N speech tokens then the stop token; without,
         up to and including the first stop token, or max_new_tokens tokens."""
-        if self.graphs:
+        if self.graphs and self.analyzer is None:
             return self._graph_decoder(state.cache.capacity).decode(self, state, s, n_tokens)
         return torch.cat(list(self.blocks(state, s, n_tokens)), dim=1)
 
     def blocks(self, state: FastState, s, n_tokens: int | None = None):
         """Eager decode as a stream: yields (1, b) token blocks as soon as they are final
         (every step when forced, every `eos_every` steps otherwise). Streaming reads this."""
-        t3 = self.t3
+        analyzer = self.analyzer
+        if analyzer is not None:
+            analyzer.begin(forced=n_tokens is not None)
+        try:
+            yield from self._blocks(state, s, n_tokens)
+        finally:
+            self._close_analyzer()
+
+    def _close_analyzer(self) -> None:
+        if self.analyzer is not None:
+            self.analyzer.close()
+        self.analyzer = None
+
+    def _blocks(self, state: FastState, s, n_tokens: int | None):
+        t3, analyzer = self.t3, self.analyzer
         stop = t3.hp.stop_speech_token
         forced = n_tokens is not None
         steps = n_tokens if forced else s.max_new_tokens
         seen = torch.zeros(1, state.logits.size(-1), dtype=torch.bool, device=state.logits.device)
         seen[0, t3.hp.start_speech_token] = True
-        logits, pending = state.logits, []
+        logits, pending, last = state.logits, [], t3.hp.start_speech_token
         for i in range(steps):
-            probs = torch.softmax(sampling.warp(sampling.cfg_combine(logits, s.cfg_weight), seen, s, forced), dim=-1)
+            combined = sampling.cfg_combine(logits, s.cfg_weight)
+            if analyzer is not None:  # where upstream's loop runs it: after CFG, before the processors
+                combined = analyzer.step(combined, next_token=last)
+            probs = torch.softmax(sampling.warp(combined, seen, s, forced), dim=-1)
             token = sampling.draw(probs)
+            if analyzer is not None:
+                last = int(token)
             pending.append(token)
             seen.scatter_(1, token, True)
             self.steps += 1
@@ -131,7 +163,12 @@ class FastT3:
             yield torch.full_like(state.logits[:1, :1], stop, dtype=torch.long)
 
     def _step(self, embed: torch.Tensor, cache: llama_step.StaticKV, start: int) -> torch.Tensor:
-        h = llama_step.forward(self.t3.tfmr, embed, cache, start, plan=self.compiled)
+        tfmr, analyzer = self.t3.tfmr, self.analyzer
+        taps = None if analyzer is None else {layer: None for layer, _ in analyzer.heads}
+        h = llama_step.forward(tfmr, embed, cache, start, plan=self.compiled, taps=taps)
+        if analyzer is not None:
+            analyzer.attend(alignment.attention_rows(tfmr, taps, analyzer.heads, cache.k, start))
+            self.analyzed += 1
         return self.t3.speech_head(h)[:, -1]
 
     # --- teacher-forced scoring ------------------------------------------------------------
@@ -164,4 +201,5 @@ class FastT3:
         return {"decode": decode, "layer_step": plan.kind, **native.evidence(plan), "steps": self.steps,
                 **({"compile": self.compiled.scripted[0].evidence()} if self.compiled is not None else {}),
                 "host_reads": self.host_reads, "forwards": self.forwards, "eos_every": self.eos_every,
+                **({"analyzed_steps": self.analyzed} if self.analyzed else {}),
                 **({"graph": self.graph.evidence()} if self.graph is not None else {})}

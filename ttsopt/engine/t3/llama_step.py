@@ -220,9 +220,12 @@ def plan_for(tfmr) -> Plan:
     return plan
 
 
-def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = None) -> torch.Tensor:
+def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = None,
+            taps: dict[int, torch.Tensor | None] | None = None) -> torch.Tensor:
     """Run inputs_embeds H (B, T, D) through every layer and the final norm; returns (B, T, D).
-    PLAN: `Plan(tfmr)` made once per utterance by the caller (default: `plan_for(tfmr)`)."""
+    PLAN: `Plan(tfmr)` made once per utterance by the caller (default: `plan_for(tfmr)`).
+    TAPS: layer index -> filled with that layer's input (B, T, D), for a reader of one layer's
+    attention (`alignment.attention_rows`) on a path whose layers return none."""
     plan = plan or plan_for(tfmr)
     B, T, _ = h.shape
     limit = None
@@ -245,20 +248,28 @@ def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = N
         attn = tfmr.layers[0].self_attn
         cos, sin = cos.reshape(-1), sin.reshape(-1)
         for i, args in enumerate(layers):
+            _tap(taps, i, h)
             h = plan.native(h, *args, cos, sin, cache.k[i], cache.v[i], start, attn.scaling, attn.head_dim)
         return plan.norm(h)
     if plan.scripted is not None and isinstance(start, int):
         fn, layers = plan.scripted
         attn = tfmr.layers[0].self_attn
         for i, args in enumerate(layers):
+            _tap(taps, i, h)
             h = fn(h, *args, cos, sin, cache.k[i], cache.v[i], start, mask, attn.scaling, attn.head_dim)
         return plan.norm(h)
     for i, (norm1, q_proj, k_proj, v_proj, o_proj, norm2, gate, up, act, down, attn) in enumerate(plan.layers):
+        _tap(taps, i, h)
         h = h + _attention(attn, q_proj, k_proj, v_proj, o_proj, norm1(h), cos, sin,
                            cache.k[i], cache.v[i], start, mask, limit)
         x = norm2(h)
         h = h + down(act(gate(x)) * up(x))
     return plan.norm(h)
+
+
+def _tap(taps: dict | None, i: int, h: torch.Tensor) -> None:
+    if taps is not None and i in taps:
+        taps[i] = h
 
 
 def _attention(attn, q_proj, k_proj, v_proj, o_proj, x, cos, sin, k_cache, v_cache, start, mask, limit):
