@@ -400,6 +400,24 @@ def test_a_step_left_in_torchscript_says_why_it_runs_no_native_layer(tiny_model,
     assert native.evidence(plan) == {"native_layer": "TTSOPT_NATIVE=0 keeps the TorchScript layer"}
 
 
+def test_a_failed_native_build_says_the_compilers_error_not_the_builders_last_line(monkeypatch):
+    output = ("Error building extension 'ttsopt_t3_native_0': [1/2] c++ -MMD -c llama_layer.cpp -o llama_layer.o\n"
+              "llama_layer.cpp:12:10: fatal error: torch/library.h: No such file or directory\n"
+              "compilation terminated.\nninja: build stopped: subcommand failed.\n")
+
+    def failing():
+        raise RuntimeError(output)
+
+    monkeypatch.setenv("TTSOPT_NATIVE", "1")
+    monkeypatch.setattr(native.Native, "_build", staticmethod(failing))
+    built = native.Native()
+    assert built.op is None and built.gpt2 is None
+    assert built.why == ("the native layer did not build (RuntimeError: llama_layer.cpp:12:10: fatal error: "
+                         "torch/library.h: No such file or directory)")
+    monkeypatch.setattr(native.Native, "_build", staticmethod(lambda: (_ for _ in ()).throw(OSError("no ninja"))))
+    assert native.Native().why == "the native layer did not build (OSError: no ninja)"
+
+
 def test_native_layer_refuses_several_tokens_and_can_be_turned_off(tiny_model, native_layer, monkeypatch):
     tfmr = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
     plan = llama_step.Plan(tfmr)

@@ -64,7 +64,7 @@ class Native:
             # Called from TorchScript: no Python-side cost per packed weight.
             self.op, self.gpt2 = torch.jit.script(_call), torch.jit.script(_call_gpt2)
         except Exception as e:  # the builder raises what the compiler, ninja or the loader raised
-            self.why = f"the native layer did not build ({type(e).__name__}: {str(e).strip().splitlines()[-1][:200]})"
+            self.why = f"the native layer did not build ({type(e).__name__}: {_reason(e)})"
         self.build_s = time.perf_counter() - start
 
     @staticmethod
@@ -77,6 +77,15 @@ class Native:
             load(name=_name(), sources=[str(SOURCE)], extra_cflags=CFLAGS, is_python_module=False, verbose=False)
         finally:
             quiet.setLevel(level)
+
+
+def _reason(e: Exception) -> str:
+    """The line of a failed build's message that says what failed: the compiler's first error where
+    the message carries the build's output (torch's builder appends it to "Error building
+    extension"), else its last line."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line.lower()]
+    return (errors[0] if errors else lines[-1] if lines else "no message")[:200]
 
 
 _NATIVE: Native | None = None
