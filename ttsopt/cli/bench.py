@@ -28,8 +28,8 @@ def register(sub) -> None:
     p.add_argument("--combo", default=None,
                    help="variant spec (default per device and model: fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen "
                         "on a CPU, whose flow estimator goes bfloat16 with avx512_bf16 or amx_bf16 and int8 linears "
-                        "without; fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA), "
-                        "cpu-int8-t3+cpu-int8-head+fast-s3gen for multilingual on a CPU)")
+                        "without; fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA) and for "
+                        "multilingual (fast-s3gen alone on CUDA))")
     p.add_argument("--stream", action="store_true",
                    help="also stream both sides once per pair, after the pairs (first audio, RTF of the rest)")
     p.add_argument("--first-chunk", type=positive, default=None, metavar="N",
