@@ -42,3 +42,21 @@ def native_layer():
     built = native.layer()
     assert built.op is not None and built.gpt2 is not None, built.why
     return built
+
+
+@pytest.fixture(scope="session")
+def int8_then_fast():
+    """A function of (MODEL, TEXT, SEED, N): MODEL's T3 linears made int8 in place (`cpu-int8-t3`),
+    then (the tokens upstream's int8 T3 speaks for TEXT, SEED and N forced tokens, the tokens the
+    same int8 model speaks with fast-t3, fast-t3's evidence, its pipeline)."""
+    from ttsopt import variants
+
+    def run(model, text: str, seed: int, n: int):
+        int8 = Pipeline(model)
+        variants.apply(int8, "cpu-int8-t3")
+        expected = int8.synthesize(text, seed=seed, n_tokens=n).raw_tokens
+        fast = Pipeline(model)
+        applied = variants.apply(fast, "fast-t3")
+        spoken = fast.synthesize(text, seed=seed, n_tokens=n).raw_tokens
+        return expected, spoken, applied.evidence(fast)["fast-t3"], fast
+    return run

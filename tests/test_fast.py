@@ -379,17 +379,12 @@ def test_native_decode_attention_matches_torch_attention_over_the_filled_slots(l
         torch.ops.ttsopt_t3.decode_attention(q, k[:, :2], v[:, :2], length, 0.125)
 
 
-def test_fast_t3_on_int8_llama_gives_the_int8_upstream_tokens(tiny_model):
+def test_fast_t3_on_int8_llama_gives_the_int8_upstream_tokens(tiny_model, int8_then_fast):
     """With int8 linears, fast-t3's step (the native layer where it builds) speaks the tokens upstream's
     int8 T3 speaks for the same seed: its float32 sums in another order move no token here."""
-    model = _own_copy(tiny_model)  # int8 changes the weights in place
-    int8 = Pipeline(model)
-    variants.apply(int8, "cpu-int8-t3")
-    expected = int8.synthesize(TEXT, seed=2, n_tokens=20).raw_tokens
-    fast = Pipeline(model)
-    applied = variants.apply(fast, "fast-t3")
-    assert torch.equal(fast.synthesize(TEXT, seed=2, n_tokens=20).raw_tokens, expected)
-    assert applied.evidence(fast)["fast-t3"]["layer_step"] in ("torchscript-int8-joined", "native-int8-joined")
+    expected, spoken, evidence, _ = int8_then_fast(_own_copy(tiny_model), TEXT, 2, 20)  # int8 changes weights in place
+    assert torch.equal(spoken, expected)
+    assert evidence["layer_step"] in ("torchscript-int8-joined", "native-int8-joined")
 
 
 def test_a_step_left_in_torchscript_says_why_it_runs_no_native_layer(tiny_model, monkeypatch):

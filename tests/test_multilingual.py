@@ -154,15 +154,10 @@ def test_fast_t3_stops_where_upstreams_analyzer_stops_it(mtl_model):
     assert np.array_equal(ours.wav, upstream)
 
 
-def test_fast_t3_on_the_int8_multilingual_step_keeps_the_int8_tokens_and_the_analyzer(mtl_model, native_layer):
-    model = copy.deepcopy(mtl_model)  # int8 swaps the linears in place
-    int8 = Pipeline(model)
-    variants.apply(int8, "cpu-int8-t3")
-    expected = int8.synthesize("Hola, mundo.", seed=2, n_tokens=14).raw_tokens
-    fast = Pipeline(model)
-    applied = variants.apply(fast, "cpu-int8-t3+fast-t3")
-    assert torch.equal(fast.synthesize("Hola, mundo.", seed=2, n_tokens=14).raw_tokens, expected)
-    evidence = applied.evidence(fast)["fast-t3"]
+def test_fast_t3_on_the_int8_multilingual_step_keeps_the_int8_tokens_and_the_analyzer(mtl_model, native_layer,
+                                                                                     int8_then_fast):
+    expected, spoken, evidence, fast = int8_then_fast(copy.deepcopy(mtl_model), "Hola, mundo.", 2, 14)
+    assert torch.equal(spoken, expected)
     assert evidence["layer_step"] == "native-int8-joined" and evidence["analyzed_steps"] == 14
     assert fast.analyzer_log["steps"] == 14
 

@@ -292,16 +292,12 @@ def test_fast_t3_gives_turbos_upstream_tokens_at_a_natural_stop(turbo_model):
     assert out.raw_tokens[-1].item() == STOP and torch.equal(out.raw_tokens, base.raw_tokens)
 
 
-def test_fast_t3_on_int8_gpt2_gives_the_int8_upstream_tokens():
+def test_fast_t3_on_int8_gpt2_gives_the_int8_upstream_tokens(int8_then_fast):
     model = sources.load("tiny", device="cpu", seed=0, model="turbo")  # int8 changes the weights in place
-    int8 = Pipeline(model)
-    variants.apply(int8, "cpu-int8-t3")
-    expected = int8.synthesize("Hello world.", seed=2, n_tokens=15).raw_tokens
-    fast = Pipeline(model)
-    applied = variants.apply(fast, "fast-t3")
-    assert torch.equal(fast.synthesize("Hello world.", seed=2, n_tokens=15).raw_tokens, expected)
+    expected, spoken, evidence, _ = int8_then_fast(model, "Hello world.", 2, 15)
+    assert torch.equal(spoken, expected)
     # blocks scripted, or one new token's blocks native where a compiler built them
-    assert applied.evidence(fast)["fast-t3"]["layer_step"] in ("torchscript-int8", "native-int8")
+    assert evidence["layer_step"] in ("torchscript-int8", "native-int8")
 
 
 def test_fast_t3_scores_turbos_teacher_forced_logits_as_upstream():
