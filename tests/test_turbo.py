@@ -195,7 +195,8 @@ def test_cli_list_says_per_model_what_runs():
     assert rows["fast-t3"]["here"] == "yes"
     proc = _cli("list", "--model", "multilingual", "--json", timeout=120)
     rows = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
-    assert "alignment analyzer" in rows["fast-t3"]["here"] and rows["cpu-int8-t3"]["here"] == "yes"
+    assert rows["fast-t3"]["here"] == "yes" and rows["cpu-int8-t3"]["here"] == "yes"  # the analyzer comes along
+    assert "alignment analyzer" in rows["flash-attention"]["here"]
 
 
 def test_cli_models_prints_each_models_gain_and_the_report_shows_it_beside_a_suite(tmp_path):
