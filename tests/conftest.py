@@ -60,3 +60,11 @@ def int8_then_fast():
         spoken = fast.synthesize(text, seed=seed, n_tokens=n).raw_tokens
         return expected, spoken, applied.evidence(fast)["fast-t3"], fast
     return run
+
+
+@pytest.fixture()
+def fresh_dynamo():
+    """torch.compile with nothing compiled yet in this process: a test that times a compile must see
+    one, though another test compiled the same function for a model of the same shapes before it."""
+    import torch
+    torch._dynamo.reset()

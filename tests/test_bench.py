@@ -304,6 +304,15 @@ def test_a_batch_is_timed_against_one_at_a_time_and_says_whether_it_spoke_the_sa
     assert all(0 <= e["token_match"] <= 1 for e in batched)
 
 
+@pytest.mark.parametrize("model, combo", [("multilingual", None), ("original", "alignment-analyzer+fast-t3")])
+def test_a_batch_of_a_t3_with_the_alignment_analyzer_is_refused_before_anything_is_written(tmp_path, model, combo):
+    from ttsopt.core.errors import UserError
+    with pytest.raises(UserError, match="alignment analyzer"):
+        bench.run(tmp_path / "out", source="tiny", device="cpu", combo=combo, text="Hello.", tokens=4, trials=1,
+                  seed=0, stream=False, batch=2, model=model)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("variant, cause", [("fast-t3+cpu-int8-t3+fast-s3gen", "dynamic int8"),
                                             ("fast-t3+fast-s3gen", "defect")])
 def test_a_batch_that_spoke_other_tokens_is_blamed_on_int8_only_where_the_combination_has_it(variant, cause):

@@ -162,7 +162,7 @@ def _own_copy(tiny_model):
     return model
 
 
-def test_the_compiled_estimator_gives_the_eager_mel_for_every_length_from_one_compile(tiny_model):
+def test_the_compiled_estimator_gives_the_eager_mel_for_every_length_from_one_compile(tiny_model, fresh_dynamo):
     """compiled-s3gen runs the estimator's transformer and resnet blocks through torch.compile
     (inductor's C++ backend here): the eager flow's mel within float rounding, at two lengths,
     the second compiling nothing new (symbolic frame counts); the compile timed apart."""
@@ -548,7 +548,7 @@ def test_an_int4_layer_computes_its_linear_to_within_int4_rounding():
         quant.Int4Linear(torch.nn.Linear(100, 8), group=64)
 
 
-def test_the_compiled_step_gives_the_eager_steps_tokens_and_reports_its_compile_time(tiny_model):
+def test_the_compiled_step_gives_the_eager_steps_tokens_and_reports_its_compile_time(tiny_model, fresh_dynamo):
     """torch.compile (inductor's C++ backend here) runs the float layer `scripted.layer_float` for
     every layer: same seed, same tokens as the eager step; the compile is timed apart."""
     pipeline = Pipeline(tiny_model)

@@ -83,14 +83,15 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     """PROGRESS(message) is told as each of `steps(...)` starts; FIRST_CHUNK: the streams' first chunk
     in tokens (default: as every chunk)."""
     say = progress or (lambda message: None)
-    if batch and model == "multilingual":
-        raise UserError("--batch: the multilingual model runs upstream's alignment analyzer, which follows one "
-                        "synthesis at a time, so a T3 batch would speak without it")
     from ..engine.sources import resolve_device
     from ..measure.env import cpu_flags
     why = "chosen with --combo"
     if not combo:
         combo, why = best_combo(resolve_device(device).type, cpu_flags(), model)
+    if batch and (model == "multilingual" or "alignment-analyzer" in combo.split("+")):
+        # refused before anything loads, as `engine.batch.synthesize_batch` would refuse after the timings
+        raise UserError("--batch: this T3 runs upstream's alignment analyzer, which follows one synthesis at a "
+                        "time, so a T3 batch would speak without it")
     profile = profiles.Profile("bench", None, tuple(range(seed, seed + trials)), trials=1, rounds=0, cross_trials=0,
                                warmup_tokens=min(4, tokens), tokens=tokens, time_limit_s=0, fidelity_prompts=1)
     cfg = RunConfig(out_dir=str(out_dir), variant=combo, source=source, model=model, device=device, run_id=RUN_ID,

@@ -111,12 +111,12 @@ def attention_rows(tfmr, inputs: dict[int, torch.Tensor], heads, k_cache: torch.
     The same arithmetic as the step's own attention, in another order."""
     rows = []
     where = torch.tensor([[position]], device=k_cache.device)
+    cos, sin = tfmr.rotary_emb(inputs[heads[0][0]], where)  # one position for every layer
     for layer, head in heads:
         block = tfmr.layers[layer]
         attn = block.self_attn
         x = block.input_layernorm(inputs[layer][:1, -1:])
         q = attn.q_proj(x).view(1, 1, -1, attn.head_dim).transpose(1, 2)[:, head:head + 1]
-        cos, sin = tfmr.rotary_emb(x, where)
         q, _ = apply_rotary_pos_emb(q, q, cos, sin)
         scores = torch.matmul(q, k_cache[layer, :1, head:head + 1, :position + 1].transpose(2, 3)) * attn.scaling
         rows.append(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)[0, 0])

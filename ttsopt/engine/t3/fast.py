@@ -85,7 +85,7 @@ class FastT3:
         out = t3.tfmr(inputs_embeds=inputs, use_cache=True, output_attentions=self.analyzer is not None)
         length = inputs.size(1)
         capacity = self.capacity_for(length, s.max_new_tokens)
-        if self.graphs and self.analyzer is None:
+        if self._graphed:
             cache = self._graph_decoder(capacity).cache
         else:
             cache = llama_step.StaticKV(t3.tfmr.config, 2, capacity, inputs.dtype, inputs.device, zeroed=False)
@@ -94,6 +94,11 @@ class FastT3:
             cache.v[i, :, :, :length] = layer.values
         logits = t3.speech_head(out.last_hidden_state[:, -1:])[:, -1]
         return FastState(cache, logits, length, len_cond, text_tokens.size(-1), s.cfg_weight)
+
+    @property
+    def _graphed(self) -> bool:
+        """This synthesis decodes through the CUDA graph: graphs on and no analyzer to feed per step."""
+        return self.graphs and self.analyzer is None
 
     @staticmethod
     def capacity_for(length: int, max_new_tokens: int) -> int:
@@ -104,7 +109,7 @@ class FastT3:
     def decode(self, state: FastState, s, n_tokens: int | None = None) -> torch.Tensor:
         """Raw tokens (1, n): with N, exactly N speech tokens then the stop token; without,
         up to and including the first stop token, or max_new_tokens tokens."""
-        if self.graphs and self.analyzer is None:
+        if self._graphed:
             return self._graph_decoder(state.cache.capacity).decode(self, state, s, n_tokens)
         return torch.cat(list(self.blocks(state, s, n_tokens)), dim=1)
 
@@ -196,7 +201,9 @@ class FastT3:
         return self.graph
 
     def evidence(self) -> dict:
-        decode = "cuda-graph" if self.graphs else "compiled static-kv" if self.compiled else "eager static-kv"
+        # the graph is built by the first synthesis that decodes through it (none with an analyzer)
+        decode = ("cuda-graph" if self.graph is not None
+                  else "compiled static-kv" if self.compiled else "eager static-kv")
         plan = self.compiled or llama_step.plan_for(self.t3.tfmr)
         return {"decode": decode, "layer_step": plan.kind, **native.evidence(plan), "steps": self.steps,
                 **({"compile": self.compiled.scripted[0].evidence()} if self.compiled is not None else {}),
