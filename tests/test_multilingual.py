@@ -24,7 +24,7 @@ from ttsopt.engine.pipeline import Pipeline, Sampling, TextError
 from ttsopt.engine.t3 import alignment
 from ttsopt.engine.t3.fast import FastT3
 from ttsopt.engine.t3.upstream import UpstreamT3
-from ttsopt.experiment import profiles
+from ttsopt.experiment import probes, profiles
 
 STOP = 6562
 
@@ -207,6 +207,22 @@ def test_the_analyzer_leaves_no_hooks_behind_across_syntheses(mtl):
         mtl.synthesize("Hello world.", seed=seed, n_tokens=8)
     assert sum(len(layer.self_attn._forward_hooks) for layer in layers) == before
     assert mtl.analyzer_log["syntheses"] == 3 and mtl.analyzer_log["forced_run"]
+
+
+@pytest.mark.parametrize("spec", [None, "fast-t3"])
+def test_teacher_forced_logits_leave_no_analyzer_open(mtl_model, spec):
+    """The fidelity probe prefills (which opens the analyzer) and scores without decoding: the
+    score closes it, so no hook and no eager attention outlive the probe."""
+    pipeline = Pipeline(mtl_model)
+    if spec:
+        variants.apply(pipeline, spec)
+    pipeline.synthesize("Hello world.", seed=1, n_tokens=4)  # transformers installs its own hooks once
+    layers, config = mtl_model.t3.tfmr.layers, mtl_model.t3.tfmr.config
+    before, attention = sum(len(layer.self_attn._forward_hooks) for layer in layers), config._attn_implementation
+    out = probes.probe(pipeline, "Hello world.", torch.arange(12), seed=1)
+    assert out["logits"].shape[0] == 12
+    assert sum(len(layer.self_attn._forward_hooks) for layer in layers) == before
+    assert config._attn_implementation == attention and pipeline.t3.analyzer is None
 
 
 def test_a_forced_length_runs_the_forwards_a_natural_stop_would(mtl):

@@ -181,6 +181,7 @@ class FastT3:
         """CFG-combined logits (n, V) for each step of a given token sequence: row j is what
         step j samples from (before the processors). One forward over all n - 1 inputs."""
         t3 = self.t3
+        self._close_analyzer()  # opened by the prefill; scoring hands it nothing
         tokens = torch.atleast_2d(tokens).to(device=state.logits.device, dtype=torch.long)
         n = tokens.size(1)
         rows = [state.logits]

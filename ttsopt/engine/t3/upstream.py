@@ -63,15 +63,18 @@ class UpstreamT3:
 
     def prefill(self, t3_cond: T3Cond, text_tokens: torch.Tensor, s) -> T3State:
         inputs, bos, len_cond, text_tokens = prefill_inputs(self.t3, t3_cond, text_tokens, s.cfg_weight)
-        if self.analyzer is not None and hasattr(self.analyzer, "close"):
-            self.analyzer.close()  # a synthesis that failed before decode ended left it open
-        self.analyzer = None
+        self._close_analyzer()  # a synthesis that failed before decode ended left it open
         if self.analyzer_factory is not None:
             self.analyzer = self.analyzer_factory(self.t3, len_cond, text_tokens.size(-1))
         self.backend = self._backend(self.analyzer)
         output = self.backend(inputs_embeds=inputs, past_key_values=None, use_cache=True,
                               output_attentions=True, output_hidden_states=True, return_dict=True)
         return T3State(output, output.past_key_values, bos, len_cond, text_tokens.size(-1), s.cfg_weight)
+
+    def _close_analyzer(self) -> None:
+        if self.analyzer is not None and hasattr(self.analyzer, "close"):
+            self.analyzer.close()
+        self.analyzer = None
 
     def _step(self, token: torch.Tensor, position: int, past):
         t3 = self.t3
@@ -133,11 +136,14 @@ class UpstreamT3:
         before any sampling processor. Fidelity compares these across variants."""
         output, past = state.output, state.past
         steps = []
-        for i, token in enumerate(tokens.view(-1).tolist()):
-            logits_step = output.logits[:, -1, :].float()
-            steps.append(logits_step[0] + state.cfg_weight * (logits_step[0] - logits_step[1]))
-            if i == tokens.numel() - 1:
-                break
-            output = self._step(torch.tensor([[token]], dtype=torch.long, device=state.bos.device), i + 1, past)
-            past = output.past_key_values
+        try:
+            for i, token in enumerate(tokens.view(-1).tolist()):
+                logits_step = output.logits[:, -1, :].float()
+                steps.append(logits_step[0] + state.cfg_weight * (logits_step[0] - logits_step[1]))
+                if i == tokens.numel() - 1:
+                    break
+                output = self._step(torch.tensor([[token]], dtype=torch.long, device=state.bos.device), i + 1, past)
+                past = output.past_key_values
+        finally:
+            self._close_analyzer()  # opened by the prefill; scoring hands it nothing
         return torch.stack(steps)
