@@ -110,6 +110,22 @@ def test_batch_equals_one_by_one(tiny_model, texts, ns):
     assert batch.audio_s_per_wall_s > 0
 
 
+def test_fast_t3_keeps_the_alignment_analyzer_on_the_original_model(tiny_model):
+    """alignment-analyzer on the English T3, then fast-t3 in place of its runner: the analyzer
+    comes along (its rows from fast-t3's taps) and, unforced, the tokens are the analyzed loop's."""
+    s = Sampling(max_new_tokens=25)
+    lean, fast = Pipeline(tiny_model), Pipeline(tiny_model)
+    variants.apply(lean, "alignment-analyzer")
+    applied = variants.apply(fast, "alignment-analyzer+fast-t3")
+    assert isinstance(fast.t3, FastT3) and fast.t3.analyzer_factory is not None
+    want = lean.synthesize(TEXT, seed=5, sampling=s).raw_tokens
+    got = fast.synthesize(TEXT, seed=5, sampling=s).raw_tokens
+    assert torch.equal(got, want)
+    evidence = applied.evidence(fast)
+    assert evidence["alignment-analyzer"]["steps"] == got.numel() and not evidence["alignment-analyzer"]["forced_run"]
+    assert evidence["fast-t3"]["analyzed_steps"] == evidence["fast-t3"]["forwards"] > 0
+
+
 def test_stream_chunks_add_up_to_the_whole(tiny_model):
     pipeline = Pipeline(tiny_model)
     variants.apply(pipeline, "fast-t3")
