@@ -85,3 +85,22 @@ def test_only_modules_computed_as_upstreams_processor_computes_them_get_the_prod
 def test_the_flow_attention_follows_the_device_and_the_estimators_precision(device, flags, precision, kind):
     chosen, why = attention.flow_attention(device, flags, precision)
     assert chosen == kind and why
+
+
+@pytest.mark.parametrize("mask, dropped", [("no padding", True), ("boolean, all kept", True), ("padding", False),
+                                           ("per-query", False), ("boolean", False)])
+def test_the_fused_attention_leaves_out_only_a_mask_that_adds_nothing_and_gives_upstreams_output(mask, dropped):
+    attn, x = _attention(), torch.randn(2, 37, 64)
+    masks = {"no padding": _bias([37, 37], 37), "padding": _bias([37, 30], 37),
+             "per-query": _bias([37, 25], 37, rows=37),
+             "boolean": torch.arange(37)[None, None, :] < torch.tensor([37, 20])[:, None, None],
+             "boolean, all kept": torch.ones(2, 1, 37, dtype=torch.bool)}
+    fused, unmasked = _both(attn, x, attention.FusedAttention(), attention_mask=masks[mask])
+    assert torch.equal(unmasked, fused)  # bit for bit: a mask of zeros adds nothing to any score
+    assert attention.masks(attn) == {"dropped": int(dropped), "kept": int(not dropped)}
+
+
+def test_the_fused_attention_goes_to_every_attention_module():
+    block = torch.nn.ModuleList([_attention(), _attention(residual_connection=True)])
+    assert attention.use_fused_unmasked(block) == 2
+    assert attention.processors(block) == {"FusedAttention": 2}

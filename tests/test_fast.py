@@ -241,15 +241,37 @@ def test_fast_s3gen_takes_bfloat16_only_where_the_cpu_has_bf16_units(tiny_model,
         # Without AMX tiles the bf16 estimator's attention runs as three batched products.
         products = "amx_bf16" not in flags
         assert (evidence["attention"] == "products") is products
-        assert set(evidence["attention_processors"]) == {"ProductAttention" if products else "AttnProcessor2_0"}
+        assert set(evidence["attention_processors"]) == {"ProductAttention" if products else "FusedAttention"}
     else:  # convolutions stay float32; every linear layer is dynamic int8
         assert set(dtypes) == {"float32"}
         assert set(linears) == {"torch.ao.nn.quantized.dynamic.modules.linear.Linear"}, linears
+    if evidence["attention"] == "fused":  # no padded frames on a CPU: every mask added nothing
+        assert set(evidence["attention_processors"]) == {"FusedAttention"}
+        assert evidence["attention_masks"]["dropped"] > 0 == evidence["attention_masks"]["kept"]
     # Either way the encoder's linears are int8 (they return float32, so upstream's noise keeps its dtype).
     assert "torch.nn.modules.linear.Linear" not in evidence["encoder_linears"]
     assert set(evidence["encoder_dtypes"]) == {"float32"}
     engaged, why = applied.engaged(applied.evidence(pipeline))
     assert engaged and precision in why, why
+
+
+def test_leaving_out_the_masks_that_add_nothing_keeps_fast_s3gens_mel_bit_for_bit(tiny_model, monkeypatch):
+    from ttsopt.engine import attention
+    from ttsopt.variants import fast as fast_variants
+    monkeypatch.setattr(fast_variants, "cpu_flags", lambda: {"avx2"})  # the int8 estimator, fused attention
+    pipeline = Pipeline(_own_copy(tiny_model))
+    variants.apply(pipeline, "fast-s3gen")
+    tokens, conds, estimator = torch.randint(0, 6561, (30,)), pipeline.conditioning(), pipeline.model.s3gen.flow
+
+    def mel():
+        with torch.inference_mode():
+            torch.manual_seed(0)
+            return pipeline.flow(tokens, conds)
+
+    unmasked = mel()
+    assert attention.masks(estimator)["dropped"] > 0
+    attention.use_fused(estimator)  # upstream's processor back, masks and all
+    assert torch.equal(mel(), unmasked)
 
 
 @pytest.mark.parametrize("n", [None, 17])

@@ -10,7 +10,9 @@ README gives the profile and the measurements). The three products hold the scor
 avoids, so it keeps the float32 estimator (where the fused kernel is the faster) and CPUs with
 AMX (whose fused kernel multiplies on the tiles; not measured here). `scripts/flow-steps.py`
 measures either choice (`SPEC@fused`). A long utterance's queries go through in blocks, so the
-scores one call holds stay under `SCORES_BYTES` however many frames there are.
+scores one call holds stay under `SCORES_BYTES` however many frames there are. Where the fused
+kernel stays on a CPU, `FusedAttention` calls it without the estimator's mask when that mask
+adds nothing (an utterance with no padded frames), the same output for one read less a call.
 
 Numerically: the scores are rounded to bfloat16 before the softmax, where the fused kernel keeps
 them in float32; the mel's error against the float32 flow is what the bench's fidelity rows show.
@@ -81,10 +83,40 @@ def _rows(bias: torch.Tensor | None, start: int, n: int) -> torch.Tensor | None:
     return bias if bias is None or bias.size(1) == 1 else bias[:, start:start + n]
 
 
+class FusedAttention:
+    """Upstream's processor (torch's fused attention), handed no mask where the mask adds nothing:
+    the estimator passes a bias of zeros for an utterance with no padded frames (every call on a
+    CPU, where the flow is not padded to buckets), which the fused kernel would otherwise read and
+    add to every head's scores. The output is the same bit for bit (adding zeros changes no score;
+    tests). fast-s3gen gives it to a CPU's fused attention; on CUDA upstream's processor stays, as
+    looking at the mask there would read it back to the host inside the captured graphs. Under
+    torch.compile it passes the mask on untouched. `dropped` and `kept` count the masks it saw."""
+
+    def __init__(self):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+        self.inner = AttnProcessor2_0()
+        self.dropped = self.kept = 0
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, *args, **kwargs) -> torch.Tensor:
+        if attention_mask is not None and not torch.compiler.is_compiling():
+            if _adds_nothing(attention_mask):
+                attention_mask = None
+                self.dropped += 1
+            else:
+                self.kept += 1
+        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+
+
+def _adds_nothing(mask: torch.Tensor) -> bool:
+    """A boolean mask keeping every position, or an additive one of zeros."""
+    return bool(mask.all()) if mask.dtype == torch.bool else not bool(mask.any())
+
+
 def _bias(attn, mask: torch.Tensor | None, length: int, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
     """MASK as an additive bias, (B * heads, 1 or L, S), or None where it adds nothing (no mask,
     or a bias of zeros: an utterance with no padded frames): a boolean mask keeps where it is true."""
-    if mask is None or (mask.dtype == torch.bool and bool(mask.all())) or (mask.dtype != torch.bool and not mask.any()):
+    if mask is None or _adds_nothing(mask):
         return None
     if mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
@@ -118,6 +150,24 @@ def use_products(module: nn.Module, scores_bytes: int = SCORES_BYTES) -> tuple[i
             else:
                 left += 1
     return given, left
+
+
+def use_fused_unmasked(module: nn.Module) -> int:
+    """Give every diffusers attention in MODULE `FusedAttention` (upstream's processor, no mask where
+    the mask adds nothing); how many."""
+    from diffusers.models.attention_processor import Attention
+    mods = [m for m in module.modules() if isinstance(m, Attention)]
+    for m in mods:
+        m.set_processor(FusedAttention())
+    return len(mods)
+
+
+def masks(module: nn.Module) -> dict[str, int]:
+    """How many masks MODULE's `FusedAttention` processors dropped (they added nothing) and kept."""
+    from diffusers.models.attention_processor import Attention
+    seen = [m.processor for m in module.modules()
+            if isinstance(m, Attention) and isinstance(m.processor, FusedAttention)]
+    return {"dropped": sum(p.dropped for p in seen), "kept": sum(p.kept for p in seen)}
 
 
 def use_fused(module: nn.Module) -> int:

@@ -132,6 +132,8 @@ class FastS3GenVariant(Variant):
         kind, attention_why = attention.flow_attention(pipeline.device.type, flags, precision)
         if kind == attention.PRODUCTS:
             attention.use_products(decoder.estimator)
+        elif pipeline.device.type == "cpu":
+            attention.use_fused_unmasked(decoder.estimator)
         return {"precision": precision, "why": why, "attention": kind, "attention_why": attention_why}
 
     def evidence(self, pipeline, state) -> dict:
@@ -141,7 +143,7 @@ class FastS3GenVariant(Variant):
         return {**state, "estimator_dtypes": dtypes_of(est), "estimator_linears": weights.linear_counts(est),
                 "encoder_dtypes": dtypes_of(flow.encoder), "encoder_linears": weights.linear_counts(flow.encoder),
                 "vocoder_dtypes": dtypes_of(pipeline.model.s3gen.mel2wav),
-                "attention_processors": attention.processors(est),
+                "attention_processors": attention.processors(est), "attention_masks": attention.masks(est),
                 "estimator": est.evidence() if isinstance(est, BucketedEstimator) else "not wrapped",
                 "flow_calls": stage.calls if stage else None}
 
