@@ -102,5 +102,5 @@ def test_the_fused_attention_leaves_out_only_a_mask_that_adds_nothing_and_gives_
 
 def test_the_fused_attention_goes_to_every_attention_module():
     block = torch.nn.ModuleList([_attention(), _attention(residual_connection=True)])
-    assert attention.use_fused_unmasked(block) == 2
+    assert attention.use_fused(block, unmasked=True) == 2
     assert attention.processors(block) == {"FusedAttention": 2}

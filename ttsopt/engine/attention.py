@@ -152,16 +152,6 @@ def use_products(module: nn.Module, scores_bytes: int = SCORES_BYTES) -> tuple[i
     return given, left
 
 
-def use_fused_unmasked(module: nn.Module) -> int:
-    """Give every diffusers attention in MODULE `FusedAttention` (upstream's processor, no mask where
-    the mask adds nothing); how many."""
-    from diffusers.models.attention_processor import Attention
-    mods = [m for m in module.modules() if isinstance(m, Attention)]
-    for m in mods:
-        m.set_processor(FusedAttention())
-    return len(mods)
-
-
 def masks(module: nn.Module) -> dict[str, int]:
     """How many masks MODULE's `FusedAttention` processors dropped (they added nothing) and kept."""
     from diffusers.models.attention_processor import Attention
@@ -170,13 +160,14 @@ def masks(module: nn.Module) -> dict[str, int]:
     return {"dropped": sum(p.dropped for p in seen), "kept": sum(p.kept for p in seen)}
 
 
-def use_fused(module: nn.Module) -> int:
-    """Put upstream's processor (torch's fused attention) back on every diffusers attention in
-    MODULE, for measuring the products against it; how many."""
+def use_fused(module: nn.Module, unmasked: bool = False) -> int:
+    """Give every diffusers attention in MODULE torch's fused attention: upstream's processor (for
+    measuring another choice against it), or with UNMASKED `FusedAttention` (no mask where the mask
+    adds nothing); how many."""
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0
     mods = [m for m in module.modules() if isinstance(m, Attention)]
     for m in mods:
-        m.set_processor(AttnProcessor2_0())
+        m.set_processor(FusedAttention() if unmasked else AttnProcessor2_0())
     return len(mods)
 
 

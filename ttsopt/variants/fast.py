@@ -133,7 +133,7 @@ class FastS3GenVariant(Variant):
         if kind == attention.PRODUCTS:
             attention.use_products(decoder.estimator)
         elif pipeline.device.type == "cpu":
-            attention.use_fused_unmasked(decoder.estimator)
+            attention.use_fused(decoder.estimator, unmasked=True)
         return {"precision": precision, "why": why, "attention": kind, "attention_why": attention_why}
 
     def evidence(self, pipeline, state) -> dict:
