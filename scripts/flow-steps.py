@@ -1,4 +1,4 @@
-"""S3Gen's flow alone, per variant spec, on one machine in one process: each spec's own copy
+"""S3Gen's flow (or its vocoder) alone, per variant spec, on one machine in one process: each spec's own copy
 of the model, the same speech tokens and noise seed for all, rounds interleaved so drift falls
 on every spec alike, and per spec the median flow time with its range over the rounds and its
 mel's relative error against the first spec's, and each later spec's gain over the first with
@@ -10,9 +10,11 @@ CPU without AMX: `engine.attention`). Under `scripts/as-avx2.sh` the same specs 
 AVX2 CPU would (fast-s3gen's int8 estimator), on this machine's clock and memory. `--profile`
 then runs each spec's flow once more under `torch.profiler` and prints its costliest operators
 (where the time goes: products, attention, convolutions, or the elementwise glue between them).
+`--stage vocoder` times each spec's vocoder on one mel instead: the first spec's flow output for
+those tokens, the sine source's noise seeded alike, and reports the waveform's error.
 
     .venv/bin/python scripts/flow-steps.py baseline fast-s3gen fast-s3gen@fused fast-s3gen+compiled-s3gen \
-        [--model original] [--source synthetic] [--tokens 126] [--rounds 4] [--profile]
+        [--model original] [--source synthetic] [--tokens 126] [--rounds 4] [--profile] [--stage vocoder]
 """
 import argparse
 import time
@@ -35,6 +37,14 @@ def flow_s(pipeline: Pipeline, tokens: torch.Tensor, conds) -> tuple[float, torc
         return time.perf_counter() - start, mel.float()
 
 
+def vocoder_s(pipeline: Pipeline, mel: torch.Tensor) -> tuple[float, torch.Tensor]:
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        wav = pipeline.vocode(mel)
+        return time.perf_counter() - start, wav.float()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("specs", nargs="+", help="variant specs (baseline for none)")
@@ -43,6 +53,8 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=126, help="speech tokens per flow call (random, seed 0)")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--profile", action="store_true", help="then one profiled flow call per spec: its top operators")
+    p.add_argument("--stage", choices=("flow", "vocoder"), default="flow",
+                   help="time the flow (default) or the vocoder on the first spec's mel")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     fused = {"fused": lambda pipeline: attention.use_fused(pipeline.model.s3gen)}
@@ -50,25 +62,31 @@ def main() -> None:
     pipelines = [(spec, pipeline, pipeline.conditioning()) for spec, pipeline in zip(args.specs, loaded)]
     tokens = torch.randint(0, 6561, (args.tokens,), generator=torch.Generator().manual_seed(0))
     mels = {}
+    if args.stage == "vocoder":
+        _, mel = flow_s(pipelines[0][1], tokens, pipelines[0][2])
 
     def measure(spec, pipeline, conds):
-        seconds, mels[spec] = flow_s(pipeline, tokens, conds)
+        if args.stage == "vocoder":
+            seconds, mels[spec] = vocoder_s(pipeline, mel)
+        else:
+            seconds, mels[spec] = flow_s(pipeline, tokens, conds)
         return seconds
 
     times = rounds.interleaved({spec: (lambda a=(spec, p, c): measure(*a)) for spec, p, c in pipelines},
                                args.rounds, say=lambda line: print(line, flush=True))
     ref = mels[args.specs[0]]
-    print(f"\nS3Gen flow, {args.model} model, {args.tokens} tokens, {args.source} weights, {cpu_model()} "
+    what = "waveform" if args.stage == "vocoder" else "mel"
+    print(f"\nS3Gen {args.stage}, {args.model} model, {args.tokens} tokens, {args.source} weights, {cpu_model()} "
           f"({cpu_units()}) ({torch.get_num_threads()} threads); {rounds.kept_rounds(args.rounds)}; "
-          f"mel error against {args.specs[0]}")
+          f"{what} error against {args.specs[0]}")
     for spec in args.specs:
         error = ((mels[spec] - ref).norm() / ref.norm()).item()
         print(f"  {spec:36s} {rounds.summary(times[spec])} s  first round {times[spec][0]:.2f} s  "
-              f"mel rel. error {error:.4f}")
+              f"{what} rel. error {error:.2e}")
     for spec in args.specs[1:]:
         gain = rounds.paired(times[spec], times[args.specs[0]])
         print(f"  {spec:36s} against {args.specs[0]}, round by round: {gain}")
-    if args.profile:
+    if args.profile and args.stage == "flow":
         for spec, pipeline, conds in pipelines:
             profile(spec, pipeline, tokens, conds)
 

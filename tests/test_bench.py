@@ -232,12 +232,12 @@ def test_a_rate_probe_of_an_unknown_kind_is_refused():
                                              ({"avx2", "fma"}, "int8"), (set(), "int8")])
 def test_the_cpu_default_says_which_precision_its_flow_takes(flags, precision):
     combo, why = bench.best_combo("cpu", flags)
-    assert combo == "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen"
+    assert combo == "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder" and "channels-last" in why
     assert f"estimator in {precision}" in why and ("emulated" in why) is (precision == "int8")
     combo, why = bench.best_combo("cpu", flags, "multilingual")
-    assert combo == "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen" and "alignment analyzer" in why
+    assert combo == bench.CPU_COMBO and "alignment analyzer" in why
     combo, why = bench.best_combo("cpu", flags, "turbo")
-    assert combo == "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen" and f"flow estimator in {precision}" in why
+    assert combo == bench.CPU_COMBO and f"flow estimator in {precision}" in why
 
 
 def test_the_cuda_default_keeps_the_bf16_flow():

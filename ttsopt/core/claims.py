@@ -34,6 +34,8 @@ METRICS = {m.name: m for m in (
            {"cpu": "stage_t3_decode", "cuda": "stage_t3_decode"}),
     Metric("s3gen_flow", "S3Gen flow seconds", "time", "trial",
            {"cpu": "stage_s3gen_flow", "cuda": "stage_s3gen_flow"}),
+    Metric("vocoder", "vocoder seconds", "time", "trial",
+           {"cpu": "stage_vocoder", "cuda": "stage_vocoder"}),
     Metric("cold_start", "first call after load, seconds", "time", "cold",
            {"cpu": "wall_s", "cuda": "wall_s"}, design="cross-process"),
     Metric("time_to_stop", "seconds to a natural stop", "time", "trial",

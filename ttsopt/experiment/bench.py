@@ -34,12 +34,17 @@ from ..variants.fast import flow_precision
 from . import bench_memory, bench_quality, profiles
 from .runner import RunConfig, _Run, _stream_trial, measure_pairs
 
+CPU_COMBO = "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder"
+VOCODER = "the vocoder's convolutions as channels-last 2-D ones"
+
 
 def best_combo(device_type: str, flags: set[str], model: str = "original") -> tuple[str, str]:
     """The fast combination for a device, CPU FLAGS and model, and why. `fast-s3gen` picks the flow
     estimator's precision from the same flags (`variants.fast.flow_precision`): bfloat16 where it is
     native, int8 linear layers where bfloat16 would be emulated; and its attention kernel
-    (`engine.attention.flow_attention`). On CUDA nothing is built for Turbo yet."""
+    (`engine.attention.flow_attention`). A CPU's combination adds `fast-vocoder` (HiFT's convolutions
+    as channels-last 2-D ones, `engine.vocoder`), measured on CPUs only. On CUDA nothing is built
+    for Turbo yet."""
     precision, why = flow_precision(device_type, flags)
     kind, reason = flow_attention(device_type, flags, precision)
     flow = (f"the flow estimator in {precision}; {why}"
@@ -47,19 +52,16 @@ def best_combo(device_type: str, flags: set[str], model: str = "original") -> tu
     if model == "turbo":
         if device_type == "cuda":
             raise UserError("no fast combination is built for turbo on CUDA yet; name one with --combo")
-        return "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen", (
-            f"turbo on a CPU: GPT-2 over a static KV cache with int8 linears and speech head; {flow} "
-            "(Turbo's flow takes 2 steps)")
+        return CPU_COMBO, (f"turbo on a CPU: GPT-2 over a static KV cache with int8 linears and speech head; {flow} "
+                           f"(Turbo's flow takes 2 steps); {VOCODER}")
     if model == "multilingual" and device_type == "cuda":  # its analyzer reads every step: no T3 graph
         return "fast-s3gen", f"multilingual on CUDA: CUDA graphs and {flow}"
     if model == "multilingual":
-        return "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen", (
-            f"multilingual on a CPU: T3 over a static KV cache with int8 linears and speech head, upstream's "
-            f"alignment analyzer fed from the step, {flow}")
+        return CPU_COMBO, (f"multilingual on a CPU: T3 over a static KV cache with int8 linears and speech head, "
+                           f"upstream's alignment analyzer fed from the step, {flow}; {VOCODER}")
     if device_type == "cuda":
         return "fast-t3+fast-s3gen", f"CUDA: the T3 step and the flow as CUDA graphs, {flow}"
-    return "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen", (f"a CPU: T3 over a static KV cache with int8 linears "
-                                                            f"and speech head, {flow}")
+    return CPU_COMBO, f"a CPU: T3 over a static KV cache with int8 linears and speech head, {flow}; {VOCODER}"
 
 
 RUN_ID = "bench"

@@ -175,7 +175,7 @@ def _aa(runs: dict, status: dict) -> tuple[dict, dict, dict]:
             continue
         design = str(recs["design"].dropna().iloc[0])
         ids[design] = rid
-        for metric in ("rtf", "cold_start", *MEMORY_METRICS, "t3_decode", "s3gen_flow"):
+        for metric in ("rtf", "cold_start", *MEMORY_METRICS, "t3_decode", "s3gen_flow", "vocoder"):
             c = _compare(recs, design, metric, _device_type(recs), {})
             if isinstance(c, stats.Comparison):
                 comparisons[(design, metric)] = c

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..core.claims import Claim
-from ..engine import attention, quant
+from ..engine import attention, quant, vocoder
 from ..engine.s3gen import UPSTREAM_CFM_STEPS, UPSTREAM_MEANFLOW_STEPS, BucketedEstimator, CompiledEstimator, FlowStage
 from ..engine.stream import ChunkedS3Gen
 from ..engine.t3.fast import FastT3
@@ -161,6 +161,28 @@ class FastS3GenVariant(Variant):
             return cast > 0 and calls > 0, why
         products = evidence.get("attention_processors", {}).get(attention.ProductAttention.__name__, 0)
         return cast > 0 and calls > 0 and products > 0, f"{why}, {products} attention modules as three products"
+
+
+class FastVocoderVariant(Variant):
+    """S3Gen's HiFT vocoder with its 1-D convolutions as channels-last 2-D ones of height 1
+    (`engine.vocoder`): the same weights and arithmetic, its sums in another order."""
+    name = "fast-vocoder"
+    models = ("original", "turbo", "multilingual")  # all three speak through the same HiFT
+    claims = (Claim("vocoder", "the vocoder's 1-D convolutions as channels-last 2-D convolutions of height 1 and "
+                               "its Snake activations in place: less vocoder time for the same waveform within "
+                               "float32 rounding"),)
+    lossless = True
+
+    def apply(self, pipeline):
+        return vocoder.use_rows(pipeline.model.s3gen.mel2wav)
+
+    def evidence(self, pipeline, decode) -> dict:
+        return vocoder.evidence(pipeline.model.s3gen.mel2wav)
+
+    def engaged(self, evidence):
+        calls = evidence.get("calls", 0)
+        return calls > 0, (f"{calls} vocoder call(s) through {evidence.get('convolutions', 0)} channels-last "
+                           "convolutions")
 
 
 class CompiledS3GenVariant(Variant):
@@ -383,7 +405,7 @@ class StreamVariant(Variant):
                           "rendered exactly as without streaming")
 
 
-VARIANTS = [FastT3Variant(), CompiledT3Variant(), FastS3GenVariant(), CompiledS3GenVariant(),
+VARIANTS = [FastT3Variant(), CompiledT3Variant(), FastS3GenVariant(), FastVocoderVariant(), CompiledS3GenVariant(),
             CpuInt8("cpu-int8", t3_only=False), CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)),
             CpuInt8Head(), CpuInt4T3(),
             *map(CfmSteps, CFM_STEP_VARIANTS),
