@@ -162,6 +162,12 @@ def test_no_replicate_is_an_error():
         stats.compare(df[df["side"] == "baseline"], "rtf")
 
 
+def test_a_column_the_records_never_measured_is_no_replicate_not_a_crash():
+    df = in_process(1.0, np.random.default_rng(13))  # records older than a metric have no column for it
+    with pytest.raises(ValueError, match="no replicate has an ok 'stage_vocoder' value"):
+        stats.compare(df, "stage_vocoder")
+
+
 def test_one_measurement_per_side_is_compared_as_a_point():
     df = pd.DataFrame([dict(phase="load", status="ok", side="baseline", mem=3000.0),
                        dict(phase="load", status="ok", side="variant", mem=1500.0)])

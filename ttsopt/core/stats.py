@@ -87,8 +87,8 @@ def _ok(df: pd.DataFrame, phase: str, column: str) -> pd.DataFrame:
     and a zero (a synthesis that grew no memory above resident, say) cannot be one. The replicate
     count then shows how many were left."""
     df = df[(df["phase"] == phase) & (df["status"] == Status.OK)]
-    if column not in df.columns:
-        return df.iloc[0:0]
+    if column not in df.columns:  # records that never measured it (older ones, or a stage a run lacks)
+        return df.iloc[0:0].assign(_v=pd.Series(dtype=float))
     d = df.assign(_v=pd.to_numeric(df[column], errors="coerce")).dropna(subset=["_v"])
     return d[d["_v"] > 0]
 
