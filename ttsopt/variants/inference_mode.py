@@ -9,11 +9,13 @@ code between those calls changes mode. The mode is entered per synthesis of its 
 pipeline and left after, so a baseline copy in the same process keeps its own.
 
 `channels-last` converts the modules that accept that memory format, 4-D convolutions
-(Conv2d: in S3Gen's speaker encoder), and feeds them channels-last input. Conv1d and the
-transposed 1-D convolutions, which most of S3Gen is made of, have no channels-last format:
-they are counted and left as they are. The evidence counts how many converted calls the
-syntheses made: the speaker encoder runs only when a new reference voice is prepared, so
-with a fixed voice nothing it converted is ever called.
+(Conv2d: in S3Gen's speaker encoder), and feeds them channels-last input, as the campaign
+describes it. Conv1d and the transposed 1-D convolutions, which most of S3Gen is made of, have
+no channels-last format as 1-D modules: they are counted and left as they are here. The evidence
+counts how many converted calls the syntheses made: the speaker encoder runs only when a new
+reference voice is prepared, so with a fixed voice nothing it converted is ever called. Running
+1-D convolutions as channels-last 2-D ones of height 1 is another change, with its own claim on
+the vocoder's time: `fast-vocoder` (`engine.vocoder`).
 """
 from __future__ import annotations
 
