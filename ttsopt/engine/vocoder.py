@@ -109,8 +109,8 @@ class RowDecode:
 
 
 def _replace(parent: nn.Module) -> dict[str, int]:
-    """Every Conv1d, ConvTranspose1d and Snake under PARENT (PARENT itself included, when it is one)
-    replaced in place; returns the count of each."""
+    """Every Conv1d, ConvTranspose1d and Snake below PARENT replaced in place (PARENT itself is the
+    caller's to replace); returns the count of each."""
     counts = {"convolutions": 0, "snakes": 0}
 
     def convert(m: nn.Module) -> nn.Module:
@@ -163,4 +163,3 @@ def evidence(hift: nn.Module) -> dict:
     rows = [m for m in hift.modules() if isinstance(m, RowConv)]
     return {"decode": "channels-last rows", **decode.converted, "calls": decode.calls,
             "weights_channels_last": sum(m.weight.is_contiguous(memory_format=torch.channels_last) for m in rows)}
-
