@@ -56,6 +56,8 @@ def main() -> None:
     p.add_argument("--stage", choices=("flow", "vocoder"), default="flow",
                    help="time the flow (default) or the vocoder on the first spec's mel")
     args = p.parse_args()
+    if args.profile and args.stage != "flow":
+        p.error("--profile profiles the flow; it cannot go with --stage vocoder")
     warnings.filterwarnings("ignore")
     fused = {"fused": lambda pipeline: attention.use_fused(pipeline.model.s3gen)}
     loaded = probes.spec_pipelines(args.specs, args.model, args.source, fused)
@@ -86,7 +88,7 @@ def main() -> None:
     for spec in args.specs[1:]:
         gain = rounds.paired(times[spec], times[args.specs[0]])
         print(f"  {spec:36s} against {args.specs[0]}, round by round: {gain}")
-    if args.profile and args.stage == "flow":
+    if args.profile:
         for spec, pipeline, conds in pipelines:
             profile(spec, pipeline, tokens, conds)
 

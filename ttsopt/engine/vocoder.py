@@ -80,8 +80,8 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 class RowDecode:
     """HiFT's `decode` over the converted modules; counts its calls as evidence."""
 
-    def __init__(self, hift: nn.Module):
-        self.hift, self.calls = hift, 0
+    def __init__(self, hift: nn.Module, converted: dict[str, int]):
+        self.hift, self.converted, self.calls = hift, converted, 0
 
     def __call__(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         h = self.hift
@@ -108,25 +108,19 @@ class RowDecode:
         return torch.clamp(h._istft(magnitude, phase), -h.audio_limit, h.audio_limit)
 
 
-def _replace(parent: nn.Module) -> dict[str, int]:
-    """Every Conv1d, ConvTranspose1d and Snake below PARENT replaced in place (PARENT itself is the
-    caller's to replace); returns the count of each."""
-    counts = {"convolutions": 0, "snakes": 0}
-
-    def convert(m: nn.Module) -> nn.Module:
-        if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
-            counts["convolutions"] += 1
-            return RowConv(m)
-        if isinstance(m, Snake):
-            counts["snakes"] += 1
-            return RowSnake(m)
-        for name, child in list(m._modules.items()):
-            if child is not None:
-                m._modules[name] = convert(child)
-        return m
-
-    convert(parent)
-    return counts
+def _converted(m: nn.Module, counts: dict[str, int]) -> nn.Module:
+    """M as rows: a Conv1d, ConvTranspose1d or Snake replaced, any other module with those below
+    it replaced in place; COUNTS counts each kind."""
+    if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+        counts["convolutions"] += 1
+        return RowConv(m)
+    if isinstance(m, Snake):
+        counts["snakes"] += 1
+        return RowSnake(m)
+    for name, child in list(m._modules.items()):
+        if child is not None:
+            m._modules[name] = _converted(child, counts)
+    return m
 
 
 def use_rows(hift: nn.Module) -> RowDecode:
@@ -142,15 +136,8 @@ def use_rows(hift: nn.Module) -> RowDecode:
                         f"(no {', '.join(missing)})")
     counts = {"convolutions": 0, "snakes": 0}
     for name in CONVERTED:
-        part = getattr(hift, name)
-        if isinstance(part, (nn.Conv1d, nn.ConvTranspose1d)):
-            setattr(hift, name, RowConv(part))
-            counts["convolutions"] += 1
-        else:
-            for kind, n in _replace(part).items():
-                counts[kind] += n
-    decode = RowDecode(hift)
-    decode.converted = counts
+        setattr(hift, name, _converted(getattr(hift, name), counts))
+    decode = RowDecode(hift, counts)
     object.__setattr__(hift, "decode", decode)  # the instance's: upstream's inference calls self.decode
     return decode
 
