@@ -1,20 +1,22 @@
-"""S3Gen's flow (or its vocoder) alone, per variant spec, on one machine in one process: each spec's own copy
-of the model, the same speech tokens and noise seed for all, rounds interleaved so drift falls
-on every spec alike, and per spec the median flow time with its range over the rounds and its
-mel's relative error against the first spec's, and each later spec's gain over the first with
-its interval over the rounds (each round pairs them). For choosing between flow paths (precision,
-compiled estimator) without a whole bench; the first round includes compilation and is left
-out of the summary. A spec ending in `@fused` puts torch's fused attention back in the flow
-after the variants applied (fast-s3gen's bfloat16 estimator takes three batched products on a
-CPU without AMX: `engine.attention`). Under `scripts/as-avx2.sh` the same specs take the paths an
-AVX2 CPU would (fast-s3gen's int8 estimator), on this machine's clock and memory. `--profile`
-then runs each spec's flow once more under `torch.profiler` and prints its costliest operators
-(where the time goes: products, attention, convolutions, or the elementwise glue between them).
-`--stage vocoder` times each spec's vocoder on one mel instead: the first spec's flow output for
-those tokens, the sine source's noise seeded alike, and reports the waveform's error.
+"""S3Gen's flow (or its vocoder) alone, per variant spec, on one machine in one process: each spec's
+own copy of the model, the same speech tokens and noise seed for all, rounds interleaved so drift
+falls on every spec alike, and per spec the median flow time with its range over the rounds and its
+mel's relative error against the first spec's, and each later spec's gain over the first with its
+interval over the rounds (each round pairs them). For choosing between flow paths (precision,
+compiled estimator) without a whole bench; the first round includes compilation and is left out of
+the summary. A spec ending in `@fused` puts torch's fused attention back in the flow after the
+variants applied (fast-s3gen's bfloat16 estimator takes three batched products on a CPU without AMX:
+`engine.attention`), and one ending in `@products` gives it the three products (to time them where
+the fused kernel is the default, on a CPU with AMX). Under `scripts/as-avx2.sh` the same specs take
+the paths an AVX2 CPU would (fast-s3gen's int8 estimator), on this machine's clock and memory.
+`--profile` then runs each spec's flow once more under `torch.profiler` and prints its costliest
+operators (where the time goes: products, attention, convolutions, or the elementwise glue between
+them). `--stage vocoder` times each spec's vocoder on one mel instead: the first spec's flow output
+for those tokens, the sine source's noise seeded alike, and reports the waveform's error.
 
-    .venv/bin/python scripts/flow-steps.py baseline fast-s3gen fast-s3gen@fused fast-s3gen+compiled-s3gen \
-        [--model original] [--source synthetic] [--tokens 126] [--rounds 4] [--profile] [--stage vocoder]
+    .venv/bin/python scripts/flow-steps.py baseline fast-s3gen fast-s3gen@fused fast-s3gen@products \
+        fast-s3gen+compiled-s3gen [--model original] [--source synthetic] [--tokens 126] [--rounds 4] \
+        [--profile] [--stage vocoder]
 """
 import argparse
 import time
@@ -59,8 +61,9 @@ def main() -> None:
     if args.profile and args.stage != "flow":
         p.error("--profile profiles the flow; it cannot go with --stage vocoder")
     warnings.filterwarnings("ignore")
-    fused = {"fused": lambda pipeline: attention.use_fused(pipeline.model.s3gen)}
-    loaded = probes.spec_pipelines(args.specs, args.model, args.source, fused)
+    after = {"fused": lambda pipeline: attention.use_fused(pipeline.model.s3gen),
+             "products": lambda pipeline: attention.use_products(pipeline.model.s3gen)}
+    loaded = probes.spec_pipelines(args.specs, args.model, args.source, after)
     pipelines = [(spec, pipeline, pipeline.conditioning()) for spec, pipeline in zip(args.specs, loaded)]
     tokens = torch.randint(0, 6561, (args.tokens,), generator=torch.Generator().manual_seed(0))
     mels = {}
