@@ -116,6 +116,14 @@ def test_table_states_each_claims_verdict_with_its_interval_and_n(store_dir):
     assert facts["bands"]["in-process"] == pytest.approx(0.05) and facts["unstable"] == []
 
 
+def test_the_aa_run_is_compared_on_every_metric_its_design_and_device_measure(store_dir):
+    df = records.load(store_dir)
+    _, facts = table.table(df)
+    expected = {name for name, m in claims.METRICS.items()
+                if m.column("cpu") in df.columns and m.design in (None, "in-process")}
+    assert set(facts["aa"]["in-process"]) == expected and "time_to_stop" in expected
+
+
 def _summary_row(text: str, run_id: str) -> str:
     return re.search(rf'<tr id="row-{re.escape(run_id)}">(.*?)</tr>', text, re.S).group(1)
 

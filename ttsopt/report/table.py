@@ -21,7 +21,6 @@ from ..core.vocab import MODELS_RUN_ID, Phase, Role, Side, Status, Verdict
 from . import quality
 
 ROLE_ORDER = {Role.AA: 0, Role.VARIANT: 1}
-MEMORY_METRICS = ("resident_memory", "synthesis_peak_memory")
 # Between two runs of one sitting there is only a kernel start, a load and at most a profiler
 # pass; a longer silence in the records means the suite was stopped and resumed (or waited for a
 # busy machine), and the machine the later runs met may not be the one the reference met.
@@ -168,14 +167,15 @@ def _compare(recs, design, metric_name, device_type, aa_offsets) -> stats.Compar
 
 
 def _aa(runs: dict, status: dict) -> tuple[dict, dict, dict]:
-    """Per (design, metric): the A/A comparison, and per design the A/A run id."""
+    """Per (design, metric): the A/A comparison, and per design the A/A run id. Every metric a claim
+    can name is compared, so a metric added to `core.claims.METRICS` gets its own band."""
     comparisons, offsets, ids = {}, {}, {}
     for rid, recs in runs.items():
         if str(recs["role"].iloc[0]) != Role.AA or status[rid][0] != Status.OK:
             continue
         design = str(recs["design"].dropna().iloc[0])
         ids[design] = rid
-        for metric in ("rtf", "cold_start", *MEMORY_METRICS, "t3_decode", "s3gen_flow", "vocoder"):
+        for metric in claims_mod.METRICS:
             c = _compare(recs, design, metric, _device_type(recs), {})
             if isinstance(c, stats.Comparison):
                 comparisons[(design, metric)] = c
