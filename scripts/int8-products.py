@@ -7,6 +7,8 @@ Each layer's four products (q/k/v joined, o, gate/up joined, down; shapes from T
 get weights of their own for every one of the 30 layers, as in the model, so a sweep reads from
 memory rather than the caches. Activations are the step's: two rows (the CFG pair).
 
+On a CPU with AVX-512 VNNI a plain loop of its dot products joins them (`dynamic int8 (VNNI loop)`).
+
     .venv/bin/python scripts/int8-products.py [--rounds 5] [--threads 1 2] [--kernels NAME ...]
 """
 import argparse
@@ -17,7 +19,7 @@ import torch._inductor.config
 from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
 
 from ttsopt.measure import rounds
-from ttsopt.measure.env import cpu_model, cpu_units
+from ttsopt.measure.env import cpu_flags, cpu_model, cpu_units
 from ttsopt.measure.timing import Stopwatch
 
 ROWS = 2
@@ -94,6 +96,87 @@ def float32(n: int, k: int):
     return lambda: torch.nn.functional.linear(x, w)
 
 
+# A plain loop of AVX-512 VNNI dot products (`vpdpbusd`: four u8 x s8 products summed into each of
+# sixteen int32 lanes), for what a product that only streams its int8 weights reaches beside
+# fbgemm's. The input rows are quantized as fbgemm's dynamic product quantizes them (one scale and
+# zero point over all of them, 0-255), the weights laid out sixteen outputs by four inputs per
+# 64 bytes, and the output dequantized with a scale per output channel: the same arithmetic as
+# `dynamic int8 (fbgemm)`, the int32 sums exact either way.
+VNNI_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <algorithm>
+#include <cmath>
+
+torch::Tensor vnni_linear(torch::Tensor x, torch::Tensor w, torch::Tensor scales, torch::Tensor sums) {
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0) * 16, K4 = K / 4;
+  TORCH_CHECK(M == 2 && K % 8 == 0, "vnni_linear: two rows, inputs a multiple of 8");
+  const float* xs = x.data_ptr<float>();
+  const float low = std::min(0.f, *std::min_element(xs, xs + M * K));
+  const float high = std::max(0.f, *std::max_element(xs, xs + M * K));
+  const float scale = std::max(high - low, 1e-8f) / 255.f;
+  const int32_t zero = static_cast<int32_t>(std::nearbyint(-low / scale));
+  auto xq = torch::empty({M, K}, torch::kUInt8);
+  uint8_t* q = xq.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < M * K; ++i)
+    q[i] = static_cast<uint8_t>(
+        std::clamp<int32_t>(static_cast<int32_t>(std::nearbyint(xs[i] / scale)) + zero, 0, 255));
+  auto out = torch::empty({M, N});
+  const int8_t* ws = w.data_ptr<int8_t>();
+  const int32_t* x0 = reinterpret_cast<const int32_t*>(q);
+  const int32_t* x1 = x0 + K4;
+  const float* sc = scales.data_ptr<float>();
+  const int32_t* su = sums.data_ptr<int32_t>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, N / 16, 8, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int8_t* wb = ws + b * K * 16;
+      __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+      __m512i c0 = _mm512_setzero_si512(), c1 = _mm512_setzero_si512();
+      for (int64_t k = 0; k < K4; k += 2) {
+        _mm_prefetch(reinterpret_cast<const char*>(wb + k * 64 + 512), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(wb + k * 64 + 576), _MM_HINT_T0);
+        const __m512i v0 = _mm512_loadu_si512(wb + k * 64), v1 = _mm512_loadu_si512(wb + k * 64 + 64);
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32(x0[k]), v0);
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32(x1[k]), v0);
+        c0 = _mm512_dpbusd_epi32(c0, _mm512_set1_epi32(x0[k + 1]), v1);
+        c1 = _mm512_dpbusd_epi32(c1, _mm512_set1_epi32(x1[k + 1]), v1);
+      }
+      const __m512i correction = _mm512_mullo_epi32(_mm512_set1_epi32(zero), _mm512_loadu_si512(su + b * 16));
+      const __m512 s = _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_loadu_ps(sc + b * 16));
+      const __m512i r0 = _mm512_sub_epi32(_mm512_add_epi32(a0, c0), correction);
+      const __m512i r1 = _mm512_sub_epi32(_mm512_add_epi32(a1, c1), correction);
+      _mm512_storeu_ps(o + b * 16, _mm512_mul_ps(s, _mm512_cvtepi32_ps(r0)));
+      _mm512_storeu_ps(o + N + b * 16, _mm512_mul_ps(s, _mm512_cvtepi32_ps(r1)));
+    }
+  });
+  return out;
+}
+"""
+_VNNI = None
+
+
+def vnni_loop(n: int, k: int):
+    """int8 weights with a scale per output channel through a plain VNNI loop (`VNNI_SOURCE`),
+    built for this CPU on first use; checked once against the float product of the same int8
+    weights."""
+    global _VNNI
+    if _VNNI is None:
+        from torch.utils.cpp_extension import load_inline
+        _VNNI = load_inline("ttsopt_int8_products_vnni", [VNNI_SOURCE], functions=["vnni_linear"],
+                            extra_cflags=["-O3", "-march=native", "-fopenmp"])
+    w = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    scales, x = torch.rand(n) / 100, torch.randn(ROWS, k)
+    laid = w.reshape(n // 16, 16, k // 4, 4).permute(0, 2, 1, 3).contiguous()
+    sums = w.to(torch.int32).sum(1, dtype=torch.int32)
+    y, want = _VNNI.vnni_linear(x, laid, scales, sums), x @ (w.float() * scales[:, None]).T
+    error = ((y - want).norm() / want.norm()).item()
+    if error > 0.02:  # the input's quantization alone; anything wrong in the loop is far larger
+        raise SystemExit(f"the VNNI loop's product is {error:.3f} from the float product of its weights")
+    return lambda: _VNNI.vnni_linear(x, laid, scales, sums)
+
+
 class _WeightOnlySweep(torch.nn.Module):
     """Every product of a sweep as `_weight_int8pack_mm` on int8 buffers of its own, one module."""
 
@@ -134,6 +217,8 @@ SWEEPS = {"weight-only int8 (bf16), inductor template": (inductor_weight_only_in
 KERNELS = {"dynamic int8 (fbgemm)": (dynamic_int8, 1), "dynamic int8 (onednn)": (dynamic_int8_onednn, 1),
            "weight-only int8 (bf16)": (weight_only_int8, 1), "weight-only int8 (f32)": (weight_only_int8_f32, 1),
            "_int_mm int8": (int_mm, 1), "compiled dequantize-reduce": (compiled_int8, 1), "float32": (float32, 4)}
+if "avx512_vnni" in cpu_flags():  # the loop is written in its instructions
+    KERNELS["dynamic int8 (VNNI loop)"] = (vnni_loop, 1)
 
 
 def sweep_ms(calls: list) -> float:
