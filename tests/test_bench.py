@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from ttsopt import variants
 from ttsopt.core import records
 from ttsopt.engine.stream import FIRST_PARTS
 from ttsopt.experiment import bench, bench_quality
@@ -227,17 +228,23 @@ def test_a_rate_probe_of_an_unknown_kind_is_refused():
     assert len(roofline.multiply_rates("cpu", "float32", n=64, repeats=3)) == 3
 
 
-@pytest.mark.parametrize("flags, precision", [({"avx2", "avx512f", "amx_bf16", "amx_tile"}, "bfloat16"),
-                                             ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
-                                             ({"avx2", "fma"}, "int8"), (set(), "int8")])
-def test_the_cpu_default_says_which_precision_its_flow_takes(flags, precision):
-    combo, why = bench.best_combo("cpu", flags)
-    assert combo == "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder" and "channels-last" in why
+FAST = "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder"
+
+
+@pytest.mark.parametrize("flags, precision, combo", [
+    ({"avx2", "avx512f", "amx_bf16", "amx_tile"}, "bfloat16", FAST + "+bf16-vocoder"),
+    ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16", FAST),
+    ({"avx2", "fma"}, "int8", FAST), (set(), "int8", FAST)])
+def test_the_cpu_default_says_which_precision_its_flow_and_vocoder_take(flags, precision, combo):
+    chosen, why = bench.best_combo("cpu", flags)
+    assert chosen == combo and "channels-last" in why
     assert f"estimator in {precision}" in why and ("emulated" in why) is (precision == "int8")
-    combo, why = bench.best_combo("cpu", flags, "multilingual")
-    assert combo == bench.CPU_COMBO and "alignment analyzer" in why
-    combo, why = bench.best_combo("cpu", flags, "turbo")
-    assert combo == bench.CPU_COMBO and f"flow estimator in {precision}" in why
+    assert ("in bfloat16 (this CPU has AMX tiles)" in why) is combo.endswith("bf16-vocoder")
+    variants.parse(chosen)  # a combination the registry takes
+    chosen, why = bench.best_combo("cpu", flags, "multilingual")
+    assert chosen == combo and "alignment analyzer" in why
+    chosen, why = bench.best_combo("cpu", flags, "turbo")
+    assert chosen == combo and f"flow estimator in {precision}" in why
 
 
 def test_the_cuda_default_keeps_the_bf16_flow():

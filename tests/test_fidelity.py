@@ -48,6 +48,18 @@ def test_variant_fidelity_against_baseline(reference, spec, lossless):
         assert result["mel_rel_err"] > 1e-3  # fewer flow steps change the mel, and it shows
 
 
+@pytest.mark.parametrize("spec, low, high", [("fast-vocoder", 0.0, 1e-5), ("bf16-vocoder", 1e-4, 0.05)])
+def test_the_vocoders_own_change_shows_on_the_baselines_mel(reference, spec, low, high):
+    pipeline = Pipeline(sources.load("tiny", device="cpu"))
+    variants.apply(pipeline, spec)
+    probed = probes.probe(pipeline, "Hello world.", reference["tokens"], seed=0, mel=reference["mel"])
+    metrics, _ = fidelity.compare_probe(reference, probed)
+    assert metrics["mel_rel_err"] == 0.0  # the flow is untouched: its mel is the baseline's
+    assert low <= metrics["vocoder_rel_err"] < high
+    without = {k: v for k, v in reference.items() if k != "mel_wav"}  # a reference stored before this probe
+    assert "vocoder_rel_err" not in fidelity.compare_probe(without, probed)[0]
+
+
 def test_spec_pipelines_apply_the_named_change_after_the_variants_and_refuse_an_unknown_one():
     seen = []
     plain, changed = probes.spec_pipelines(["no-grad", "no-grad@mark"], "original", "tiny",

@@ -100,3 +100,30 @@ def test_a_module_that_is_not_hift_is_refused_saying_what_it_lacks():
     with pytest.raises(TypeError, match="no conv_pre"):
         vocoder.use_rows(torch.nn.Sequential(torch.nn.Conv1d(2, 2, 3)))
 
+
+
+def test_the_rows_in_bfloat16_speak_upstreams_waveform_within_bfloat16_rounding(tiny_model):
+    base = Pipeline(tiny_model).synthesize(TEXT, seed=4, n_tokens=20)
+    pipeline = Pipeline(_own_copy(tiny_model))
+    applied = variants.apply(pipeline, "bf16-vocoder")
+    out = pipeline.synthesize(TEXT, seed=4, n_tokens=20)
+    assert torch.equal(out.tokens, base.tokens) and out.wav.shape == base.wav.shape and out.wav.dtype == base.wav.dtype
+    assert 1e-4 < _rel(out.wav, base.wav) < 0.05  # bfloat16's 8 bits of mantissa show, and stay small
+    evidence = applied.evidence(pipeline)["bf16-vocoder"]
+    assert evidence["dtype"] == "bfloat16" and evidence["calls"] == 1
+    assert evidence["convolutions"] == evidence["weights_in_dtype"] == evidence["weights_channels_last"] > 0
+    hift = pipeline.model.s3gen.mel2wav
+    assert all(p.dtype == torch.float32 for p in hift.f0_predictor.parameters())  # what upstream's decode keeps
+    engaged, why = applied.engaged(applied.evidence(pipeline))
+    assert engaged and "in bfloat16" in why
+
+
+def test_a_stream_through_the_bfloat16_rows_keeps_its_chunks_and_their_float32_audio(tiny_model):
+    upstream = synthesize_stream(Pipeline(tiny_model), TEXT, seed=2, n_tokens=25, chunk_tokens=10)
+    pipeline = Pipeline(_own_copy(tiny_model))
+    variants.apply(pipeline, "fast-vocoder+bf16-vocoder")
+    rows = synthesize_stream(pipeline, TEXT, seed=2, n_tokens=25, chunk_tokens=10)
+    assert [len(c) for c in rows.chunks] == [len(c) for c in upstream.chunks] and len(rows.chunks) == 3
+    for mine, theirs in zip(rows.chunks, upstream.chunks, strict=True):
+        assert mine.dtype == theirs.dtype and _rel(mine, theirs) < 0.05
+

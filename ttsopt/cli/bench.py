@@ -26,10 +26,10 @@ def register(sub) -> None:
     p.add_argument("--trials", type=positive, default=2, help="interleaved pairs (default: 2)")
     p.add_argument("--seed", type=count, default=0, help="pair t uses seed SEED + t on both sides")
     p.add_argument("--combo", default=None,
-                   help="variant spec (default per device and model: "
-                        "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder on a CPU, whose flow estimator "
-                        "goes bfloat16 with avx512_bf16 or amx_bf16 and int8 linears "
-                        "without; fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA) and for "
+                   help="variant spec (default per device and model, printed with the reason: on a CPU "
+                        "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder, whose flow estimator goes "
+                        "bfloat16 with avx512_bf16 or amx_bf16 and int8 linears without, plus bf16-vocoder with "
+                        "amx_bf16; fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA) and for "
                         "multilingual (fast-s3gen alone on CUDA))")
     p.add_argument("--stream", action="store_true",
                    help="also stream both sides once per pair, after the pairs (first audio, RTF of the rest)")

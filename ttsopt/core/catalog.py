@@ -14,11 +14,11 @@ BASELINE = "baseline"
 
 # name -> aliases
 NAMES: dict[str, tuple[str, ...]] = {
-    "alignment-analyzer": (), "bf16": (), "bnb-int8": (), "bnb-nf4": (), "cfm-steps-1": (), "cfm-steps-2": (),
-    "cfm-steps-4": (), "cfm-steps-6": (), "channels-last": (), "compiled-s3gen": (), "compiled-t3": (),
-    "cpu-int8": (), "cpu-int8-t3": ("torch-int8-t3",), "cpu-int8-head": (), "cpu-int4-t3": (), "cpu-offload": (),
-    "cuda-cache": (), "fast-s3gen": (), "fast-t3": (), "fast-vocoder": (), "flash-attention": (), "fp16": (),
-    "no-grad": (), "static-kv-cache": (), "stream": (), "token-budget": (), "vocos": (), "warmup": (),
+    "alignment-analyzer": (), "bf16": (), "bf16-vocoder": (), "bnb-int8": (), "bnb-nf4": (), "cfm-steps-1": (),
+    "cfm-steps-2": (), "cfm-steps-4": (), "cfm-steps-6": (), "channels-last": (), "compiled-s3gen": (),
+    "compiled-t3": (), "cpu-int8": (), "cpu-int8-t3": ("torch-int8-t3",), "cpu-int8-head": (), "cpu-int4-t3": (),
+    "cpu-offload": (), "cuda-cache": (), "fast-s3gen": (), "fast-t3": (), "fast-vocoder": (), "flash-attention": (),
+    "fp16": (), "no-grad": (), "static-kv-cache": (), "stream": (), "token-budget": (), "vocos": (), "warmup": (),
 }
 
 

@@ -17,6 +17,12 @@ same order as upstream's, so the same bits, in one buffer rather than five.
 The HiFT's modules are replaced on the instance given, never its classes (a deep copy shares the
 classes that weight normalisation creates), and its `decode` is replaced on that instance only;
 the f0 predictor and the sine source stay upstream's.
+
+`use_dtype` then puts the converted modules in another precision (bfloat16, `bf16-vocoder`): the
+convolutions and Snake activations run in it, while the source's STFT, the f0 predictor, the sine
+source and the iSTFT stay float32 (torch has no bfloat16 complex kernels). That is not lossless:
+the waveform moves by bfloat16 rounding of every activation, which the fidelity probe measures
+(the vocoder's waveform on the baseline's mel).
 """
 from __future__ import annotations
 
@@ -78,17 +84,19 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 
 
 class RowDecode:
-    """HiFT's `decode` over the converted modules; counts its calls as evidence."""
+    """HiFT's `decode` over the converted modules, their activations in DTYPE (the STFT and iSTFT
+    around them in float32); counts its calls as evidence."""
 
     def __init__(self, hift: nn.Module, converted: dict[str, int]):
         self.hift, self.converted, self.calls = hift, converted, 0
+        self.dtype = torch.float32
 
     def __call__(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         h = self.hift
         self.calls += 1
         real, imag = h._stft(s.squeeze(1))
-        s_stft = _rows(torch.cat([real, imag], dim=1))
-        x = h.conv_pre(_rows(x))
+        s_stft = _rows(torch.cat([real, imag], dim=1)).to(self.dtype)
+        x = h.conv_pre(_rows(x).to(self.dtype))
         for i in range(h.num_upsamples):
             x = F.leaky_relu(x, h.lrelu_slope)
             x = h.ups[i](x)
@@ -101,7 +109,7 @@ class RowDecode:
                 xs = y if xs is None else xs + y
             x = xs / h.num_kernels
         x = F.leaky_relu(x)
-        x = h.conv_post(x).squeeze(2)
+        x = h.conv_post(x).squeeze(2).float()
         half = h.istft_params["n_fft"] // 2 + 1
         magnitude = torch.exp(x[:, :half, :])
         phase = torch.sin(x[:, half:, :])
@@ -142,11 +150,27 @@ def use_rows(hift: nn.Module) -> RowDecode:
     return decode
 
 
+def use_dtype(hift: nn.Module, dtype: torch.dtype) -> RowDecode:
+    """HIFT decoding through channels-last rows (`use_rows`) whose convolutions and Snake
+    activations hold and compute in DTYPE; the modules upstream's decode keeps (f0 predictor, sine
+    source) and the STFT and iSTFT stay as they are."""
+    decode = use_rows(hift)
+    for m in hift.modules():
+        if isinstance(m, (RowConv, RowSnake)):
+            for name, p in m.named_parameters(recurse=False):  # channels-last kept: a 4-D weight stays in it
+                setattr(m, name, nn.Parameter(p.detach().to(dtype), requires_grad=False))
+    decode.dtype = dtype
+    return decode
+
+
 def evidence(hift: nn.Module) -> dict:
-    """What the conversion did to HIFT: converted modules, decode calls, and the weights' layout."""
+    """What the conversion did to HIFT: converted modules, decode calls, the precision they run
+    in, and the weights' layout and dtype."""
     decode = hift.__dict__.get("decode")
     if not isinstance(decode, RowDecode):
         return {"decode": "upstream's"}
     rows = [m for m in hift.modules() if isinstance(m, RowConv)]
     return {"decode": "channels-last rows", **decode.converted, "calls": decode.calls,
+            "dtype": str(decode.dtype).replace("torch.", ""),
+            "weights_in_dtype": sum(m.weight.dtype == decode.dtype for m in rows),
             "weights_channels_last": sum(m.weight.is_contiguous(memory_format=torch.channels_last) for m in rows)}

@@ -38,30 +38,41 @@ CPU_COMBO = "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder"
 VOCODER = "the vocoder's convolutions as channels-last 2-D ones"
 
 
+def cpu_vocoder(flags: set[str]) -> tuple[str, str]:
+    """What a CPU's combination adds for the vocoder, and why: its convolutions as channels-last
+    rows (`fast-vocoder`, lossless), and in bfloat16 (`bf16-vocoder`, a fidelity trade-off) on a
+    CPU with AMX tiles, where it was measured faster; with avx512_bf16 alone it is unmeasured, so
+    the rows stay float32 there."""
+    if "amx_bf16" in flags:
+        return "fast-vocoder+bf16-vocoder", f"{VOCODER}, in bfloat16 (this CPU has AMX tiles)"
+    return "fast-vocoder", VOCODER
+
+
 def best_combo(device_type: str, flags: set[str], model: str = "original") -> tuple[str, str]:
     """The fast combination for a device, CPU FLAGS and model, and why. `fast-s3gen` picks the flow
     estimator's precision from the same flags (`variants.fast.flow_precision`): bfloat16 where it is
     native, int8 linear layers where bfloat16 would be emulated; and its attention kernel
-    (`engine.attention.flow_attention`). A CPU's combination adds `fast-vocoder` (HiFT's convolutions
-    as channels-last 2-D ones, `engine.vocoder`), measured on CPUs only. On CUDA nothing is built
-    for Turbo yet."""
+    (`engine.attention.flow_attention`). A CPU's combination adds the vocoder's (`cpu_vocoder`),
+    measured on CPUs only. On CUDA nothing is built for Turbo yet."""
     precision, why = flow_precision(device_type, flags)
     kind, reason = flow_attention(device_type, flags, precision)
     flow = (f"the flow estimator in {precision}; {why}"
             + (f"; its attention as three batched products ({reason})" if kind == PRODUCTS else ""))
+    vocoder, vocoder_why = cpu_vocoder(flags)
+    cpu_combo = CPU_COMBO.replace("fast-vocoder", vocoder)
     if model == "turbo":
         if device_type == "cuda":
             raise UserError("no fast combination is built for turbo on CUDA yet; name one with --combo")
-        return CPU_COMBO, (f"turbo on a CPU: GPT-2 over a static KV cache with int8 linears and speech head; {flow} "
-                           f"(Turbo's flow takes 2 steps); {VOCODER}")
+        return cpu_combo, (f"turbo on a CPU: GPT-2 over a static KV cache with int8 linears and speech head; {flow} "
+                           f"(Turbo's flow takes 2 steps); {vocoder_why}")
     if model == "multilingual" and device_type == "cuda":  # its analyzer reads every step: no T3 graph
         return "fast-s3gen", f"multilingual on CUDA: CUDA graphs and {flow}"
     if model == "multilingual":
-        return CPU_COMBO, (f"multilingual on a CPU: T3 over a static KV cache with int8 linears and speech head, "
-                           f"upstream's alignment analyzer fed from the step, {flow}; {VOCODER}")
+        return cpu_combo, (f"multilingual on a CPU: T3 over a static KV cache with int8 linears and speech head, "
+                           f"upstream's alignment analyzer fed from the step, {flow}; {vocoder_why}")
     if device_type == "cuda":
         return "fast-t3+fast-s3gen", f"CUDA: the T3 step and the flow as CUDA graphs, {flow}"
-    return CPU_COMBO, f"a CPU: T3 over a static KV cache with int8 linears and speech head, {flow}; {VOCODER}"
+    return cpu_combo, f"a CPU: T3 over a static KV cache with int8 linears and speech head, {flow}; {vocoder_why}"
 
 
 RUN_ID = "bench"
@@ -402,6 +413,7 @@ def fidelity_lines(records: pd.DataFrame) -> list[str]:
         lines.append(f"token match rate (same seed): {trials['fid_token_match'].mean():.4f} "
                      f"over {len(trials)} trial(s)")
     for col, label in (("fid_mel_rel_err", "mel rel. error (baseline tokens, same noise)"),
+                       ("fid_vocoder_rel_err", "vocoder waveform rel. error (baseline mel, same noise)"),
                        ("fid_logit_rel_err", "T3 teacher-forced logit rel. error")):
         if col in probes.columns and probes[col].notna().any():
             lines.append(f"{label}: {probes[col].max():.3g}")

@@ -2,8 +2,9 @@
 
 - References: the reference run stores the baseline's outputs per (prompt, seed), so that a
   variant measured in other processes (the cross-process design) can be compared with them.
-- `probe`: teacher-forced T3 logits and the mel S3Gen makes from given tokens, with the flow
-  noise fixed by the seed: the inside views of fidelity.
+- `probe`: teacher-forced T3 logits, the mel S3Gen makes from given tokens with the flow noise
+  fixed by the seed, and the waveform the vocoder makes of a given mel (the baseline's), its
+  source noise fixed likewise: the inside views of fidelity, one per stage.
 - `profile_run`: the torch.profiler pass of a run, in its own load of the model.
 - `spec_pipelines`: one pipeline per variant spec, for the scripts that time paths side by side.
 """
@@ -51,9 +52,12 @@ def load_reference(directory, prompt_id: str, seed: int) -> dict | None:
 
 
 @torch.inference_mode()
-def probe(pipeline: Pipeline, text: str, tokens: torch.Tensor, seed: int, sampling: Sampling | None = None) -> dict:
-    """Teacher-forced logits and the mel S3Gen makes from TOKENS, with the flow noise fixed by SEED.
-    A T3 runner that cannot score (no `score`) gives no logits."""
+def probe(pipeline: Pipeline, text: str, tokens: torch.Tensor, seed: int, sampling: Sampling | None = None,
+          mel: torch.Tensor | None = None) -> dict:
+    """Teacher-forced logits and the mel S3Gen makes from TOKENS, with the flow noise fixed by SEED,
+    and (`mel_wav`) the waveform the vocoder makes of MEL (the baseline's; by default the mel just
+    made), its sine source's noise fixed by SEED too, so the vocoder's own change shows apart from
+    the flow's. A T3 runner that cannot score (no `score`) gives no logits."""
     s = sampling or pipeline.sampling
     out: dict = {}
     conds = pipeline.conditioning()
@@ -63,6 +67,8 @@ def probe(pipeline: Pipeline, text: str, tokens: torch.Tensor, seed: int, sampli
         out["logits"] = pipeline.t3.score(state, tokens.to(pipeline.device)).float().cpu()
     torch.manual_seed(seed)
     out["mel"] = pipeline.flow(tokens.to(pipeline.device), conds).float().cpu()
+    torch.manual_seed(seed)
+    out["mel_wav"] = pipeline.vocode((out["mel"] if mel is None else mel).to(pipeline.device)).float().cpu()
     return out
 
 

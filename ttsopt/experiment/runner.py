@@ -344,7 +344,7 @@ def _pair(run: _Run, sides: dict, prompt: dict, seed: int, trial: int, index: in
 
 def _probe_pair(run: _Run, base, var, prompt: dict, seed: int, tokens) -> None:
     b = probes.probe(base, _spoken(base, prompt), tokens, seed)
-    v = probes.probe(var, _spoken(var, prompt), tokens, seed)
+    v = probes.probe(var, _spoken(var, prompt), tokens, seed, mel=b["mel"])
     metrics, notes = fidelity.compare_probe(b, v)
     if run.cfg.role == Role.AA:
         probes.add_probe(run.cfg.reference_dir, prompt["id"], seed, b)
@@ -423,8 +423,8 @@ def _probe_reference(run: _Run, pipeline, prompts: list[dict], seed: int) -> Non
         reference = probes.load_reference(run.cfg.reference_dir, prompt["id"], seed)
         if reference is None or "mel" not in reference:
             continue  # no reference run in this results directory: fidelity is not measured
-        metrics, notes = fidelity.compare_probe(reference, probes.probe(pipeline, _spoken(pipeline, prompt),
-                                                                         reference["tokens"], seed))
+        probed = probes.probe(pipeline, _spoken(pipeline, prompt), reference["tokens"], seed, mel=reference["mel"])
+        metrics, notes = fidelity.compare_probe(reference, probed)
         run.write(run.record(Phase.FIDELITY, Side.VARIANT, prompt_id=prompt["id"], category=prompt["category"],
                              seed=seed, fid=metrics, extra=notes))
 

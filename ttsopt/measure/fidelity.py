@@ -1,10 +1,11 @@
 """Fidelity: how far a variant's output is from the baseline's on the same inputs.
 
-The metrics; `ttsopt.experiment.probes` runs the pipelines that feed them. Four views, from
+The metrics; `ttsopt.experiment.probes` runs the pipelines that feed them. Five views, from
 the inside out:
 - token match under the same seed (T3's sampling path as a whole),
 - teacher-forced T3 logits: both fed the baseline's tokens, relative error of the logits,
 - S3Gen mel given the baseline's tokens and the same flow noise: relative error,
+- the vocoder's waveform of the baseline's mel with the same source noise: relative error,
 - the waveform: SNR against the baseline's, meaningful only when the tokens match.
 Lossless variants show zero or float-rounding error; lossy ones show how much they lose.
 """
@@ -54,8 +55,11 @@ def compare_output(ref_tokens: torch.Tensor, ref_wav: np.ndarray, tokens: torch.
 
 
 def compare_probe(reference: dict, probed: dict) -> tuple[dict, dict]:
-    """(metrics, notes) of teacher-forced logits and mels against the baseline's."""
+    """(metrics, notes) of teacher-forced logits, mels, and the vocoder's waveforms of the same mel
+    against the baseline's (a reference stored before the vocoder was probed has none)."""
     metrics = {"mel_rel_err": rel_error(reference["mel"], probed["mel"])}
+    if "mel_wav" in reference and "mel_wav" in probed:
+        metrics["vocoder_rel_err"] = rel_error(reference["mel_wav"], probed["mel_wav"])
     if "logits" in reference and "logits" in probed:
         metrics["logit_rel_err"] = rel_error(reference["logits"], probed["logits"])
         return metrics, {}

@@ -110,7 +110,8 @@ def _fidelity(recs: pd.DataFrame) -> dict:
     var = recs[recs["side"] == Side.VARIANT]
     trials, probes = var[var["phase"] == Phase.TRIAL], var[var["phase"] == Phase.FIDELITY]
     for name, frame, how in (("fid_token_match", trials, "mean"), ("fid_wav_snr_db", trials, "median"),
-                             ("fid_mel_rel_err", probes, "max"), ("fid_logit_rel_err", probes, "max")):
+                             ("fid_mel_rel_err", probes, "max"), ("fid_vocoder_rel_err", probes, "max"),
+                             ("fid_logit_rel_err", probes, "max")):
         if name in frame.columns:
             values = pd.to_numeric(frame[name], errors="coerce").replace(np.inf, 1e9).dropna()
             if len(values):
@@ -127,6 +128,8 @@ def describe_fidelity(fid: dict) -> str:
         parts.append(f"logit error {fid['fid_logit_rel_err']:.2g}")
     if "fid_mel_rel_err" in fid:
         parts.append(f"mel error {fid['fid_mel_rel_err']:.2g}")
+    if "fid_vocoder_rel_err" in fid:
+        parts.append(f"vocoder error {fid['fid_vocoder_rel_err']:.2g}")
     if "fid_wav_snr_db" in fid:
         snr = fid["fid_wav_snr_db"]
         parts.append("identical audio" if snr >= 1e9 else f"audio SNR {snr:.0f} dB")

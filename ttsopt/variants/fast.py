@@ -185,6 +185,37 @@ class FastVocoderVariant(Variant):
                            "convolutions")
 
 
+class Bf16VocoderVariant(Variant):
+    """fast-vocoder's rows in bfloat16 (`engine.vocoder.use_dtype`): HiFT's convolutions and Snake
+    activations hold and compute bfloat16, the STFT, iSTFT, f0 predictor and sine source stay
+    float32. Where bfloat16 is emulated (a CPU without BF16_UNITS) it still runs, slower, and its
+    evidence says so, as bf16's does. On CUDA the same modules run; not measured there."""
+    name = "bf16-vocoder"
+    models = ("original", "turbo", "multilingual")
+    claims = (Claim("vocoder", "the vocoder's convolutions and Snake activations in bfloat16 as channels-last rows, "
+                               "its STFT and iSTFT in float32: less vocoder time where bfloat16 is native (a CPU "
+                               "with avx512_bf16 or AMX), a fidelity trade-off"),)
+    lossless = False
+    conflicts = ("bf16", "fp16", "vocos")  # whole-model casts and autocast, or another vocoder
+
+    def apply(self, pipeline):
+        return vocoder.use_dtype(pipeline.model.s3gen.mel2wav, torch.bfloat16)
+
+    def evidence(self, pipeline, decode) -> dict:
+        ev = vocoder.evidence(pipeline.model.s3gen.mel2wav)
+        if pipeline.device.type == "cpu":
+            units = [f for f in BF16_UNITS if f in cpu_flags()]
+            ev["cpu_native_units"] = units
+            if not units:
+                ev["warning"] = f"this CPU has none of {', '.join(BF16_UNITS)}: bfloat16 arithmetic is emulated"
+        return ev
+
+    def engaged(self, evidence):
+        calls, cast = evidence.get("calls", 0), evidence.get("weights_in_dtype", 0)
+        ok = calls > 0 and cast > 0 and evidence.get("dtype") == "bfloat16"
+        return ok, f"{calls} vocoder call(s) through {cast} convolutions in {evidence.get('dtype')}"
+
+
 class CompiledS3GenVariant(Variant):
     """The flow's estimator through `torch.compile` (`engine.s3gen.CompiledEstimator`), in
     whatever precision it holds when compiled: float32 alone, bfloat16 after fast-s3gen on a CPU
@@ -405,7 +436,8 @@ class StreamVariant(Variant):
                           "rendered exactly as without streaming")
 
 
-VARIANTS = [FastT3Variant(), CompiledT3Variant(), FastS3GenVariant(), FastVocoderVariant(), CompiledS3GenVariant(),
+VARIANTS = [FastT3Variant(), CompiledT3Variant(), FastS3GenVariant(), FastVocoderVariant(), Bf16VocoderVariant(),
+            CompiledS3GenVariant(),
             CpuInt8("cpu-int8", t3_only=False), CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)),
             CpuInt8Head(), CpuInt4T3(),
             *map(CfmSteps, CFM_STEP_VARIANTS),
