@@ -1,6 +1,7 @@
 """fast-vocoder: HiFT's 1-D convolutions as channels-last 2-D ones of height 1 (engine.vocoder)
 speak upstream's waveform within float32 rounding, in a synthesis and in a stream, and touch
-no other copy of the model."""
+no other copy of the model; bf16-vocoder's rows in bfloat16 within bfloat16 rounding, their
+audio float32."""
 import copy
 
 import pytest
@@ -26,12 +27,18 @@ def _rel(a, b) -> float:
     return ((a - b).norm() / b.norm()).item()
 
 
-def test_the_rows_speak_upstreams_waveform_within_float32_rounding(tiny_model):
+def _beside_upstream(tiny_model, spec: str):
+    """(upstream's synthesis, SPEC's, the applied variants, SPEC's pipeline) of one text and seed."""
     base = Pipeline(tiny_model).synthesize(TEXT, seed=4, n_tokens=20)
     pipeline = Pipeline(_own_copy(tiny_model))
-    applied = variants.apply(pipeline, "fast-vocoder")
+    applied = variants.apply(pipeline, spec)
     out = pipeline.synthesize(TEXT, seed=4, n_tokens=20)
-    assert torch.equal(out.tokens, base.tokens) and out.wav.shape == base.wav.shape
+    assert torch.equal(out.tokens, base.tokens) and out.wav.shape == base.wav.shape and out.wav.dtype == base.wav.dtype
+    return base, out, applied, pipeline
+
+
+def test_the_rows_speak_upstreams_waveform_within_float32_rounding(tiny_model):
+    base, out, applied, pipeline = _beside_upstream(tiny_model, "fast-vocoder")
     assert 0 < _rel(out.wav, base.wav) < 1e-5  # the same product, its sums in another order
     evidence = applied.evidence(pipeline)["fast-vocoder"]
     assert evidence["calls"] == 1 and evidence["convolutions"] == evidence["weights_channels_last"] > 0
@@ -40,15 +47,16 @@ def test_the_rows_speak_upstreams_waveform_within_float32_rounding(tiny_model):
     assert engaged and "1 vocoder call" in why
 
 
-def test_a_stream_through_the_rows_speaks_upstreams_chunks(tiny_model):
+@pytest.mark.parametrize("spec, bound", [("fast-vocoder", 1e-5), ("fast-vocoder+bf16-vocoder", 0.05)])
+def test_a_stream_through_the_rows_speaks_upstreams_chunks_within_their_precision(tiny_model, spec, bound):
     upstream = synthesize_stream(Pipeline(tiny_model), TEXT, seed=2, n_tokens=25, chunk_tokens=10)
     pipeline = Pipeline(_own_copy(tiny_model))
-    variants.apply(pipeline, "fast-vocoder")
+    variants.apply(pipeline, spec)
     rows = synthesize_stream(pipeline, TEXT, seed=2, n_tokens=25, chunk_tokens=10)
     assert [len(c) for c in rows.chunks] == [len(c) for c in upstream.chunks] and len(rows.chunks) == 3
     assert sum(len(c) for c in rows.chunks) == 25 * SAMPLES_PER_TOKEN
     for mine, theirs in zip(rows.chunks, upstream.chunks, strict=True):
-        assert _rel(mine, theirs) < 1e-5
+        assert mine.dtype == theirs.dtype and _rel(mine, theirs) < bound
     assert vocoder.evidence(pipeline.model.s3gen.mel2wav)["calls"] == 3
 
 
@@ -103,11 +111,7 @@ def test_a_module_that_is_not_hift_is_refused_saying_what_it_lacks():
 
 
 def test_the_rows_in_bfloat16_speak_upstreams_waveform_within_bfloat16_rounding(tiny_model):
-    base = Pipeline(tiny_model).synthesize(TEXT, seed=4, n_tokens=20)
-    pipeline = Pipeline(_own_copy(tiny_model))
-    applied = variants.apply(pipeline, "bf16-vocoder")
-    out = pipeline.synthesize(TEXT, seed=4, n_tokens=20)
-    assert torch.equal(out.tokens, base.tokens) and out.wav.shape == base.wav.shape and out.wav.dtype == base.wav.dtype
+    base, out, applied, pipeline = _beside_upstream(tiny_model, "bf16-vocoder")
     assert 1e-4 < _rel(out.wav, base.wav) < 0.05  # bfloat16's 8 bits of mantissa show, and stay small
     evidence = applied.evidence(pipeline)["bf16-vocoder"]
     assert evidence["dtype"] == "bfloat16" and evidence["calls"] == 1
@@ -116,14 +120,4 @@ def test_the_rows_in_bfloat16_speak_upstreams_waveform_within_bfloat16_rounding(
     assert all(p.dtype == torch.float32 for p in hift.f0_predictor.parameters())  # what upstream's decode keeps
     engaged, why = applied.engaged(applied.evidence(pipeline))
     assert engaged and "in bfloat16" in why
-
-
-def test_a_stream_through_the_bfloat16_rows_keeps_its_chunks_and_their_float32_audio(tiny_model):
-    upstream = synthesize_stream(Pipeline(tiny_model), TEXT, seed=2, n_tokens=25, chunk_tokens=10)
-    pipeline = Pipeline(_own_copy(tiny_model))
-    variants.apply(pipeline, "fast-vocoder+bf16-vocoder")
-    rows = synthesize_stream(pipeline, TEXT, seed=2, n_tokens=25, chunk_tokens=10)
-    assert [len(c) for c in rows.chunks] == [len(c) for c in upstream.chunks] and len(rows.chunks) == 3
-    for mine, theirs in zip(rows.chunks, upstream.chunks, strict=True):
-        assert mine.dtype == theirs.dtype and _rel(mine, theirs) < 0.05
 
