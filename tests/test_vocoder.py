@@ -109,7 +109,6 @@ def test_a_module_that_is_not_hift_is_refused_saying_what_it_lacks():
         vocoder.use_rows(torch.nn.Sequential(torch.nn.Conv1d(2, 2, 3)))
 
 
-
 def test_the_rows_in_bfloat16_speak_upstreams_waveform_within_bfloat16_rounding(tiny_model):
     base, out, applied, pipeline = _beside_upstream(tiny_model, "bf16-vocoder")
     assert 1e-4 < _rel(out.wav, base.wav) < 0.05  # bfloat16's 8 bits of mantissa show, and stay small
@@ -121,3 +120,15 @@ def test_the_rows_in_bfloat16_speak_upstreams_waveform_within_bfloat16_rounding(
     engaged, why = applied.engaged(applied.evidence(pipeline))
     assert engaged and "in bfloat16" in why
 
+
+@pytest.mark.parametrize("flags, units", [({"avx2"}, []), ({"avx2", "amx_bf16"}, ["amx_bf16"])])
+def test_a_bfloat16_run_on_a_cpu_without_its_units_says_it_is_emulated(monkeypatch, flags, units):
+    from types import SimpleNamespace
+
+    from ttsopt.measure.env import BF16_UNITS
+    from ttsopt.variants import base
+    monkeypatch.setattr(base, "cpu_flags", lambda: flags)
+    ev = base.native_units(SimpleNamespace(device=torch.device("cpu")), BF16_UNITS, torch.bfloat16)
+    assert ev["cpu_native_units"] == units
+    assert ("bfloat16 arithmetic is emulated" in ev.get("warning", "")) is (not units)
+    assert base.native_units(SimpleNamespace(device=torch.device("cuda")), BF16_UNITS, torch.bfloat16) == {}

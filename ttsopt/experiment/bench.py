@@ -34,7 +34,7 @@ from ..variants.fast import flow_precision
 from . import bench_memory, bench_quality, profiles
 from .runner import RunConfig, _Run, _stream_trial, measure_pairs
 
-CPU_COMBO = "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder"
+CPU_COMBO = "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen"  # and the vocoder's (`cpu_vocoder`)
 VOCODER = "the vocoder's convolutions as channels-last 2-D ones"
 
 
@@ -59,7 +59,7 @@ def best_combo(device_type: str, flags: set[str], model: str = "original") -> tu
     flow = (f"the flow estimator in {precision}; {why}"
             + (f"; its attention as three batched products ({reason})" if kind == PRODUCTS else ""))
     vocoder, vocoder_why = cpu_vocoder(flags)
-    cpu_combo = CPU_COMBO.replace("fast-vocoder", vocoder)
+    cpu_combo = f"{CPU_COMBO}+{vocoder}"
     if model == "turbo":
         if device_type == "cuda":
             raise UserError("no fast combination is built for turbo on CUDA yet; name one with --combo")

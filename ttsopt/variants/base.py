@@ -9,6 +9,7 @@ import torch
 from ..core.claims import Claim
 from ..core.errors import UserError
 from ..core.vocab import Design
+from ..measure.env import cpu_flags
 
 
 class NotApplicable(UserError):
@@ -94,6 +95,20 @@ class Variant:
         return {"name": self.name, "claims": [c.text for c in self.claims], "requires": list(self.requires),
                 "lossless": self.lossless, "design": str(self.design), "aliases": list(self.aliases),
                 "models": list(self.models)}
+
+
+def native_units(pipeline, units: tuple[str, ...], dtype: torch.dtype) -> dict:
+    """Evidence for a variant computing in DTYPE on PIPELINE's CPU: which of UNITS (the CPU flags of
+    native DTYPE arithmetic) this CPU has, and a warning where it has none, so an emulated run says
+    so; nothing off a CPU."""
+    if pipeline.device.type != "cpu":
+        return {}
+    have = [f for f in units if f in cpu_flags()]
+    ev: dict = {"cpu_native_units": have}
+    if not have:
+        ev["warning"] = (f"this CPU has none of {', '.join(units)}: {str(dtype).replace('torch.', '')} "
+                         "arithmetic is emulated")
+    return ev
 
 
 def dtypes_of(module: torch.nn.Module) -> dict[str, int]:

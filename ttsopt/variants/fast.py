@@ -16,7 +16,7 @@ from ..engine.t3.fast import FastT3
 from ..engine.t3.fast_turbo import FastTurboT3
 from ..measure import weights
 from ..measure.env import BF16_UNITS, cpu_flags
-from .base import NotApplicable, Variant, dtypes_of
+from .base import NotApplicable, Variant, dtypes_of, native_units
 from .quantize import BNB_CLAIM
 
 _MIB = 2**20
@@ -193,8 +193,8 @@ class Bf16VocoderVariant(Variant):
     name = "bf16-vocoder"
     models = ("original", "turbo", "multilingual")
     claims = (Claim("vocoder", "the vocoder's convolutions and Snake activations in bfloat16 as channels-last rows, "
-                               "its STFT and iSTFT in float32: less vocoder time where bfloat16 is native (a CPU "
-                               "with avx512_bf16 or AMX), a fidelity trade-off"),)
+                               "its STFT and iSTFT in float32: less vocoder time on a CPU with AMX tiles (with "
+                               "avx512_bf16 alone not measured), a fidelity trade-off"),)
     lossless = False
     conflicts = ("bf16", "fp16", "vocos")  # whole-model casts and autocast, or another vocoder
 
@@ -202,13 +202,7 @@ class Bf16VocoderVariant(Variant):
         return vocoder.use_dtype(pipeline.model.s3gen.mel2wav, torch.bfloat16)
 
     def evidence(self, pipeline, decode) -> dict:
-        ev = vocoder.evidence(pipeline.model.s3gen.mel2wav)
-        if pipeline.device.type == "cpu":
-            units = [f for f in BF16_UNITS if f in cpu_flags()]
-            ev["cpu_native_units"] = units
-            if not units:
-                ev["warning"] = f"this CPU has none of {', '.join(BF16_UNITS)}: bfloat16 arithmetic is emulated"
-        return ev
+        return {**vocoder.evidence(pipeline.model.s3gen.mel2wav), **native_units(pipeline, BF16_UNITS, torch.bfloat16)}
 
     def engaged(self, evidence):
         calls, cast = evidence.get("calls", 0), evidence.get("weights_in_dtype", 0)

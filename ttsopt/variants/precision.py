@@ -16,8 +16,8 @@ import functools
 import torch
 
 from ..core.claims import Claim, less
-from ..measure.env import BF16_UNITS, FP16_UNITS, cpu_flags
-from .base import Variant, dtypes_of, lean_runner
+from ..measure.env import BF16_UNITS, FP16_UNITS
+from .base import Variant, dtypes_of, lean_runner, native_units
 
 _CPU_UNITS = {torch.bfloat16: BF16_UNITS, torch.float16: FP16_UNITS}
 
@@ -64,13 +64,7 @@ class MixedPrecision(Variant):
         ev["autocast_groups"] = list(self.groups)
         if self.why_not_vocoder:
             ev["vocoder_kept_float32"] = self.why_not_vocoder
-        if pipeline.device.type == "cpu":
-            units = [f for f in _CPU_UNITS[self.dtype] if f in cpu_flags()]
-            ev["cpu_native_units"] = units
-            if not units:
-                ev["warning"] = (f"this CPU has none of {', '.join(_CPU_UNITS[self.dtype])}: "
-                                 f"{str(self.dtype).replace('torch.', '')} arithmetic is emulated")
-        return ev
+        return {**ev, **native_units(pipeline, _CPU_UNITS[self.dtype], self.dtype)}
 
     def engaged(self, evidence):
         name = str(self.dtype).replace("torch.", "")
