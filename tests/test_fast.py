@@ -608,3 +608,13 @@ def test_the_compiled_step_refuses_int8_layers_with_a_reason(tiny_model):
         FastT3(t3, compiled=True)
     with pytest.raises(UserError, match="compiled-t3 and cpu-int8-t3 cannot be combined"):
         variants.parse("compiled-t3+cpu-int8-t3")
+
+
+def test_the_step_plan_is_built_in_the_load_so_the_first_synthesis_builds_none(tiny_model):
+    pipeline = Pipeline(_own_copy(tiny_model))
+    variants.apply(pipeline, "fast-t3+cpu-int8-t3+cpu-int8-head")
+    tfmr = pipeline.model.t3.tfmr
+    plan = llama_step._PLANS.get(tfmr)
+    assert plan is not None and plan.current() and plan.kind.endswith("int8-joined")  # over the int8 layers
+    pipeline.synthesize(TEXT, seed=0, n_tokens=4)
+    assert llama_step._PLANS.get(tfmr) is plan

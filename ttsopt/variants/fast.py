@@ -35,6 +35,9 @@ class FastT3Variant(Variant):
         runner = FastTurboT3(t3) if pipeline.model.name == "turbo" else FastT3(t3)
         return _in_place_of_t3(pipeline, runner, self.name)
 
+    def after_load(self, pipeline, runner) -> None:
+        runner.prepare()  # after every variant: the plan is built over the layers int8 leaves
+
     def evidence(self, pipeline, runner) -> dict:
         return {"t3": type(runner).__name__, **runner.evidence()}
 

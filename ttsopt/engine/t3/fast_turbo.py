@@ -47,6 +47,10 @@ class FastTurboT3:
         self.voice: VoicePrefix | None = None  # the last voice's conditioning keys and values
         self.voice_hits = self.voice_misses = 0
 
+    def prepare(self) -> None:
+        """Build the step's plan now (as `FastT3.prepare`): inside the timed load, not the first synthesis."""
+        self._plan()
+
     def _plan(self) -> gpt2_step.Plan:
         if self.plan is None or not self.plan.current():  # a variant applied later swaps modules (int8)
             self.plan = gpt2_step.Plan(self.t3.tfmr)

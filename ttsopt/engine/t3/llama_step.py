@@ -179,10 +179,11 @@ class Plan:
                 ranges = {_reduce_range(m) for m in lins}
                 if len(ranges) != 1:
                     return None, []
-                if all(quant.per_channel(m) and m.bias() is None for m in lins):
+                ws = [quant.unpacked(m) for m in lins]  # once each: an unpack copies the weight
+                if all(quant.per_channel(w) and b is None for w, b in ws):
                     kinds.add("int8-joined")
-                    weights = [quant.joined(lins[:3]), lins[3]._packed_params._packed_params,
-                               quant.joined(lins[4:6]), lins[6]._packed_params._packed_params, ranges.pop()]
+                    weights = [quant.joined(ws[:3]), lins[3]._packed_params._packed_params,
+                               quant.joined(ws[4:6]), lins[6]._packed_params._packed_params, ranges.pop()]
                 else:
                     kinds.add("int8")
                     weights = [m._packed_params._packed_params for m in lins] + [ranges.pop()]
