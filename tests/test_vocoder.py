@@ -121,6 +121,15 @@ def test_the_rows_in_bfloat16_speak_upstreams_waveform_within_bfloat16_rounding(
     assert engaged and "in bfloat16" in why
 
 
+def test_the_mel_goes_in_at_the_f0_predictors_dtype_not_the_rows_or_the_first_parameters(tiny_model):
+    hift = copy.deepcopy(tiny_model.s3gen.mel2wav)
+    vocoder.use_dtype(hift, torch.bfloat16)
+    hift.conv_pre.to(torch.float16)  # a row of another precision than the rows around it: not what the mel meets
+    assert vocoder.mel_dtype(hift) == torch.float32
+    hift.f0_predictor.to(torch.bfloat16)
+    assert next(hift.parameters()).dtype == torch.float32 and vocoder.mel_dtype(hift) == torch.bfloat16
+
+
 @pytest.mark.parametrize("flags, units", [({"avx2"}, []), ({"avx2", "amx_bf16"}, ["amx_bf16"])])
 def test_a_bfloat16_run_on_a_cpu_without_its_units_says_it_is_emulated(monkeypatch, flags, units):
     from types import SimpleNamespace

@@ -36,6 +36,7 @@ from ..core import params
 from ..core.errors import UserError
 from ..core.vocab import Stage
 from ..measure.timing import StageTimes, wall_timer
+from . import vocoder
 from .s3gen import FlowStage
 from .sources import Model, prepare_voice
 from .t3 import alignment
@@ -302,7 +303,7 @@ class Pipeline:
 
     def _vocode(self, mels: torch.Tensor) -> torch.Tensor:
         s3gen = self.model.s3gen
-        mels = mels.to(dtype=next(s3gen.mel2wav.parameters()).dtype)
+        mels = mels.to(dtype=vocoder.mel_dtype(s3gen.mel2wav))
         wav, _ = s3gen.hift_inference(mels, None)
         # Upstream's fade-in against reference spill-over, out of place: HiFT returns an inference
         # tensor, which cannot be updated in place outside inference mode (the no-grad variant).

@@ -18,6 +18,7 @@ import torch
 from chatterbox.models.s3tokenizer import SPEECH_VOCAB_SIZE
 
 from ..measure.timing import Stopwatch
+from . import vocoder
 from .pipeline import SAMPLE_RATE, rtf
 
 SAMPLES_PER_FRAME = 480
@@ -81,7 +82,7 @@ class ChunkedS3Gen:
         if emitted == 0:
             return vocode(mels)[0]  # the vocoder stage: upstream's fade-in, start of the utterance only
         left = context[:, :, -VOCODER_CONTEXT_FRAMES:]
-        both = torch.cat([left, mels], dim=2).to(dtype=next(self.s3gen.mel2wav.parameters()).dtype)
+        both = torch.cat([left, mels], dim=2).to(dtype=vocoder.mel_dtype(self.s3gen.mel2wav))
         wav, _ = self.s3gen.hift_inference(both, None)
         return wav[0, left.size(2) * SAMPLES_PER_FRAME:]
 

@@ -163,6 +163,12 @@ def use_dtype(hift: nn.Module, dtype: torch.dtype) -> RowDecode:
     return decode
 
 
+def mel_dtype(hift: nn.Module) -> torch.dtype:
+    """The dtype HIFT takes its mel in: its f0 predictor's, the first module to read the mel (the
+    rows of `use_dtype` cast their own input; a model cast whole, the `bf16` variant, takes bfloat16)."""
+    return next(hift.f0_predictor.parameters()).dtype
+
+
 def evidence(hift: nn.Module) -> dict:
     """What the conversion did to HIFT: converted modules, decode calls, the precision they run
     in, and the weights' layout and dtype."""
