@@ -37,8 +37,8 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
                 "no step built from them can beat", "S3Gen flow compute floor", "arithmetic per flow call GFLOP",
                 "no fast flow can beat", "floor / measured", "of which attention GFLOP",
                 "resident after load MiB (own process)", "first synthesis peak above resident MiB (own process)",
-                "stream: first audio s", bench_quality.NEEDS_REAL_WEIGHTS, "log-mel distance dB", "PESQ wideband",
-                "STOI"):
+                "load s (own process)", "first synthesis s (own process)", "stream: first audio s",
+                bench_quality.NEEDS_REAL_WEIGHTS, "log-mel distance dB", "PESQ wideband", "STOI"):
         assert row in proc.stdout, row
     assert "word error rate" not in proc.stdout and "MOS" not in proc.stdout, "random weights: no scores of noise"
     combo, why = bench.best_combo("cpu", cpu_flags())
@@ -59,6 +59,9 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert sorted(trials.groupby("side").size().to_dict().items()) == [("baseline", 2), ("variant", 2)]
     assert set(trials["seed"]) == {0, 1} and set(trials["n_tokens"]) == {6} and (trials["stage_t3_decode"] > 0).all()
     assert set(trials["pair"]) == {0, 1}
+    # Each side's warm-up speaks the pairs' length, so no pair is the first call at a new length.
+    warmups = df[df["phase"] == "warmup"]
+    assert sorted(warmups["side"]) == ["baseline", "variant"] and set(warmups["n_tokens"]) == {6}
     evidence = df[df["phase"] == "evidence"] if "evidence" in set(df["phase"]) else None
     assert evidence is None or evidence.empty  # bench shows its evidence in the text, not as a verdict
     for path in (p for p in out.rglob("*") if p.is_file()):
@@ -106,6 +109,10 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert sorted(zip(alone["process"], alone["side"], alone["phase"])) == [
         (1, "baseline", "cold"), (1, "baseline", "load"), (2, "variant", "cold"), (2, "variant", "load")]
     assert (alone.loc[alone["phase"] == "load", "mem_rss_resident_mb"] > 0).all()
+    table = bench.table(df).set_index("metric (median)")
+    for label, phase in (("load s (own process)", "load"), ("first synthesis s (own process)", "cold")):
+        own = alone[alone["phase"] == phase].set_index("side")["wall_s"]
+        assert table.loc[label, ["baseline", "fast"]].tolist() == [own["baseline"], own["variant"]], label
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed; it makes the speech")
