@@ -618,3 +618,16 @@ def test_the_step_plan_is_built_in_the_load_so_the_first_synthesis_builds_none(t
     assert plan is not None and plan.current() and plan.kind.endswith("int8-joined")  # over the int8 layers
     pipeline.synthesize(TEXT, seed=0, n_tokens=4)
     assert llama_step._PLANS.get(tfmr) is plan
+
+
+def test_a_plan_unpacks_each_int8_weight_once_and_stops_at_one_it_cannot_join(tiny_model, monkeypatch):
+    tfmr = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
+    calls = []
+    unpack = quant.unpacked
+    monkeypatch.setattr(quant, "unpacked", lambda m: calls.append(m) or unpack(m))
+    assert llama_step.Plan(tfmr).kind.endswith("int8-joined")
+    assert len(calls) == len(set(map(id, calls))) == 7 * len(tfmr.layers)  # each linear's weight, once
+    calls.clear()
+    per_tensor = torch.ao.quantization.quantize_dynamic(copy.deepcopy(tiny_model.t3.tfmr), {torch.nn.Linear})
+    assert llama_step.Plan(per_tensor).kind.endswith("-int8")
+    assert len(calls) == len(per_tensor.layers)  # per layer, its first weight says enough

@@ -407,3 +407,13 @@ def test_gpt2_blocks_stay_eager_when_float_or_hooked():
     tfmr.h[1].mlp.act.register_forward_hook(lambda *a: None)
     plan = gpt2_step.Plan(tfmr)
     assert plan.scripted is None and plan.kind == "int8-dynamic"
+
+
+def test_turbos_step_plan_is_built_in_the_load_over_its_int8_blocks():
+    model = sources.load("tiny", device="cpu", seed=0, model="turbo")  # int8 changes the weights in place
+    pipeline = Pipeline(model)
+    variants.apply(pipeline, "fast-t3+cpu-int8-t3")
+    plan = pipeline.t3.plan
+    assert plan is not None and plan.current() and "int8" in plan.kind
+    pipeline.synthesize("Hello world.", seed=0, n_tokens=4)
+    assert pipeline.t3.plan is plan

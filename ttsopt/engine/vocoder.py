@@ -165,7 +165,7 @@ def use_dtype(hift: nn.Module, dtype: torch.dtype) -> RowDecode:
 
 def mel_dtype(hift: nn.Module) -> torch.dtype:
     """The dtype HIFT takes its mel in: its f0 predictor's, the first module to read the mel (the
-    rows of `use_dtype` cast their own input; a model cast whole, the `bf16` variant, takes bfloat16)."""
+    rows of `use_dtype` cast their own input; a vocoder cast whole, the `fp16` variant's, takes float16)."""
     return next(hift.f0_predictor.parameters()).dtype
 
 

@@ -73,8 +73,9 @@ class FastT3:
     def prepare(self) -> None:
         """Build now what the first decode step would otherwise build: the step's plan (on a CPU
         with per-channel int8 weights, their joined copies, the TorchScript layers and the native
-        op). Called once every variant is applied, inside the timed load: a first synthesis then
-        pays no more than a later one, and the joined weights are resident after load."""
+        op). Called once every variant is applied, inside the timed load: a first synthesis no
+        longer pays for the plan (oneDNN's kernels per shape, TorchScript's profiling runs and a
+        CUDA graph are still built on first use), and the joined weights are resident after load."""
         if self.compiled is None:
             llama_step.plan_for(self.t3.tfmr)
 

@@ -48,7 +48,7 @@ class FastTurboT3:
         self.voice_hits = self.voice_misses = 0
 
     def prepare(self) -> None:
-        """Build the step's plan now (as `FastT3.prepare`): inside the timed load, not the first synthesis."""
+        """Build the step's plan now (as `FastT3.prepare`): inside the timed load, not in the first synthesis."""
         self._plan()
 
     def _plan(self) -> gpt2_step.Plan:

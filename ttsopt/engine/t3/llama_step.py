@@ -179,8 +179,8 @@ class Plan:
                 ranges = {_reduce_range(m) for m in lins}
                 if len(ranges) != 1:
                     return None, []
-                ws = [quant.unpacked(m) for m in lins]  # once each: an unpack copies the weight
-                if all(quant.per_channel(w) and b is None for w, b in ws):
+                ws = _per_channel_unbiased(lins)
+                if ws is not None:
                     kinds.add("int8-joined")
                     weights = [quant.joined(ws[:3]), lins[3]._packed_params._packed_params,
                                quant.joined(ws[4:6]), lins[6]._packed_params._packed_params, ranges.pop()]
@@ -208,6 +208,18 @@ class Plan:
         """The same module objects as when built (a variant that swaps a module invalidates it).
         Hooks registered since are not seen: build plans after the variants are applied."""
         return all(a is b for a, b in zip(self.modules, self._modules(self.tfmr)))
+
+
+def _per_channel_unbiased(lins) -> list | None:
+    """LINS' `quant.unpacked` weights when every one is per-channel int8 without bias, else None.
+    Each is unpacked once, and none after the first that is not: an unpack copies the weight."""
+    ws = []
+    for m in lins:
+        w, b = quant.unpacked(m)
+        if b is not None or not quant.per_channel(w):
+            return None
+        ws.append((w, b))
+    return ws
 
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, Plan] = weakref.WeakKeyDictionary()
