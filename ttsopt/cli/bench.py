@@ -37,7 +37,8 @@ def register(sub) -> None:
                    help="speech tokens in a stream's first chunk, both sides (default: 25, as every chunk): fewer "
                         "start the audio sooner, at one more flow call")
     p.add_argument("--no-memory", dest="memory", action="store_false",
-                   help="skip loading each side once more in a fresh process of its own to measure its memory")
+                   help="skip loading each side once more in a fresh process of its own to measure its memory "
+                        "and the seconds its load and first synthesis take")
     p.add_argument("--batch", type=count, default=0, help="also time N copies of the prompt in one T3 batch")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="also keep DIR/bench.txt (what is printed), the records (DIR/bench.jsonl), the floors "

@@ -105,11 +105,12 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
         # refused before anything loads, as `engine.batch.synthesize_batch` would refuse after the timings
         raise UserError("--batch: this T3 runs upstream's alignment analyzer, which follows one synthesis at a "
                         "time, so a T3 batch would speak without it")
-    # The warm-up speaks the pairs' own length: oneDNN builds its kernels per shape, so a shorter one
-    # would leave a first call at a new length to the first pair alone. That call's cost is read apart,
-    # in each side's own fresh process (the `load` and `cold` rows).
+    # The warm-up speaks as the first pair speaks (warmup_tokens None: `tokens` with random weights, the
+    # natural stop of the first pair's seed with real ones): oneDNN builds its kernels per shape, so a
+    # shorter one would leave a first call at a new length to the first pair alone. That call's cost is
+    # read apart, in each side's own fresh process (the `load` and `cold` rows).
     profile = profiles.Profile("bench", None, tuple(range(seed, seed + trials)), trials=1, rounds=0, cross_trials=0,
-                               warmup_tokens=tokens, tokens=tokens, time_limit_s=0, fidelity_prompts=1)
+                               warmup_tokens=None, tokens=tokens, time_limit_s=0, fidelity_prompts=1)
     cfg = RunConfig(out_dir=str(out_dir), variant=combo, source=source, model=model, device=device, run_id=RUN_ID,
                     profile="smoke", save_audio=True)  # the first pair's clips, for quality
     run_ = _Run(cfg, Design.IN_PROCESS, profile)
@@ -384,8 +385,8 @@ ROWS = (  # label, column, phase, higher is better
 
 def table(records: pd.DataFrame) -> pd.DataFrame:
     """Median per side and the gain (baseline / fast for times, fast / baseline for throughput)
-    with its interval over the pairs and the verdict it supports; memory columns show their values
-    without a gain."""
+    with its interval over the pairs and the verdict it supports; the memory rows and the own
+    processes' seconds, one value per side, show it without a gain."""
     df = records[records["run_id"] == RUN_ID]
     rows = []
     for label, column, phase, higher in ROWS:
@@ -407,7 +408,7 @@ def table(records: pd.DataFrame) -> pd.DataFrame:
         rows.append({"metric (median)": label, "baseline": b, "fast": f, "gain": gain, "gain 95% CI low": low,
                      "gain 95% CI high": high, "n": n, "verdict": verdict})
     out = pd.DataFrame(rows)
-    out["n"] = out["n"].astype("Int64")  # pairs behind the interval; none for the memory rows
+    out["n"] = out["n"].astype("Int64")  # pairs behind the interval; none for one-per-side rows
     return out
 
 

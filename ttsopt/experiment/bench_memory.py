@@ -1,6 +1,7 @@
 """Each side of a bench in a fresh process of its own, for memory: what that side alone holds after
 loading (resident set growth) and the peak of its first synthesis above that, both measured, not
-counted from tensor sizes.
+counted from tensor sizes; and the seconds that load and that first synthesis took, what a process
+that speaks once waits.
 
 Why a process per side: in the bench's own process both sides are loaded, so the second side's load
 lands on pages and allocator free lists the first one left, and one process's peak is the two

@@ -28,7 +28,7 @@ class Profile:
     trials: int             # in-process: pairs per (prompt, seed)
     rounds: int             # cross-process: rounds of one baseline and one variant process
     cross_trials: int       # cross-process: trials per process after its cold call
-    warmup_tokens: int      # each side's first, excluded call (in-process)
+    warmup_tokens: int | None  # each side's first, excluded call (in-process); None: the first trial's length
     tokens: int | None      # forced speech tokens per prompt; None scales with the text
     time_limit_s: int       # per run until the suite has measured the baseline's cost
     fidelity_prompts: int   # prompts whose logits and mels are probed

@@ -301,7 +301,8 @@ def measure_pairs(run: _Run, prompts: list[dict]):
     var, applied = _load_side(run, Side.VARIANT, cfg.variant)
     sides = {Side.BASELINE: base, Side.VARIANT: var}
     for side, pipeline in sides.items():  # first calls, excluded: lazy initialisation of each copy
-        record, _ = _synth(run, side, pipeline, prompts[0], profile.seeds[0], Phase.WARMUP, profile.warmup_tokens)
+        n = _length(run, pipeline, prompts[0]) if profile.warmup_tokens is None else profile.warmup_tokens
+        record, _ = _synth(run, side, pipeline, prompts[0], profile.seeds[0], Phase.WARMUP, n)
         run.write(record)
     done = completed_keys(cfg.out_dir, cfg.run_id) if cfg.resume else set()
     tokens = {}
