@@ -631,3 +631,26 @@ def test_a_plan_unpacks_each_int8_weight_once_and_stops_at_one_it_cannot_join(ti
     per_tensor = torch.ao.quantization.quantize_dynamic(copy.deepcopy(tiny_model.t3.tfmr), {torch.nn.Linear})
     assert llama_step.Plan(per_tensor).kind.endswith("-int8")
     assert len(calls) == len(per_tensor.layers)  # per layer, its first weight says enough
+
+
+def test_int8_linears_are_what_torchs_quantize_dynamic_makes_of_them():
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    torch.manual_seed(0)
+    float_model = torch.nn.Sequential(torch.nn.Linear(48, 96), torch.nn.Sequential(torch.nn.Linear(96, 32, bias=False)),
+                                      torch.nn.MultiheadAttention(32, 4))  # its out_proj is no plain nn.Linear
+    theirs = quantize_dynamic(copy.deepcopy(float_model), {torch.nn.Linear: per_channel_dynamic_qconfig},
+                              dtype=torch.qint8)
+    ours = quant.quantize_linears(copy.deepcopy(float_model))
+    pairs = [(a, b) for a, b in zip(ours.modules(), theirs.modules(), strict=True)]
+    assert [type(a) for a, _ in pairs] == [type(b) for _, b in pairs]
+    linears = [(a, b) for a, b in pairs if isinstance(a, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(linears) == 2
+    for a, b in linears:
+        (wa, ba), (wb, bb) = a._packed_params._weight_bias(), b._packed_params._weight_bias()
+        assert torch.equal(wa.int_repr(), wb.int_repr()) and torch.equal(wa.q_per_channel_scales(),
+                                                                          wb.q_per_channel_scales())
+        assert torch.equal(wa.q_per_channel_zero_points(), wb.q_per_channel_zero_points())
+        assert (ba is None) == (bb is None) and (ba is None or torch.equal(ba, bb))
+        assert (a.in_features, a.out_features, a.version) == (b.in_features, b.out_features, b.version)
+    x = torch.randn(5, 48)
+    assert torch.equal(ours[1](ours[0](x)), theirs[1](theirs[0](x)))
