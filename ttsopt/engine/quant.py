@@ -4,8 +4,9 @@ used by the cpu-int8 variants (and its alias torch-int8-t3). And group-wise int4
 
 T3's decode is a matrix-vector product per layer, bound by reading float32 weights from memory;
 int8 weights are a quarter of the bytes and x86 CPUs with VNNI multiply them natively. Its
-kernels (fbgemm, onednn) run on CPU only. `torch.ao.quantization.quantize_dynamic` is
-deprecated in favour of torchao but still works in torch 2.11; torchao is not a dependency here.
+kernels (fbgemm, onednn) run on CPU only. The modules are `torch.ao`'s dynamic int8 linears, made
+as `quantize_dynamic` makes them (deprecated in favour of torchao, still working in torch 2.11;
+torchao is not a dependency here) but packed once (`_int8_linear`).
 
 GPT-2 (Turbo's T3) keeps its projections in transformers' `Conv1D`, a linear layer with its
 weight stored transposed, which `quantize_dynamic` does not know: each is first turned into the
