@@ -1,0 +1,47 @@
+"""How long making T3's int8 linears takes, torch's `quantize_dynamic` (per-channel qconfig) against
+`quant.quantize_linears` (the same modules, each weight packed once), on fresh copies of one
+synthetic full-size T3, rounds interleaved; the first round is left out of the summary.
+
+    .venv/bin/python scripts/quantize-time.py [--rounds 6]
+"""
+import argparse
+import copy
+import time
+import warnings
+
+import torch
+from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+from ttsopt.engine import quant, sources
+from ttsopt.measure import rounds
+from ttsopt.measure.env import cpu_model, cpu_units
+
+
+def seconds(tfmr, make) -> float:
+    copied = copy.deepcopy(tfmr)
+    start = time.perf_counter()
+    make(copied)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=6)
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    tfmr = sources.load("synthetic", "cpu", model="original").t3.tfmr
+    makers = {"quantize_dynamic": lambda m: quantize_dynamic(m, {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                                             dtype=torch.qint8, inplace=True),
+              "quant.quantize_linears": quant.quantize_linears}
+    times = rounds.interleaved({name: (lambda make=make: seconds(tfmr, make)) for name, make in makers.items()},
+                               args.rounds, say=lambda line: print(line, flush=True), unit="s")
+    print(f"\nquantizing T3's linears, {cpu_model()} ({cpu_units()}), {torch.get_num_threads()} threads; "
+          f"{rounds.kept_rounds(args.rounds)}")
+    for name in makers:
+        print(f"  {name:24s} {rounds.summary(times[name], digits=2)} s")
+    print(f"  quant.quantize_linears against quantize_dynamic, round by round: "
+          f"{rounds.paired(times['quant.quantize_linears'], times['quantize_dynamic'])}")
+
+
+if __name__ == "__main__":
+    main()
