@@ -129,9 +129,10 @@ _INIT_METHODS = ("normal_", "uniform_")
 
 @contextlib.contextmanager
 def _skip_init():
-    """Parameters keep whatever memory they were allocated with: only for modules whose every
-    parameter is about to be overwritten by a strict `load_state_dict`. Random initialisation
-    is most of building the full model on a CPU (`normal_` over 800M values)."""
+    """Parameters keep whatever memory they were allocated with, never written: only for modules
+    whose every parameter is about to be replaced by a strict load (`sources` assigns the
+    checkpoint's own tensors). Random initialisation is most of building the full model on a CPU
+    (`normal_` over 800M values)."""
     keep = lambda tensor, *args, **kwargs: tensor  # noqa: E731
     with contextlib.ExitStack() as stack:
         for name in _INIT_FUNCTIONS:

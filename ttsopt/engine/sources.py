@@ -44,11 +44,12 @@ from chatterbox.tts import ChatterboxTTS, Conditionals
 from chatterbox.tts_turbo import ChatterboxTurboTTS
 from chatterbox.tts_turbo import Conditionals as TurboConditionals
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..core.errors import UserError
 from ..measure.timing import Stopwatch
 from . import arch as arch_mod
+from . import checkpoint
 
 CONDS_FILE = "conds.pt"
 ARCH_FILE = "ttsopt-arch.json"
@@ -292,7 +293,7 @@ def write_layout(tts, arch: str, random_weights: bool, directory: str | Path, mo
             state["tfmr.wte.weight"] = _dropped_word_embeddings(tts.t3, random_weights)
         if name.endswith(".pt"):
             torch.save(state, directory / name)
-        else:
+        else:  # a new file in the old one's place (safetensors' own way): a loaded model maps the old one's pages
             save_file(state, str(directory / name))
     if model == "turbo":
         tts.tokenizer.save_pretrained(str(directory))
@@ -341,16 +342,16 @@ def _load_local(directory: Path, device: torch.device, model: str = "original"):
         t3, s3gen, ve = arch_mod.build(arch, init=False, model=model)  # every parameter is loaded below
 
     with _reading(directory / layout.ve):
-        ve.load_state_dict(_read_state(directory / layout.ve))
+        _load_into(ve, _read_state(directory / layout.ve))
     with _reading(directory / layout.t3):
         t3_state = _read_state(directory / layout.t3)
         if "model" in t3_state:  # some upstream checkpoints nest the state dict
             t3_state = t3_state["model"][0]
-        t3.load_state_dict(t3_state)
+        _load_into(t3, t3_state)
         if model == "turbo":
             del t3.tfmr.wte  # as upstream: T3 feeds its own embeddings to GPT-2
     with _reading(directory / layout.s3gen):
-        result = s3gen.load_state_dict(_read_state(directory / layout.s3gen), strict=False)
+        result = _load_into(s3gen, _read_state(directory / layout.s3gen), strict=False)
     # Upstream loads S3Gen non-strictly because the tokenizer's mel filters are rebuilt, not stored.
     unexpected_missing = [k for k in result.missing_keys if k not in s3gen.ignore_state_dict_missing]
     if unexpected_missing or result.unexpected_keys:
@@ -443,8 +444,19 @@ def _reading(path: Path, what: str | None = None):
                           "model; copy it again from the model's repository") from None
 
 
+def _load_into(module: torch.nn.Module, state: dict, strict: bool = True):
+    """STATE's tensors become MODULE's own (`assign=True`: no copy, see `checkpoint`), each cast
+    first to the dtype the module built it with, so a float16 file still loads a float32 model."""
+    own = module.state_dict(keep_vars=True)
+    for key, tensor in state.items():
+        if key in own and tensor.is_floating_point() and tensor.dtype != own[key].dtype:
+            state[key] = tensor.to(own[key].dtype)
+    return module.load_state_dict(state, strict=strict, assign=True)
+
+
 def _read_state(path: Path) -> dict:
-    """A state dict from safetensors, or from a torch pickle read weights-only (`.pt`, as upstream)."""
+    """A state dict from safetensors (its large tensors mapped from the file: `checkpoint`), or from
+    a torch pickle read weights-only (`.pt`, as upstream)."""
     if path.suffix == ".pt":
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -452,7 +464,7 @@ def _read_state(path: Path) -> dict:
             raise SourceError(f"cannot read {path}: {type(exc).__name__} (truncated or not a torch "
                               "state dict?)") from exc
     try:
-        return load_file(str(path))
+        return checkpoint.read(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise SourceError(f"cannot read {path}: {exc} (truncated or not a safetensors file?)") from exc
 
