@@ -633,6 +633,29 @@ def test_a_plan_unpacks_each_int8_weight_once_and_stops_at_one_it_cannot_join(ti
     assert len(calls) == len(per_tensor.layers)  # per layer, its first weight says enough
 
 
+def test_the_loads_plan_joins_the_weights_it_quantized_without_unpacking_one_and_keeps_none_after(tiny_model,
+                                                                                                  monkeypatch):
+    unpacks = []
+    unpack = quant._unpack
+    monkeypatch.setattr(quant, "_unpack", lambda m: unpacks.append(m) or unpack(m))
+    pipeline = Pipeline(_own_copy(tiny_model))
+    variants.apply(pipeline, "fast-t3+cpu-int8-t3+cpu-int8-head")
+    assert llama_step._PLANS[pipeline.model.t3.tfmr].kind.endswith("int8-joined") and unpacks == []
+    assert len(quant._PACKED_FROM) == 0  # given back at the end of the load
+    layer = pipeline.model.t3.tfmr.layers[0].self_attn
+    assert quant.unpacked(layer.q_proj) is not None and unpacks == [layer.q_proj]  # packed form only, from here
+
+
+def test_a_kept_weight_is_the_one_its_module_unpacks_to():
+    linear = quant.quantize_linears(torch.nn.Sequential(torch.nn.Linear(64, 32)))[0]
+    (kept, kept_bias), (back, bias) = quant.unpacked(linear), quant._unpack(linear)
+    assert torch.equal(kept.int_repr(), back.int_repr()) and torch.equal(kept.q_per_channel_scales(),
+                                                                          back.q_per_channel_scales())
+    assert torch.equal(kept.q_per_channel_zero_points(), back.q_per_channel_zero_points())
+    assert torch.equal(kept_bias, bias)
+    quant.forget_packed_from()
+
+
 def test_int8_linears_are_what_torchs_quantize_dynamic_makes_of_them():
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     torch.manual_seed(0)

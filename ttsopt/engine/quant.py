@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+import weakref
 
 import torch
 from torch import nn
@@ -96,6 +97,7 @@ def _int8_linear(linear: nn.Linear) -> nn.Module:
     q = DynamicLinear(1, 1, bias_=False, dtype=torch.qint8)  # packs an empty 1 x 1 weight
     q.in_features, q.out_features = linear.in_features, linear.out_features
     q.set_weight_bias(weight, linear.bias)
+    _PACKED_FROM[q] = (weight, linear.bias)
     for hook in linear._forward_pre_hooks.values():
         q.register_forward_pre_hook(hook)
     for hook in linear._forward_hooks.values():
@@ -112,11 +114,27 @@ def refuse_for_compile(module: nn.Module, instead: str) -> None:
                          f"objects); {instead}")
 
 
+# The int8 weight and bias each module of `quantize_linears` was packed from, until `forget_packed_from`
+# (`variants.apply` calls it once the variants' load-time work is done). A step plan built in the load
+# joins most of T3's weights, and reading one back out of fbgemm's packed form copies it (about 13 ms
+# for a 1024 x 4096 weight on a 2-core CPU, 3 s over T3's layers).
+_PACKED_FROM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def unpacked(m) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Dynamic int8 linear M's (quantized weight, bias). Each call unpacks, copying the weight out
-    of its packed form (about 13 ms for one of T3's 1024 x 4096 MLP weights on a 2-core CPU), so a
-    caller asks once per module."""
+    """Dynamic int8 linear M's (quantized weight, bias): the ones it was packed from while they are
+    kept, else unpacked, which copies the weight out of its packed form, so a caller asks once."""
+    kept = _PACKED_FROM.get(m)
+    return kept if kept is not None else _unpack(m)
+
+
+def _unpack(m) -> tuple[torch.Tensor, torch.Tensor | None]:
     return m._packed_params._weight_bias()
+
+
+def forget_packed_from() -> None:
+    """Drop the kept weights (`unpacked`): from here each module holds only its packed form."""
+    _PACKED_FROM.clear()
 
 
 def per_channel(w: torch.Tensor) -> bool:

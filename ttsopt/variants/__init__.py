@@ -138,8 +138,12 @@ def apply(pipeline, spec: str) -> Applied:
         if reason:
             raise NotApplicable(v.name, reason)
     applied = Applied(spec, [(v, v.apply(pipeline)) for v in chosen])
-    for v, state in applied.parts:
-        v.after_load(pipeline, state)
+    try:
+        for v, state in applied.parts:
+            v.after_load(pipeline, state)
+    finally:  # kept for the load-time work above only (a step plan joins them), then given back
+        from ..engine import quant
+        quant.forget_packed_from()
     return applied
 
 
