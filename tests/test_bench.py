@@ -61,7 +61,9 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert set(trials["pair"]) == {0, 1}
     # Each side's warm-up speaks the pairs' length, so no pair is the first call at a new length.
     warmups = df[df["phase"] == "warmup"]
-    assert sorted(warmups["side"]) == ["baseline", "variant"] and set(warmups["n_tokens"]) == {6}
+    streamed, batched = warmups[warmups["x_chunks"].notna()], warmups[warmups["x_prompts"].notna()]
+    spoken = warmups.drop(streamed.index.union(batched.index))
+    assert sorted(spoken["side"]) == ["baseline", "variant"] and set(spoken["n_tokens"]) == {6}
     evidence = df[df["phase"] == "evidence"] if "evidence" in set(df["phase"]) else None
     assert evidence is None or evidence.empty  # bench shows its evidence in the text, not as a verdict
     for path in (p for p in out.rglob("*") if p.is_file()):
@@ -72,6 +74,9 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     parts = streams[[f"x_first_{part}" for part in FIRST_PARTS]].sum(axis=1)
     assert np.allclose(parts, streams["x_first_audio_s"]) and (streams["x_prompt_frames"] > 0).all()
     assert (streams["x_first_chunk_tokens"] == 3).all()
+    # Each side streamed once untimed, chunked as the timed streams, before any of them.
+    assert sorted(streamed["side"]) == ["baseline", "variant"] and (streamed["x_first_chunk_tokens"] == 3).all()
+    assert streamed.index.max() < streams.index.min() and streamed["pair"].isna().all()
     # The first audio against its floors: the decode's and the flow's from the floors above, the rest as measured.
     floors = json.loads((out / "bench.floors.json").read_text())
     first, step, flow = floors["first_audio"], floors["t3_step"]["variant"], floors["flow"]
@@ -96,6 +101,7 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert first["first_audio_s"] == pytest.approx(variant_streams["x_first_audio_s"].median())
     # The batch against the same fast side one prompt at a time, once per pair, each side timed.
     batches = df[df["phase"] == "batch"]
+    assert list(batched["side"]) == ["variant"] and batched.index.max() < batches.index.min()  # warmed up first
     assert sorted(batches.groupby("side").size().to_dict().items()) == [("baseline", 2), ("variant", 2)]
     assert set(batches["pair"]) == {0, 1} and (batches["x_prompts"] == 2).all()
     assert (batches["x_audio_s_per_wall_s"] > 0).all() and (batches["x_t3_s"] < batches["wall_s"]).all()
@@ -307,7 +313,10 @@ def test_a_batch_is_timed_against_one_at_a_time_and_says_whether_it_spoke_the_sa
     variants.apply(pipeline, combo)
     out, said = _Records(), []
     bench._batch(out, pipeline, "Hello world, and more words.", 3, 8, 2, 2, said.append)
-    assert len(said) == 2 and [(r["side"], r["pair"]) for r in out.rows] in (
+    warm, *timed = out.rows  # the batch once untimed first: its shapes are not the pairs' warm-up's
+    assert (warm["phase"], warm["side"], warm["extra"]["prompts"]) == ("warmup", "variant", 2) and "pair" not in warm
+    out.rows = timed
+    assert len(said) == 3 and [(r["side"], r["pair"]) for r in out.rows] in (
         [("baseline", 0), ("variant", 0), ("variant", 1), ("baseline", 1)],
         [("variant", 0), ("baseline", 0), ("baseline", 1), ("variant", 1)])
     assert all(r["wall_s"] > 0 and 0 < r["extra"]["t3_s"] < r["wall_s"] and r["extra"]["prompts"] == 2

@@ -146,12 +146,17 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
 
 def steps(trials: int, stream: bool, batch: int, memory: bool) -> int:
     """How many steps `run` reports to its progress callback."""
-    return 6 + (trials if stream else 0) + (trials if batch else 0) + (2 if memory else 0)
+    return 6 + (trials + 1 if stream else 0) + (trials + 1 if batch else 0) + (2 if memory else 0)
 
 
 def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int, say,
             first_chunk: int | None = None) -> None:
-    """Both sides streamed once per pair, in the pairs' alternating order: streaming's own replicates."""
+    """Both sides streamed once per pair, in the pairs' alternating order: streaming's own replicates.
+    Each side first streams once untimed (a `warmup` record): a stream's chunks are shorter than the
+    whole synthesis the pairs' warm-up spoke, and a first call at a new length builds its kernels."""
+    say("streaming both sides once, untimed (warm-up at the chunks' lengths)")
+    for side, pipeline in ((Side.BASELINE, base), (Side.VARIANT, fast)):
+        run_.write(_stream_trial(run_, side, pipeline, "bench", text, seed, tokens, None, first_chunk, Phase.WARMUP))
     for pair in range(trials):
         say(f"streaming both sides, pair {pair + 1}/{trials}")
         sides = ((Side.BASELINE, base), (Side.VARIANT, fast))
@@ -167,8 +172,12 @@ def _batch(run_: _Run, pipeline, text: str, seed: int, tokens: int, n: int, tria
     quantize a product's input with one scale over all its rows, so a batch's other prompts can
     move them)."""
     seeds = [seed + i for i in range(n)]
-    ways = ((Side.BASELINE, partial(_one_at_a_time, pipeline, text, seeds, tokens)),
-            (Side.VARIANT, partial(_in_one_batch, pipeline, text, seeds, tokens)))
+    batched = partial(_in_one_batch, pipeline, text, seeds, tokens)
+    ways = ((Side.BASELINE, partial(_one_at_a_time, pipeline, text, seeds, tokens)), (Side.VARIANT, batched))
+    say(f"a batch of {n}, once untimed (warm-up at the batch's shapes)")
+    warm = batched()  # one at a time speaks at the pairs' shapes, which their warm-up built
+    run_.write(run_.record(Phase.WARMUP, Side.VARIANT, prompt_id="bench", seed=seed, wall_s=warm["wall_s"],
+                           audio_s=warm["audio_s"], forced_tokens=tokens, extra={"prompts": n, "t3_s": warm["t3_s"]}))
     for pair in range(trials):
         say(f"a batch of {n} against one at a time, pair {pair + 1}/{trials}")
         done = {side: way() for side, way in (ways if pair % 2 == 0 else ways[::-1])}

@@ -212,12 +212,14 @@ def _load_side(run: _Run, side: str, spec: str):
 
 
 def _stream_trial(run: _Run, side: str, pipeline, prompt_id: str, text: str, seed: int, n_tokens: int | None,
-                  trial: int, first_chunk_tokens: int | None = None) -> TrialRecord:
-    """One streamed synthesis (`engine.stream`) as a record of phase `stream`: its first audio,
-    chunks and the RTF of the rest. Pair = trial, so both sides' streams pair like trials."""
+                  trial: int | None, first_chunk_tokens: int | None = None,
+                  phase: str = Phase.STREAM) -> TrialRecord:
+    """One streamed synthesis (`engine.stream`) as a record of PHASE (`stream`, or `warmup` for one
+    no statistic reads): its first audio, chunks and the RTF of the rest. Pair = trial, so both
+    sides' streams pair like trials."""
     from ..engine.stream import synthesize_stream
     out = synthesize_stream(pipeline, text, seed=seed, n_tokens=n_tokens, first_chunk_tokens=first_chunk_tokens)
-    return run.record(Phase.STREAM, side, prompt_id=prompt_id, seed=seed, trial=trial, pair=trial, wall_s=out.wall_s,
+    return run.record(phase, side, prompt_id=prompt_id, seed=seed, trial=trial, pair=trial, wall_s=out.wall_s,
                       audio_s=out.audio_s, n_tokens=int(out.tokens.numel()), forced_tokens=n_tokens,
                       extra={"first_audio_s": out.first_audio_s, "chunks": len(out.chunks),
                              "chunk_tokens": out.chunk_tokens, "first_chunk_tokens": out.first_chunk_tokens,
