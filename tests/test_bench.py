@@ -110,15 +110,44 @@ def test_bench_prints_one_table_and_saves_every_trial(tmp_path):
     assert "the batch spoke the tokens one at a time spoke in" in proc.stdout
     load = df[(df["phase"] == "load") & (df["process"] == 0)].set_index("side")
     assert load.loc["variant", "mem_params_mb"] < load.loc["baseline", "mem_params_mb"]  # int8 linears
-    # Each side alone in a fresh process of its own: one load and one first synthesis each.
-    alone = df[df["process"].isin([1, 2])]
-    assert sorted(zip(alone["process"], alone["side"], alone["phase"])) == [
-        (1, "baseline", "cold"), (1, "baseline", "load"), (2, "variant", "cold"), (2, "variant", "load")]
+    # Each side alone in a fresh process of its own, once per pair in the pairs' alternating order:
+    # one load and one first synthesis each, the pair as their round.
+    alone = df[df["process"] >= 1]
+    assert list(zip(alone["process"], alone["side"], alone["phase"], alone["round"])) == [
+        (1, "baseline", "load", 0), (1, "baseline", "cold", 0), (2, "variant", "load", 0), (2, "variant", "cold", 0),
+        (4, "variant", "load", 1), (4, "variant", "cold", 1), (3, "baseline", "load", 1), (3, "baseline", "cold", 1)]
     assert (alone.loc[alone["phase"] == "load", "mem_rss_resident_mb"] > 0).all()
     table = bench.table(df).set_index("metric (median)")
     for label, phase in (("load s (own process)", "load"), ("first synthesis s (own process)", "cold")):
-        own = alone[alone["phase"] == phase].set_index("side")["wall_s"]
-        assert table.loc[label, ["baseline", "fast"]].tolist() == [own["baseline"], own["variant"]], label
+        own = alone[alone["phase"] == phase].pivot(index="round", columns="side", values="wall_s")
+        row = table.loc[label]
+        assert [row["baseline"], row["fast"]] == own.median().loc[["baseline", "variant"]].tolist(), label
+        gains = own["baseline"] / own["variant"]  # a time: baseline / fast, per pair
+        assert row["n"] == 2 and row["gain"] == pytest.approx(np.exp(np.log(gains).mean())), label
+        assert row["gain 95% CI low"] <= row["gain"] <= row["gain 95% CI high"], label
+    # Each load says where it went: reading the model and each variant's own work, inside its wall time.
+    loads = alone[alone["phase"] == "load"]
+    for r in loads.itertuples():
+        spent = json.loads(r.x_variants_s)
+        assert list(spent) == ([] if r.side == "baseline" else combo.split("+")) and all(s > 0 for s in spent.values())
+        assert r.x_model_load_s + sum(spent.values()) < r.wall_s
+    parts = bench.load_parts(df)
+    assert parts["n"] == 2 and set(parts["variant"]) == {"reading the model", *combo.split("+"), "the rest", "load"}
+    assert "load s (own process), where it went" in proc.stdout
+    resident = table.loc["resident after load MiB (own process)"]
+    assert resident["n"] == 2 and resident["verdict"] in ("less memory", "more memory", "no measurable change",
+                                                          "inconclusive (n = 2)")
+
+
+def test_an_own_process_row_recorded_before_they_were_paired_reads_as_one_pair_and_decides_nothing():
+    rows = [{"run_id": bench.RUN_ID, "phase": "load", "process": process, "side": side, "status": "ok",
+             "design": "cross-process", "wall_s": wall, "mem_rss_resident_mb": mib}
+            for process, side, wall, mib in ((1, "baseline", 5.0, 3000.0), (2, "variant", 20.0, 1500.0))]
+    table = bench.table(pd.DataFrame(rows)).set_index("metric (median)")
+    load, resident = table.loc["load s (own process)"], table.loc["resident after load MiB (own process)"]
+    assert load["gain"] == pytest.approx(0.25) and load["n"] == 1 and load["verdict"] == "inconclusive (n = 1)"
+    assert resident["gain"] == pytest.approx(2.0) and resident["verdict"] == "inconclusive (n = 1)"
+    assert bench.load_parts(pd.DataFrame(rows)) == {}  # nor does it say where its load went
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed; it makes the speech")

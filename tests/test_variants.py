@@ -116,6 +116,13 @@ def test_precision_composes_with_token_budget():
     assert variants.registry()["token-budget"].engaged(ev["token-budget"])[0]
 
 
+def test_each_variants_load_time_work_is_timed_by_the_clock_it_is_given():
+    ticks = iter(range(100))
+    applied = variants.apply(Pipeline(sources.load("tiny", device="cpu")), "bf16+token-budget",
+                             clock=lambda: next(ticks))
+    assert applied.seconds == {"bf16": 2, "token-budget": 2}  # one tick around its apply, one around its after_load
+
+
 @pytest.mark.parametrize("spec", ["cpu-int8-t3+bf16", "flash-attention+static-kv-cache",
                                   "alignment-analyzer+flash-attention"])
 def test_incompatible_pair_names_both(spec):

@@ -103,7 +103,8 @@ def _run(args, text: str, tokens: int, directory: Path) -> int:
              bench.table(result.records).to_string(index=False, float_format=lambda v: f"{v:.3f}"), "",
              *bench.fidelity_lines(result.records), "", *bench_quality.lines(result.quality), "",
              *_floor_lines(result.floor), *_flow_floor_lines(result.flow_floor),
-             *_first_audio_lines(result.first_audio_floor), *_extra_lines(result.records),
+             *_first_audio_lines(result.first_audio_floor), *_load_lines(bench.load_parts(result.records)),
+             *_extra_lines(result.records),
              "", f"evidence: {json.dumps(result.evidence, default=str, sort_keys=True)}"]
     print("\n".join(lines))
     if args.save:
@@ -186,6 +187,18 @@ def _flow_floor_lines(f: dict) -> list[str]:
         f"=> doing this arithmetic in these kinds, no fast flow can beat the measured baseline by more than "
         f"{f['flow_gain_ceiling']:.2f}x on this device",
     ]
+
+
+def _load_lines(parts: dict) -> list[str]:
+    """The own processes' loads, part by part (`bench.load_parts`)."""
+    if not parts or parts["n"] == 0:
+        return []
+    b, x = parts["baseline"], parts["variant"]
+    names = ["reading the model", *(k for k in x if k not in ("reading the model", "the rest", "load")), "the rest"]
+    return ["", f"{'load s (own process), where it went':42s} {'baseline':>10s} {'fast':>10s}",
+            *(f"  {name + ' s':40s} {b.get(name, 0.0):10.2f} {x.get(name, 0.0):10.2f}" for name in names),
+            f"medians over {parts['n']} fresh process(es) per side: reading the weights, each variant's own "
+            "load-time work (quantizing, packing, planning, casting), and the rest (the pipeline, memory readings)"]
 
 
 def _first_audio_lines(f: dict) -> list[str]:

@@ -9,6 +9,7 @@ quality last, after everything is timed (`bench_quality`).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -133,11 +134,8 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
     if batch:
         _batch(run_, fast, text, seed, tokens, batch, trials, say)
     if memory:  # each side alone in a fresh process, after every timing of this one
-        n = tokens if base.model.random_weights else None
-        for side, spec in ((Side.BASELINE, BASELINE), (Side.VARIANT, combo)):
-            say(f"memory: the {side} side alone in a fresh process")
-            bench_memory.measure(bench_memory.Job(str(out_dir), RUN_ID, source, model, device, spec, side, text,
-                                                  language, n, seed))
+        _own_processes(out_dir, source, model, device, combo, text, language,
+                       tokens if base.model.random_weights else None, seed, trials, say)
     # Last, after every timing; the recogniser is English, so other languages get no word error rate.
     say("scoring quality")
     scored = bench_quality.measure(out_dir, load(out_dir), RUN_ID, base, text if language == "en" else None)
@@ -146,7 +144,19 @@ def run(out_dir, *, source: str, device: str, combo: str | None, text: str, toke
 
 def steps(trials: int, stream: bool, batch: int, memory: bool) -> int:
     """How many steps `run` reports to its progress callback."""
-    return 6 + (trials + 1 if stream else 0) + (trials + 1 if batch else 0) + (2 if memory else 0)
+    return 6 + (trials + 1 if stream else 0) + (trials + 1 if batch else 0) + (2 * trials if memory else 0)
+
+
+def _own_processes(out_dir, source: str, model: str, device: str, combo: str, text: str, language: str,
+                   tokens: int | None, seed: int, trials: int, say) -> None:
+    """Each side alone in a fresh process (`bench_memory`), once per pair, in the pairs' alternating
+    order: a load and a first synthesis vary from one process to the next as much as a trial does."""
+    sides = ((Side.BASELINE, BASELINE), (Side.VARIANT, combo))
+    for pair in range(trials):
+        for side, spec in sides if pair % 2 == 0 else sides[::-1]:
+            say(f"the {side} side alone in a fresh process, pair {pair + 1}/{trials}")
+            bench_memory.measure(bench_memory.Job(str(out_dir), RUN_ID, source, model, device, spec, side, text,
+                                                  language, tokens, seed, pair))
 
 
 def _stream(run_: _Run, base, fast, text: str, seed: int, tokens: int, trials: int, say,
@@ -394,30 +404,62 @@ ROWS = (  # label, column, phase, higher is better
 
 def table(records: pd.DataFrame) -> pd.DataFrame:
     """Median per side and the gain (baseline / fast for times, fast / baseline for throughput)
-    with its interval over the pairs and the verdict it supports; the memory rows and the own
-    processes' seconds, one value per side, show it without a gain."""
+    with its interval over the pairs and the verdict it supports: the in-process pairs' for timings,
+    the fresh processes' pairs (`bench_memory`) for the own-process rows. The counted weight bytes,
+    one value per side, show no gain."""
     df = records[records["run_id"] == RUN_ID]
     rows = []
     for label, column, phase, higher in ROWS:
+        own = column.startswith("mem_rss") or phase in (Phase.LOAD, Phase.COLD) and column == "wall_s"
         sel = df[df["phase"] == phase]
-        if column.startswith("mem_rss") or phase in (Phase.LOAD, Phase.COLD) and column == "wall_s":
-            sel = sel[pd.to_numeric(sel["process"], errors="coerce").isin(bench_memory.PROCESS.values())]
+        if own:
+            sel = sel[pd.to_numeric(sel["process"], errors="coerce") >= 1]
         if column not in df.columns or sel.empty:
             continue
         b = pd.to_numeric(sel.loc[sel["side"] == Side.BASELINE, column], errors="coerce").median()
         f = pd.to_numeric(sel.loc[sel["side"] == Side.VARIANT, column], errors="coerce").median()
         gain = low = high = np.nan
         n, verdict = None, ""
-        if phase in (Phase.TRIAL, Phase.STREAM, Phase.BATCH) and not column.startswith("mem_"):
-            try:
-                c = stats.compare(df, column, metric=column, design=Design.IN_PROCESS, phase=phase)
-                (gain, low, high), n, verdict = c.gain(higher), c.n, c.reading(higher)
-            except ValueError:  # no pair with the value on both sides (one chunk has no rest to time)
-                n, verdict = 0, str(Verdict.NOT_COMPARED)
+        if own or phase in (Phase.TRIAL, Phase.STREAM, Phase.BATCH) and not column.startswith("mem_"):
+            (gain, low, high), n, verdict = _gain(sel if own else df, column, phase, higher, own)
         rows.append({"metric (median)": label, "baseline": b, "fast": f, "gain": gain, "gain 95% CI low": low,
                      "gain 95% CI high": high, "n": n, "verdict": verdict})
     out = pd.DataFrame(rows)
     out["n"] = out["n"].astype("Int64")  # pairs behind the interval; none for one-per-side rows
+    return out
+
+
+def _gain(df: pd.DataFrame, column: str, phase: str, higher: bool, own: bool) -> tuple[tuple, int, str]:
+    """((gain, low, high), pairs, verdict) of COLUMN: over the in-process pairs, or with OWN over the
+    fresh processes' pairs (each its `round`; a record from before they were paired is one pair)."""
+    kind = "memory" if column.startswith("mem_") else "time"
+    if own:
+        df = df.assign(round=pd.to_numeric(df["round"], errors="coerce").fillna(0) if "round" in df.columns else 0)
+    try:
+        c = stats.compare(df, column, metric=column, kind=kind, phase=phase,
+                          design=Design.CROSS_PROCESS if own else Design.IN_PROCESS)
+    except ValueError:  # no pair with the value on both sides (one chunk has no rest to time)
+        return (np.nan, np.nan, np.nan), 0, str(Verdict.NOT_COMPARED)
+    if kind == "memory":  # its verdict names memory's direction (smaller, larger), not a speed's
+        verdict = f"{c.verdict} (n = {c.n})" if c.verdict == Verdict.INCONCLUSIVE else str(c.verdict)
+        return c.gain(higher), c.n, verdict
+    return c.gain(higher), c.n, c.reading(higher)
+
+
+def load_parts(records: pd.DataFrame) -> dict:
+    """Where each side's load in its own process went, medians over those processes: reading the
+    model, each variant's load-time work (`variants.Applied.seconds`), and the rest (building the
+    pipeline, measuring memory); {} for records from before loads were split."""
+    df = records[(records["run_id"] == RUN_ID) & (records["phase"] == Phase.LOAD)]
+    if "x_variants_s" not in df.columns:
+        return {}
+    df = df[(pd.to_numeric(df["process"], errors="coerce") >= 1) & df["x_variants_s"].notna()]
+    out = {"n": min(df["side"].value_counts().reindex([Side.BASELINE, Side.VARIANT], fill_value=0))}
+    for side, rows in df.groupby("side"):
+        parts = pd.DataFrame([{"reading the model": r.x_model_load_s, **json.loads(r.x_variants_s)}
+                              for r in rows.itertuples()])
+        parts["the rest"] = rows["wall_s"].to_numpy(float) - parts.sum(axis=1).to_numpy(float)
+        out[side] = {**parts.median().to_dict(), "load": float(rows["wall_s"].median())}
     return out
 
 

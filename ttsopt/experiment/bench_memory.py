@@ -1,13 +1,14 @@
 """Each side of a bench in a fresh process of its own, for memory: what that side alone holds after
 loading (resident set growth) and the peak of its first synthesis above that, both measured, not
 counted from tensor sizes; and the seconds that load and that first synthesis took, what a process
-that speaks once waits.
+that speaks once waits. Fresh processes are replicates like the pairs: one per side per pair, in
+alternating order (baseline first in even pairs), so these rows get a gain with its interval too.
 
 Why a process per side: in the bench's own process both sides are loaded, so the second side's load
 lands on pages and allocator free lists the first one left, and one process's peak is the two
 sides' together. A fresh process per side measures what a deployment of that side alone would hold.
-Its records join the bench's store (phases `load` and `cold`, `process` 1 for the baseline and
-2 for the fast side), so the table reads them like the rest.
+Its records join the bench's store (phases `load` and `cold`, design cross-process, the pair as
+their `round`, `process` numbered from 1 by `process_number`), so the table reads them like the rest.
 """
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ from dataclasses import asdict, dataclass
 from ..core.errors import UserError
 from ..core.vocab import Design, Phase, Side
 
-PROCESS = {Side.BASELINE: 1, Side.VARIANT: 2}  # the in-process pairs are process 0
+
+def process_number(side: str, pair: int) -> int:
+    """The `process` of SIDE's fresh process in PAIR: 1, 2 for the first pair's baseline and fast
+    side, 3, 4 for the second's, and so on; the in-process pairs are process 0."""
+    return 1 + 2 * pair + (side == Side.VARIANT)
 
 
 @dataclass
@@ -35,6 +40,7 @@ class Job:
     language: str
     tokens: int | None  # forced length; None: the natural stop (real weights)
     seed: int
+    pair: int = 0
 
 
 def measure(job: Job, timeout_s: float = 1800) -> None:
@@ -53,7 +59,8 @@ def _main(job: Job) -> None:
     from . import profiles
     from .runner import RunConfig, _load_side, _Run, _synth
     cfg = RunConfig(out_dir=job.out_dir, variant=job.spec, source=job.source, model=job.model, device=job.device,
-                    run_id=job.run_id, profile="smoke", side=job.side, process=PROCESS[job.side])
+                    run_id=job.run_id, profile="smoke", side=job.side, round=job.pair,
+                    process=process_number(job.side, job.pair))
     profile = profiles.Profile("bench-memory", None, (job.seed,), trials=1, rounds=1, cross_trials=0,
                                warmup_tokens=0, tokens=job.tokens, time_limit_s=0, fidelity_prompts=0)
     run_ = _Run(cfg, Design.CROSS_PROCESS, profile)

@@ -205,9 +205,9 @@ def _load_side(run: _Run, side: str, spec: str):
         applied = variants.apply(pipeline, spec)
     run.device = str(model.device)
     param_mb = weights.as_metrics({"t3": model.t3, "s3gen": model.s3gen, "ve": model.tts.ve})
+    extra = {"model_load_s": model.load_s, "variants_s": json.dumps(applied.seconds), "pid": os.getpid()}
     run.write(run.record(Phase.LOAD, side, wall_s=t.seconds, claims=claims_mod.dumps(variants.claims(spec)),
-                         mem={**mem.as_dict(), **param_mb}, extra={"model_load_s": model.load_s, "pid": os.getpid()},
-                         **_machine(machine)))
+                         mem={**mem.as_dict(), **param_mb}, extra=extra, **_machine(machine)))
     return pipeline, applied
 
 

@@ -19,6 +19,8 @@ import importlib
 import json
 import os
 import pkgutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..core import catalog
@@ -94,6 +96,7 @@ def claims(spec: str) -> list[claims_mod.Claim]:
 class Applied:
     spec: str
     parts: list[tuple[Variant, object]] = field(default_factory=list)  # (variant, its state)
+    seconds: dict[str, float] = field(default_factory=dict)  # per variant, its load-time work (`apply`)
 
     def evidence(self, pipeline) -> dict:
         out = {v.name: v.evidence(pipeline, state) for v, state in self.parts}
@@ -130,17 +133,25 @@ def _reason(v: Variant, pipeline, model: str | None) -> str | None:
     return (v.applies_to(model) if model else None) or v.check(pipeline)
 
 
-def apply(pipeline, spec: str) -> Applied:
-    """Apply SPEC to PIPELINE in place. Raises NotApplicable rather than fall back silently."""
+def apply(pipeline, spec: str, clock: Callable[[], float] = time.perf_counter) -> Applied:
+    """Apply SPEC to PIPELINE in place, each variant's work timed by CLOCK (`Applied.seconds`: the
+    host's seconds; on CUDA, device work a variant queued may finish in the next one's). Raises
+    NotApplicable rather than fall back silently."""
     chosen = parse(spec)
     for v in chosen:
         reason = _reason(v, pipeline, None)
         if reason:
             raise NotApplicable(v.name, reason)
-    applied = Applied(spec, [(v, v.apply(pipeline)) for v in chosen])
+    applied = Applied(spec)
+    for v in chosen:
+        start = clock()
+        applied.parts.append((v, v.apply(pipeline)))
+        applied.seconds[v.name] = clock() - start
     try:
         for v, state in applied.parts:
+            start = clock()
             v.after_load(pipeline, state)
+            applied.seconds[v.name] += clock() - start
     finally:  # kept for the load-time work above only (a step plan joins them), then given back
         from ..engine import quant
         quant.forget_packed_from()
