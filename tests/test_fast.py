@@ -656,6 +656,27 @@ def test_a_kept_weight_is_the_one_its_module_unpacks_to():
     quant.forget_packed_from()
 
 
+def test_linears_quantized_in_parallel_are_those_quantized_one_by_one_and_torchs_threads_come_back():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(64, 64 + 16 * i) for i in range(6)))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert quant._in_parallel(lambda _: torch.get_num_threads(), [0, 1, 2]) == [1, 1, 1]  # each worker alone
+        assert torch.get_num_threads() == 2
+        pooled = quant.quantize_linears(copy.deepcopy(model))
+        torch.set_num_threads(1)  # one thread: one layer at a time, no pool
+        serial = quant.quantize_linears(copy.deepcopy(model))
+    finally:
+        torch.set_num_threads(threads)
+        quant.forget_packed_from()
+    for a, b in zip(pooled, serial, strict=True):
+        (wa, ba), (wb, bb) = a._packed_params._weight_bias(), b._packed_params._weight_bias()
+        assert torch.equal(wa.int_repr(), wb.int_repr()) and torch.equal(wa.q_per_channel_scales(),
+                                                                          wb.q_per_channel_scales())
+        assert torch.equal(ba, bb) and (a.in_features, a.out_features) == (b.in_features, b.out_features)
+
+
 def test_int8_linears_are_what_torchs_quantize_dynamic_makes_of_them():
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     torch.manual_seed(0)

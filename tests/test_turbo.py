@@ -255,8 +255,10 @@ def test_gpt2_projections_become_the_linears_they_are_before_int8():
     layer = torch.nn.Sequential(Conv1D(24, 16))
     x = torch.randn(5, 16)
     expected = layer(x)
+    bias = layer[0].bias
     assert quant.as_linears(layer) == 1 and isinstance(layer[0], torch.nn.Linear)
     assert torch.allclose(layer(x), expected, atol=1e-6)
+    assert layer[0].weight.device.type == "cpu" and layer[0].weight.is_contiguous() and layer[0].bias is bias
 
 
 def test_lora_free_diffusers_linears_become_plain_linears_sharing_their_weights():

@@ -31,10 +31,25 @@ def _lora_free(child: nn.Module) -> bool:
     return lora is not None and type(child) is lora.LoRACompatibleLinear and child.lora_layer is None
 
 
+def _bare_linear(in_features: int, out_features: int, bias: bool, dtype: torch.dtype) -> nn.Linear:
+    """An nn.Linear whose parameters the caller assigns: built on the meta device, so its random
+    initialisation, a pass over every weight that is thrown away (seconds over a T3 on a 2-core
+    CPU), never runs."""
+    return nn.Linear(in_features, out_features, bias=bias, device="meta", dtype=dtype)
+
+
 def _plain_linear(child: nn.Linear) -> nn.Linear:
-    linear = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
-                       device=child.weight.device, dtype=child.weight.dtype)
+    linear = _bare_linear(child.in_features, child.out_features, child.bias is not None, child.weight.dtype)
     linear.weight, linear.bias = child.weight, child.bias
+    return linear
+
+
+def _from_conv1d(child) -> nn.Linear:
+    """The nn.Linear a transformers Conv1D is: its weight transposed once, its bias shared."""
+    in_features, out_features = child.weight.shape
+    linear = _bare_linear(in_features, out_features, child.bias is not None, child.weight.dtype)
+    linear.weight = nn.Parameter(child.weight.detach().t().contiguous(), requires_grad=child.weight.requires_grad)
+    linear.bias = child.bias
     return linear
 
 
@@ -49,14 +64,7 @@ def as_linears(module: nn.Module) -> int:
                 setattr(parent, name, _plain_linear(child))
                 replaced += 1
             elif isinstance(child, Conv1D):
-                in_features, out_features = child.weight.shape
-                linear = nn.Linear(in_features, out_features, bias=child.bias is not None,
-                                   device=child.weight.device, dtype=child.weight.dtype)
-                with torch.no_grad():
-                    linear.weight.copy_(child.weight.t())
-                    if child.bias is not None:
-                        linear.bias.copy_(child.bias)
-                setattr(parent, name, linear)
+                setattr(parent, name, _from_conv1d(child))
                 replaced += 1
     return replaced
 
@@ -71,14 +79,32 @@ def quantize_linears(module: nn.Module) -> nn.Module:
     one matrix with the very same int8 weights and scales, so the joined step is exact.
     """
     as_linears(module)
+    found = [(parent, name, child) for parent in list(module.modules())
+             for name, child in list(parent.named_children()) if type(child) is nn.Linear]  # exact, as quantize_dynamic
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        for parent in list(module.modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is nn.Linear:  # exact type, as quantize_dynamic matches it
-                    setattr(parent, name, _int8_linear(child))
+        made = _in_parallel(_int8_linear, [child for _, _, child in found])
+    for (parent, name, _), q in zip(found, made):
+        setattr(parent, name, q)
     return module
+
+
+def _in_parallel(fn, items: list) -> list:
+    """FN over ITEMS, one item per thread of torch's intra-op count at a time, each on one thread.
+    Quantizing and packing a weight are serial loops in torch, so a layer at a time left all but
+    one core idle (T3's 210 linears: 2.6-2.7 s against 4.1-4.5 s one at a time, on 2 cores);
+    torch's own threads are set to one meanwhile so that no worker starts a team of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+    threads = torch.get_num_threads()
+    if threads == 1 or len(items) < 2:
+        return [fn(item) for item in items]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _int8_linear(linear: nn.Linear) -> nn.Module:
