@@ -633,6 +633,27 @@ def test_a_plan_unpacks_each_int8_weight_once_and_stops_at_one_it_cannot_join(ti
     assert len(calls) == len(per_tensor.layers)  # per layer, its first weight says enough
 
 
+def test_a_plans_joined_weights_are_q_k_v_and_gate_up_stacked_and_packed_only_once_every_layer_joins(tiny_model,
+                                                                                                        monkeypatch):
+    tfmr = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
+    kind, layers = llama_step.Plan.layer_args(tfmr)
+    assert kind == "int8-joined"
+    for args, layer in zip(layers, tfmr.layers, strict=True):
+        a, mlp = layer.self_attn, layer.mlp
+        for at, lins in ((4, (a.q_proj, a.k_proj, a.v_proj)), (6, (mlp.gate_proj, mlp.up_proj))):
+            w, bias = torch.ops.quantized.linear_unpack(args[at])
+            rows = [quant.unpacked(m)[0] for m in lins]
+            assert bias is None and torch.equal(w.int_repr(), torch.cat([r.int_repr() for r in rows]))
+            assert torch.equal(w.q_per_channel_scales(), torch.cat([r.q_per_channel_scales() for r in rows]))
+    quant.forget_packed_from()
+    joins = []
+    monkeypatch.setattr(quant, "joined", lambda ws: joins.append(ws))
+    last = tfmr.layers[-1].mlp  # one layer that cannot join: the plan packs nothing
+    last.down_proj = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(
+        last.down_proj.in_features, last.down_proj.out_features, bias=False)), {torch.nn.Linear})[0]
+    assert llama_step.Plan.layer_args(tfmr) == (None, []) and joins == []
+
+
 def test_the_loads_plan_joins_the_weights_it_quantized_without_unpacking_one_and_keeps_none_after(tiny_model,
                                                                                                   monkeypatch):
     unpacks = []
@@ -662,7 +683,7 @@ def test_linears_quantized_in_parallel_are_those_quantized_one_by_one_and_torchs
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert quant._in_parallel(lambda _: torch.get_num_threads(), [0, 1, 2]) == [1, 1, 1]  # each worker alone
+        assert quant.in_parallel(lambda _: torch.get_num_threads(), [0, 1, 2]) == [1, 1, 1]  # each worker alone
         assert torch.get_num_threads() == 2
         pooled = quant.quantize_linears(copy.deepcopy(model))
         torch.set_num_threads(1)  # one thread: one layer at a time, no pool

@@ -33,8 +33,7 @@ def _lora_free(child: nn.Module) -> bool:
 
 def _bare_linear(in_features: int, out_features: int, bias: bool, dtype: torch.dtype) -> nn.Linear:
     """An nn.Linear whose parameters the caller assigns: built on the meta device, so its random
-    initialisation, a pass over every weight that is thrown away (seconds over a T3 on a 2-core
-    CPU), never runs."""
+    initialisation, a pass over every weight that would be thrown away, never runs."""
     return nn.Linear(in_features, out_features, bias=bias, device="meta", dtype=dtype)
 
 
@@ -84,17 +83,17 @@ def quantize_linears(module: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        made = _in_parallel(_int8_linear, [child for _, _, child in found])
+        made = in_parallel(_int8_linear, [child for _, _, child in found])
     for (parent, name, _), q in zip(found, made):
         setattr(parent, name, q)
     return module
 
 
-def _in_parallel(fn, items: list) -> list:
-    """FN over ITEMS, one item per thread of torch's intra-op count at a time, each on one thread.
-    Quantizing and packing a weight are serial loops in torch, so a layer at a time left all but
-    one core idle (T3's 210 linears: 2.6-2.7 s against 4.1-4.5 s one at a time, on 2 cores);
-    torch's own threads are set to one meanwhile so that no worker starts a team of its own."""
+def in_parallel(fn, items: list) -> list:
+    """FN over ITEMS, one item per thread of torch's intra-op count at a time, each on one torch
+    thread: for work that is a serial loop in torch, as quantizing and packing a weight are, which
+    a layer at a time would run on one core (the gain: `scripts/quantize-time.py`). Torch's own
+    threads are set to one meanwhile, so that no worker starts a team of threads of its own."""
     from concurrent.futures import ThreadPoolExecutor
     threads = torch.get_num_threads()
     if threads == 1 or len(items) < 2:

@@ -181,9 +181,9 @@ class Plan:
                     return None, []
                 ws = _per_channel_unbiased(lins)
                 if ws is not None:
-                    kinds.add("int8-joined")
-                    weights = [quant.joined(ws[:3]), lins[3]._packed_params._packed_params,
-                               quant.joined(ws[4:6]), lins[6]._packed_params._packed_params, ranges.pop()]
+                    kinds.add("int8-joined")  # q/k/v and gate/up joined below, once every layer is known to join
+                    weights = [ws[:3], lins[3]._packed_params._packed_params,
+                               ws[4:6], lins[6]._packed_params._packed_params, ranges.pop()]
                 else:
                     kinds.add("int8")
                     weights = [m._packed_params._packed_params for m in lins] + [ranges.pop()]
@@ -193,7 +193,10 @@ class Plan:
             layers.append((norm1.weight, norm1.variance_epsilon, norm2.weight, norm2.variance_epsilon, *weights))
         if len(kinds) != 1:
             return None, []
-        return kinds.pop(), layers
+        kind = kinds.pop()
+        if kind == "int8-joined":
+            layers = _joined(layers)
+        return kind, layers
 
     @staticmethod
     def _modules(tfmr) -> list:
@@ -220,6 +223,17 @@ def _per_channel_unbiased(lins) -> list | None:
             return None
         ws.append((w, b))
     return ws
+
+
+_JOINED = (4, 6)  # where a layer's arguments hold the q/k/v and the gate/up weights to join
+
+
+def _joined(layers: list) -> list:
+    """LAYERS with each group of weights at `_JOINED` packed as one matrix (`quant.joined`), the
+    groups packed in parallel (`quant.in_parallel`): packing is a serial loop in torch, and T3 has
+    60 such matrices."""
+    packed = iter(quant.in_parallel(quant.joined, [args[i] for args in layers for i in _JOINED]))
+    return [tuple(next(packed) if i in _JOINED else arg for i, arg in enumerate(args)) for args in layers]
 
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, Plan] = weakref.WeakKeyDictionary()
