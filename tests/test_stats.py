@@ -196,3 +196,11 @@ def test_a_zero_value_is_not_a_replicate_and_gives_no_infinite_ratio():
             for p in range(6) for s, v in (("baseline", 400.0), ("variant", 0.0 if p < 2 else 200.0))]
     c = stats.compare(pd.DataFrame(rows), "mem", kind="memory")
     assert c.n == 4 and math.isfinite(c.ratio) and c.ratio == pytest.approx(0.5)
+
+
+def test_a_memory_ratio_reads_in_memorys_words_and_a_time_in_speeds():
+    logs = np.log([0.55, 0.57, 0.58])  # the variant holds a little over half
+    memory = stats.from_logs(logs, "rounds", 3000.0, 1700.0, metric="rss", column="mem_rss_mb", kind="memory")
+    time = stats.from_logs(logs, "rounds", 10.0, 5.7, metric="wall", column="wall_s")
+    assert memory.reading(False) == str(memory.verdict) == str(Verdict.SMALLER)
+    assert time.reading(False) == str(Verdict.FASTER)

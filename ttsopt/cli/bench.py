@@ -197,8 +197,10 @@ def _load_lines(parts: dict) -> list[str]:
     names = ["reading the model", *(k for k in x if k not in ("reading the model", "the rest", "load")), "the rest"]
     return ["", f"{'load s (own process), where it went':42s} {'baseline':>10s} {'fast':>10s}",
             *(f"  {name + ' s':40s} {b.get(name, 0.0):10.2f} {x.get(name, 0.0):10.2f}" for name in names),
+            f"  {'the whole load s':40s} {b['load']:10.2f} {x['load']:10.2f}",
             f"medians over {parts['n']} fresh process(es) per side: reading the weights, each variant's own "
-            "load-time work (quantizing, packing, planning, casting), and the rest (the pipeline, memory readings)"]
+            "load-time work (quantizing, packing, planning, casting), and the rest (the pipeline, memory readings); "
+            "each part's median is its own, so they need not add up to the whole's"]
 
 
 def _first_audio_lines(f: dict) -> list[str]:

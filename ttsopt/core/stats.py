@@ -63,6 +63,7 @@ class Comparison:
     verdict: Verdict
     baseline_median: float
     variant_median: float
+    kind: str = "time"  # what the ratio measures, for the direction words: "time" or "memory"
 
     def as_dict(self) -> dict:
         return {k: (v.value if isinstance(v, Verdict) else v) for k, v in self.__dict__.items()}
@@ -76,9 +77,11 @@ class Comparison:
 
     def reading(self, higher_is_better: bool) -> str:
         """The verdict as a table row shows it, with "faster" meaning the better direction for a
-        throughput too (its interval is flipped before `decide`); "inconclusive" carries its n."""
+        throughput too (its interval is flipped before `decide`), and memory's words ("less memory")
+        for a memory ratio; "inconclusive" carries its n."""
         low, high = (1 / self.ci_high, 1 / self.ci_low) if higher_is_better else (self.ci_low, self.ci_high)
-        verdict = decide(low, high, self.band) if math.isfinite(low) and math.isfinite(high) else Verdict.INCONCLUSIVE
+        finite = math.isfinite(low) and math.isfinite(high)
+        verdict = decide(low, high, self.band, self.kind) if finite else Verdict.INCONCLUSIVE
         return f"{verdict} (n = {self.n})" if verdict == Verdict.INCONCLUSIVE else str(verdict)
 
 
@@ -168,14 +171,14 @@ def from_logs(logs: np.ndarray, unit: str, base_med: float, var_med: float, *, m
     if kind == "memory" and not base_med >= d.min_memory_mb:
         ratio = math.exp(float(np.mean(logs)))
         return Comparison(metric, column, ratio, math.nan, math.nan, math.nan, len(logs), unit, band,
-                          Verdict.INCONCLUSIVE, base_med, var_med)
+                          Verdict.INCONCLUSIVE, base_med, var_med, kind)
     if len(logs) < d.min_replicates and not single:
         ratio = math.exp(float(np.mean(logs)))
         return Comparison(metric, column, ratio, math.nan, math.nan, math.nan, len(logs), unit, band,
-                          Verdict.INCONCLUSIVE, base_med, var_med)
+                          Verdict.INCONCLUSIVE, base_med, var_med, kind)
     ratio, low, high, p = interval(logs, d)
     return Comparison(metric, column, ratio, low, high, p, len(logs), unit, band, decide(low, high, band, kind),
-                      base_med, var_med)
+                      base_med, var_med, kind)
 
 
 def aa_offset(aa: Comparison | None) -> float:

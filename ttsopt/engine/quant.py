@@ -141,8 +141,8 @@ def refuse_for_compile(module: nn.Module, instead: str) -> None:
 
 # The int8 weight and bias each module of `quantize_linears` was packed from, until `forget_packed_from`
 # (`variants.apply` calls it once the variants' load-time work is done). A step plan built in the load
-# joins most of T3's weights, and reading one back out of fbgemm's packed form copies it (about 13 ms
-# for a 1024 x 4096 weight on a 2-core CPU, 3 s over T3's layers).
+# joins most of T3's weights, and reading one back out of fbgemm's packed form copies it (what that cost
+# a load: README, the fast path's load).
 _PACKED_FROM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 

@@ -440,9 +440,6 @@ def _gain(df: pd.DataFrame, column: str, phase: str, higher: bool, own: bool) ->
                           design=Design.CROSS_PROCESS if own else Design.IN_PROCESS)
     except ValueError:  # no pair with the value on both sides (one chunk has no rest to time)
         return (np.nan, np.nan, np.nan), 0, str(Verdict.NOT_COMPARED)
-    if kind == "memory":  # its verdict names memory's direction (smaller, larger), not a speed's
-        verdict = f"{c.verdict} (n = {c.n})" if c.verdict == Verdict.INCONCLUSIVE else str(c.verdict)
-        return c.gain(higher), c.n, verdict
     return c.gain(higher), c.n, c.reading(higher)
 
 
