@@ -1,7 +1,10 @@
 """How long making T3's int8 linears takes, torch's `quantize_dynamic` (per-channel qconfig) against
 `quant.quantize_linears` (the same modules, each weight packed once, its int8 weight kept for the
-load's step plan, one layer per thread) and the same one layer at a time, on fresh copies of one
-synthetic full-size T3, rounds interleaved; the first round is left out of the summary.
+load's step plan, one layer per thread) and the same one layer at a time; and the int8 weights of
+the step plan made both ways a load can make them: linears quantized apart, then the plan's joined
+copies of q/k/v and gate/up packed, against those linears quantized as one matrix each (`joins`,
+what cpu-int8-t3 does), which the plan reads as they are. On fresh copies of one synthetic full-size
+T3, rounds interleaved; the first round is left out of the summary.
 
     .venv/bin/python scripts/quantize-time.py [--rounds 6]
 """
@@ -15,6 +18,7 @@ import torch
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
 from ttsopt.engine import quant, sources
+from ttsopt.engine.t3 import llama_step
 from ttsopt.measure import rounds
 from ttsopt.measure.env import cpu_model, cpu_units
 
@@ -34,6 +38,20 @@ def serially(module):
         return quant.quantize_linears(module)
 
 
+def apart_then_plan(module):
+    quant.quantize_linears(module)
+    return llama_step.Plan.layer_args(module)
+
+
+def joined_then_plan(module):
+    quant.quantize_linears(module, joins=llama_step.joins(module))
+    return llama_step.Plan.layer_args(module)
+
+
+PAIRS = (("quant.quantize_linears", "quantize_dynamic"), ("quant.quantize_linears", "one layer at a time"),
+         ("joined, then the plan", "apart, then the plan's joins"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=6)
@@ -43,16 +61,17 @@ def main() -> None:
     makers = {"quantize_dynamic": lambda m: quantize_dynamic(m, {torch.nn.Linear: per_channel_dynamic_qconfig},
                                                              dtype=torch.qint8, inplace=True),
               "quant.quantize_linears": quant.quantize_linears,
-              "one layer at a time": serially}
+              "one layer at a time": serially,
+              "apart, then the plan's joins": apart_then_plan,
+              "joined, then the plan": joined_then_plan}
     times = rounds.interleaved({name: (lambda make=make: seconds(tfmr, make)) for name, make in makers.items()},
                                args.rounds, say=lambda line: print(line, flush=True), unit="s")
     print(f"\nquantizing T3's linears, {cpu_model()} ({cpu_units()}), {torch.get_num_threads()} threads; "
           f"{rounds.kept_rounds(args.rounds)}")
     for name in makers:
-        print(f"  {name:24s} {rounds.summary(times[name], digits=2)} s")
-    for other in ("quantize_dynamic", "one layer at a time"):
-        print(f"  quant.quantize_linears against {other}, round by round: "
-              f"{rounds.paired(times['quant.quantize_linears'], times[other])}")
+        print(f"  {name:30s} {rounds.summary(times[name], digits=2)} s")
+    for name, other in PAIRS:
+        print(f"  {name} against {other}, round by round: {rounds.paired(times[name], times[other])}")
 
 
 if __name__ == "__main__":

@@ -654,17 +654,61 @@ def test_a_plans_joined_weights_are_q_k_v_and_gate_up_stacked_and_packed_only_on
     assert llama_step.Plan.layer_args(tfmr) == (None, []) and joins == []
 
 
-def test_the_loads_plan_joins_the_weights_it_quantized_without_unpacking_one_and_keeps_none_after(tiny_model,
-                                                                                                  monkeypatch):
-    unpacks = []
-    unpack = quant._unpack
+def test_the_loads_plan_reads_the_joined_weights_it_quantized_without_unpacking_or_copying_one(tiny_model,
+                                                                                                 monkeypatch):
+    unpacks, joins = [], []
+    unpack, join = quant._unpack, quant.joined
     monkeypatch.setattr(quant, "_unpack", lambda m: unpacks.append(m) or unpack(m))
+    monkeypatch.setattr(quant, "joined", lambda ws: joins.append(ws) or join(ws))
     pipeline = Pipeline(_own_copy(tiny_model))
     variants.apply(pipeline, "fast-t3+cpu-int8-t3+cpu-int8-head")
-    assert llama_step._PLANS[pipeline.model.t3.tfmr].kind.endswith("int8-joined") and unpacks == []
+    tfmr = pipeline.model.t3.tfmr
+    plan = llama_step._PLANS[tfmr]
+    assert plan.kind.endswith("int8-joined") and unpacks == [] and joins == []
+    _, layers = plan.scripted
+    for args, layer in zip(layers, tfmr.layers, strict=True):  # the layer's own matrices, no copies
+        assert args[4] is layer.self_attn.q_proj.joined.linear._packed_params._packed_params
+        assert args[6] is layer.mlp.up_proj.joined.linear._packed_params._packed_params
+        assert args[5] is layer.self_attn.o_proj._packed_params._packed_params
     assert len(quant._PACKED_FROM) == 0  # given back at the end of the load
-    layer = pipeline.model.t3.tfmr.layers[0].self_attn
-    assert quant.unpacked(layer.q_proj) is not None and unpacks == [layer.q_proj]  # packed form only, from here
+    o_proj = tfmr.layers[0].self_attn.o_proj
+    assert quant.unpacked(o_proj) is not None and unpacks == [o_proj]  # packed form only, from here
+
+
+def test_linears_quantized_as_one_matrix_give_each_its_own_result_from_one_product_per_input(tiny_model):
+    separate = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
+    joined = copy.deepcopy(tiny_model.t3.tfmr)
+    quant.quantize_linears(joined, joins=llama_step.joins(joined))
+    quant.forget_packed_from()
+    assert len(llama_step.joins(tiny_model.t3.tfmr)) == 2 * len(joined.layers)
+    x = torch.randn(2, 5, joined.config.hidden_size)
+    with torch.inference_mode():  # upstream's forward, through the parts
+        assert torch.equal(joined(inputs_embeds=x).last_hidden_state, separate(inputs_embeds=x).last_hidden_state)
+    a, theirs = joined.layers[0].self_attn, separate.layers[0].self_attn
+    products = []
+    whole = a.q_proj.joined.linear
+    whole.register_forward_hook(lambda *_: products.append(1))
+    h = torch.randn(1, 3, joined.config.hidden_size)
+    for order in (("v_proj", "q_proj", "k_proj"), ("q_proj", "q_proj", "k_proj", "v_proj")):
+        products.clear()
+        for name in order:
+            assert torch.equal(getattr(a, name)(h), getattr(theirs, name)(h))
+        assert len(products) == len(order) - 2  # one product per input, a part asked twice pays again
+    assert a.q_proj.joined._kept is None  # every part handed out: nothing held
+    a.q_proj(h)
+    h.add_(1)  # changed in place: the product kept for it is not reused
+    assert torch.equal(a.k_proj(h), theirs.k_proj(h))
+    assert weights.linear_counts(joined) == weights.linear_counts(separate) | {
+        "torch.ao.nn.quantized.dynamic.modules.linear.Linear": 2 * len(joined.layers),
+        "ttsopt.engine.quant.JoinedPart": 5 * len(joined.layers)}
+
+
+def test_joining_linears_that_cannot_be_one_matrix_is_refused_before_any_is_quantized():
+    parent = torch.nn.Module()
+    parent.a, parent.b = torch.nn.Linear(8, 4, bias=False), torch.nn.Linear(8, 4)
+    with pytest.raises(ValueError, match="bias-free nn.Linear"):
+        quant.quantize_linears(parent, joins=[(parent, ("a", "b"))])
+    assert type(parent.a) is torch.nn.Linear and type(parent.b) is torch.nn.Linear
 
 
 def test_a_kept_weight_is_the_one_its_module_unpacks_to():

@@ -11,6 +11,9 @@ torchao is not a dependency here) but packed once (`_int8_linear`).
 GPT-2 (Turbo's T3) keeps its projections in transformers' `Conv1D`, a linear layer with its
 weight stored transposed, which `quantize_dynamic` does not know: each is first turned into the
 `nn.Linear` it is (the same function, the weight transposed once), then quantized like the rest.
+Linears that read the same input can be quantized as one matrix (`JoinedLinear`), which a Llama
+layer's q, k and v (and its gate and up) are: one product where there were three, and one copy of
+their weights for upstream's forward and the step plan alike.
 The flow estimator's feed-forward output layers are diffusers' `LoRACompatibleLinear`, an
 nn.Linear subclass that `quantize_dynamic` (which matches exact types) would leave in float32:
 without a LoRA layer each is the plain nn.Linear it wraps, so it becomes one, weights shared.
@@ -68,25 +71,54 @@ def as_linears(module: nn.Module) -> int:
     return replaced
 
 
-def quantize_linears(module: nn.Module) -> nn.Module:
+def quantize_linears(module: nn.Module, joins=()) -> nn.Module:
     """Replace every nn.Linear (and GPT-2 `Conv1D`) under MODULE in place with its dynamic int8
     counterpart, with a scale per output channel.
 
     Per channel rather than quantize_dynamic's default single scale per matrix: a row's error then
     follows its own range, not the largest weight's, at the same speed (fbgemm dequantizes per
-    column either way). It is also what lets `llama_step` join q, k and v (and gate and up) into
-    one matrix with the very same int8 weights and scales, so the joined step is exact.
+    column either way). It is also what lets linears that read the same input be joined into one
+    matrix with the very same int8 weights and scales, so a joined product is exact.
+
+    JOINS: (parent, names) pairs, each naming linears of PARENT that read the same input (a Llama
+    layer's q, k and v; its gate and up), as `llama_step.joins` finds them. Each group is quantized
+    as one matrix (`JoinedLinear`) and its linears become `JoinedPart`s of it: one product per
+    input instead of one per linear, and the only copy of those weights, which the step plan reads
+    as it is.
     """
     as_linears(module)
+    groups = [[getattr(parent, name) for name in names] for parent, names in joins]
+    grouped = {id(child) for group in groups for child in group}
+    if len(grouped) != sum(map(len, groups)) or not all(_joinable(group) for group in groups):
+        raise ValueError("only distinct bias-free nn.Linear layers of one input size and dtype can be joined")
     found = [(parent, name, child) for parent in list(module.modules())
-             for name, child in list(parent.named_children()) if type(child) is nn.Linear]  # exact, as quantize_dynamic
+             for name, child in list(parent.named_children())
+             if type(child) is nn.Linear and id(child) not in grouped]  # exact, as quantize_dynamic
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        made = in_parallel(_int8_linear, [child for _, _, child in found])
+        made = in_parallel(_int8_of, [child for _, _, child in found] + groups)
     for (parent, name, _), q in zip(found, made):
         setattr(parent, name, q)
+    for (parent, names), whole in zip(joins, made[len(found):], strict=True):
+        for index, name in enumerate(names):
+            setattr(parent, name, JoinedPart(whole, index))
     return module
+
+
+def _joinable(group: list) -> bool:
+    return len(group) > 1 and all(
+        type(m) is nn.Linear and m.bias is None and not _hooked(m) and m.in_features == group[0].in_features
+        and m.weight.dtype == group[0].weight.dtype for m in group)
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
+def _int8_of(item):
+    """`_int8_linear` of a linear, `_int8_joined` of a group of them."""
+    return _int8_joined(item) if isinstance(item, list) else _int8_linear(item)
 
 
 def in_parallel(fn, items: list) -> list:
@@ -106,23 +138,40 @@ def in_parallel(fn, items: list) -> list:
         torch.set_num_threads(threads)
 
 
+def _int8_weight(linear: nn.Linear) -> torch.Tensor:
+    """LINEAR's weight quantized as `quantize_dynamic`'s per-channel qconfig quantizes it."""
+    from torch.ao.nn.quantized.modules.utils import _quantize_weight
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+    observer = per_channel_dynamic_qconfig.weight()
+    with torch.no_grad():
+        observer(linear.weight)
+        return _quantize_weight(linear.weight.float(), observer)
+
+
+def _packed_once(weight: torch.Tensor, bias: torch.Tensor | None, in_features: int) -> nn.Module:
+    """A dynamic int8 linear holding WEIGHT and BIAS, packed once (see `_int8_linear`)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    q = DynamicLinear(1, 1, bias_=False, dtype=torch.qint8)  # packs an empty 1 x 1 weight
+    q.in_features, q.out_features = in_features, weight.size(0)
+    q.set_weight_bias(weight, bias)
+    _PACKED_FROM[q] = (weight, bias)
+    return q
+
+
+def _int8_joined(group: list) -> JoinedLinear:
+    """GROUP's linears as one `JoinedLinear`: each quantized on its own (so with its own rows'
+    scales) and the int8 rows stacked, which is what `joined` packs."""
+    weight = _stacked([(_int8_weight(m), None) for m in group])
+    return JoinedLinear(_packed_once(weight, None, group[0].in_features), [m.out_features for m in group])
+
+
 def _int8_linear(linear: nn.Linear) -> nn.Module:
     """What `quantize_dynamic` with the per-channel qconfig makes of LINEAR (`DynamicLinear.from_float`:
     the same observer, int8 weight, bias and version; its hooks carried over as its module swap
     carries them), packing the weight once where from_float packs twice: its constructor first
     packs an empty weight of the full size, which for T3's layers made about half of a load's
     packing time on a 2-core CPU."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-    from torch.ao.nn.quantized.modules.utils import _quantize_weight
-    from torch.ao.quantization import per_channel_dynamic_qconfig
-    observer = per_channel_dynamic_qconfig.weight()
-    with torch.no_grad():
-        observer(linear.weight)
-        weight = _quantize_weight(linear.weight.float(), observer)
-    q = DynamicLinear(1, 1, bias_=False, dtype=torch.qint8)  # packs an empty 1 x 1 weight
-    q.in_features, q.out_features = linear.in_features, linear.out_features
-    q.set_weight_bias(weight, linear.bias)
-    _PACKED_FROM[q] = (weight, linear.bias)
+    q = _packed_once(_int8_weight(linear), linear.bias, linear.in_features)
     for hook in linear._forward_pre_hooks.values():
         q.register_forward_pre_hook(hook)
     for hook in linear._forward_hooks.values():
@@ -172,12 +221,54 @@ def joined(ws) -> torch.ScriptObject:
     given as their `unpacked` (weight, bias) in order (per-channel, no bias): their int8 weights,
     scales and zero points as they are, so each output column is computed exactly as its own layer
     computes it."""
+    return torch.ops.quantized.linear_prepack(_stacked(ws), None)
+
+
+def _stacked(ws) -> torch.Tensor:
+    """The rows of the per-channel int8 weights WS ((weight, bias) pairs, no bias) as one weight."""
     if any(b is not None for _, b in ws) or not all(per_channel(w) for w, _ in ws):
         raise ValueError("only per-channel int8 linears without bias can be joined exactly")
-    w = torch._make_per_channel_quantized_tensor(
+    return torch._make_per_channel_quantized_tensor(
         torch.cat([w.int_repr() for w, _ in ws]), torch.cat([w.q_per_channel_scales() for w, _ in ws]),
         torch.cat([w.q_per_channel_zero_points() for w, _ in ws]), 0)
-    return torch.ops.quantized.linear_prepack(w, None)
+
+
+class JoinedLinear(nn.Module):
+    """Linears that read the same input, as one dynamic int8 matrix (`quantize_linears`' JOINS):
+    their `JoinedPart`s are what the model calls. The first part called with an input runs the one
+    product and keeps it until every part has been handed its columns, so a caller that asks for
+    q, k and v of one input pays one product; a part asked again, or for another input, runs a new
+    one. Each column is its own layer's exact result (`joined`)."""
+
+    def __init__(self, linear: nn.Module, sizes: list[int]):
+        super().__init__()
+        self.linear, self.sizes = linear, tuple(sizes)
+        self._kept = None  # (input, its version, the parts, indices not yet handed out)
+
+    def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        kept = self._kept
+        if kept is None or kept[0] is not x or kept[1] != _version(x) or index not in kept[3]:
+            kept = (x, _version(x), self.linear(x).split(self.sizes, dim=-1), set(range(len(self.sizes))))
+        kept[3].discard(index)
+        self._kept = kept if kept[3] else None  # nothing is held once every part has its columns
+        return kept[2][index]
+
+
+def _version(x: torch.Tensor) -> int | None:
+    """X's version counter (bumped by each in-place change); inference tensors keep none."""
+    return None if x.is_inference() else x._version
+
+
+class JoinedPart(nn.Module):
+    """One linear of a `JoinedLinear`: its columns of the joined product."""
+
+    def __init__(self, joined: JoinedLinear, index: int):
+        super().__init__()
+        self.joined, self.index = joined, index
+        self.in_features, self.out_features = joined.linear.in_features, joined.sizes[index]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.joined.part(x, self.index)
 
 
 class Int8Head(nn.Module):

@@ -76,10 +76,14 @@ def linear_bytes(module: nn.Module) -> int:
 
 
 def linear_counts(module: nn.Module) -> dict[str, int]:
-    """How many linear layers of each kind MODULE holds: the proof a swap happened."""
+    """How many linear layers of each kind MODULE holds: the proof a swap happened. Linears joined
+    into one int8 matrix (engine.quant's JoinedLinear) count as their parts, not as that matrix."""
     counts: dict[str, int] = {}
+    joined = {id(m.linear) for m in module.modules() if type(m).__name__ == "JoinedLinear"}
     for m in module.modules():
-        if isinstance(m, (nn.Linear, _dynamic_int8(), _conv1d())) or _is_int4(m):
+        if id(m) in joined:
+            continue
+        if isinstance(m, (nn.Linear, _dynamic_int8(), _conv1d())) or _is_int4(m) or type(m).__name__ == "JoinedPart":
             kind = f"{type(m).__module__}.{type(m).__name__}"
             counts[kind] = counts.get(kind, 0) + 1
     return counts

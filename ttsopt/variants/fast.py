@@ -12,6 +12,7 @@ from ..core.claims import Claim
 from ..engine import attention, quant, vocoder
 from ..engine.s3gen import UPSTREAM_CFM_STEPS, UPSTREAM_MEANFLOW_STEPS, BucketedEstimator, CompiledEstimator, FlowStage
 from ..engine.stream import ChunkedS3Gen
+from ..engine.t3 import llama_step
 from ..engine.t3.fast import FastT3
 from ..engine.t3.fast_turbo import FastTurboT3
 from ..measure import weights
@@ -309,7 +310,9 @@ def dynamic_int8(spec: str) -> bool:
 class CpuInt8(_DynamicInt8):
     """Dynamic int8 for the linear layers of T3's transformer and (unless t3_only) S3Gen's flow.
     T3's speech head stays float: upstream reads `t3.device` from its weight. Turbo's GPT-2 layers
-    are quantized too (`engine.quant` turns its Conv1D projections into the linears they are)."""
+    are quantized too (`engine.quant` turns its Conv1D projections into the linears they are).
+    A Llama layer's q, k and v, and its gate and up, are quantized as one matrix each
+    (`llama_step.joins`): the same int8 rows, one product each, and the matrices fast-t3's step reads."""
 
     def __init__(self, name: str, t3_only: bool, aliases: tuple[str, ...] = ()):
         self.name, self.t3_only, self.aliases = name, t3_only, aliases
@@ -329,7 +332,7 @@ class CpuInt8(_DynamicInt8):
     def apply(self, pipeline):
         before = {name: weights.linear_bytes(m) for name, m in self._targets(pipeline).items()}
         for module in self._targets(pipeline).values():
-            quant.quantize_linears(module)
+            quant.quantize_linears(module, joins=llama_step.joins(module) if module is pipeline.model.t3.tfmr else ())
         return before
 
     def evidence(self, pipeline, before) -> dict:
@@ -339,7 +342,7 @@ class CpuInt8(_DynamicInt8):
 
     def engaged(self, evidence):
         n = sum(count for part in evidence.values() if isinstance(part, dict)
-                for kind, count in part.get("linear_types", {}).items() if "dynamic" in kind)
+                for kind, count in part.get("linear_types", {}).items() if "dynamic" in kind or "JoinedPart" in kind)
         return n > 0, f"{n} dynamic int8 linear layers"
 
 

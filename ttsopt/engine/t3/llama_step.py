@@ -18,7 +18,9 @@ the TorchScript layer's arithmetic, its sums in another order, with a fraction o
 an attention that reads the cache at nearer the memory's speed. With per-channel int8
 weights (`quant.quantize_linears`) q, k and v are read as one matrix and gate and up as another
 (`quant.joined`: the same int8 rows and scales, so the same results): four int8 products per
-layer instead of seven, each paying its activation quantization and thread start once. A plan
+layer instead of seven, each paying its activation quantization and thread start once. Quantized
+with `joins` those matrices are the layer's own (`quant.JoinedLinear`) and the plan reads them as
+they are; quantized apart, the plan packs joined copies of them. A plan
 can also run every layer through a function given to it (`compiled`: `torch.compile`'s).
 `Plan.kind` says which path runs; fast-t3's evidence reports it, and `ttsopt bench` what the
 step costs.
@@ -159,9 +161,8 @@ class Plan:
     @staticmethod
     def layer_args(tfmr) -> tuple[str | None, list]:
         """(kind, per-layer arguments of `scripted`'s layer functions) when every layer is plain
-        Llama with all-float, all-dynamic-int8 or all-per-channel-int8 ("int8-joined") linears and
-        no hooks; (None, []) otherwise."""
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+        Llama with all-float, all-dynamic-int8 or all-per-channel-int8 ("int8-joined": joined here,
+        or when quantized) linears and no hooks; (None, []) otherwise."""
         layers, kinds = [], set()
         for layer in tfmr.layers:
             a, mlp = layer.self_attn, layer.mlp
@@ -172,23 +173,11 @@ class Plan:
                      and not any(_has_hooks(m) for m in (*lins, *norms)))  # the layer's own modules are never called
             if not plain:
                 return None, []
-            if all(type(m) is nn.Linear and m.bias is None for m in lins):
-                kinds.add("float")
-                weights = [m.weight for m in lins]
-            elif all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in lins):
-                ranges = {_reduce_range(m) for m in lins}
-                if len(ranges) != 1:
-                    return None, []
-                ws = _per_channel_unbiased(lins)
-                if ws is not None:
-                    kinds.add("int8-joined")  # q/k/v and gate/up joined below, once every layer is known to join
-                    weights = [ws[:3], lins[3]._packed_params._packed_params,
-                               ws[4:6], lins[6]._packed_params._packed_params, ranges.pop()]
-                else:
-                    kinds.add("int8")
-                    weights = [m._packed_params._packed_params for m in lins] + [ranges.pop()]
-            else:
+            found = _layer_weights(lins)
+            if found is None:
                 return None, []
+            kinds.add(found[0])
+            weights = found[1]
             norm1, norm2 = norms
             layers.append((norm1.weight, norm1.variance_epsilon, norm2.weight, norm2.variance_epsilon, *weights))
         if len(kinds) != 1:
@@ -213,6 +202,66 @@ class Plan:
         return all(a is b for a, b in zip(self.modules, self._modules(self.tfmr)))
 
 
+def _layer_weights(lins) -> tuple[str, list] | None:
+    """(kind, the weight arguments of `scripted`'s layer of that kind) for one layer's linears
+    LINS (q, k, v, o, gate, up, down); None where no kind fits. Per-channel int8 weights quantized
+    apart are returned as lists, to be joined by `_joined` once every layer is known to join."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    wholes = _prejoined(lins)
+    if all(type(m) is nn.Linear and m.bias is None for m in lins):
+        return "float", [m.weight for m in lins]
+    if wholes is not None:
+        if any(_has_hooks(m) for w in wholes for m in (w, w.linear)):
+            return None
+        packed = (wholes[0].linear, lins[3], wholes[1].linear, lins[6])
+        ranges = {_reduce_range(m) for m in packed}
+        return None if len(ranges) != 1 else \
+            ("int8-joined", [m._packed_params._packed_params for m in packed] + [ranges.pop()])
+    if not all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in lins):
+        return None
+    ranges = {_reduce_range(m) for m in lins}
+    if len(ranges) != 1:
+        return None
+    ws = _per_channel_unbiased(lins)
+    if ws is None:
+        return "int8", [m._packed_params._packed_params for m in lins] + [ranges.pop()]
+    return "int8-joined", [ws[:3], lins[3]._packed_params._packed_params,
+                           ws[4:6], lins[6]._packed_params._packed_params, ranges.pop()]
+
+
+def joins(tfmr) -> list[tuple[nn.Module, tuple[str, ...]]]:
+    """The groups of TFMR's linears that read the same input, as `quant.quantize_linears` takes
+    them: per Llama layer its q, k and v, and its gate and up, where each is a bias-free nn.Linear
+    without hooks (none for other layers: GPT-2's q, k and v are one matrix already)."""
+    out = []
+    for layer in getattr(tfmr, "layers", ()):
+        a, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+        for parent, names in ((a, ("q_proj", "k_proj", "v_proj")), (mlp, ("gate_proj", "up_proj"))):
+            lins = [getattr(parent, name, None) for name in names]
+            if all(type(m) is nn.Linear and m.bias is None and not _has_hooks(m) for m in lins):
+                out.append((parent, names))
+    return out
+
+
+def _prejoined(lins) -> tuple | None:
+    """The two `quant.JoinedLinear`s of a layer's linears LINS when q, k and v are the parts of one
+    and gate and up of the other, in order, and o and down dynamic int8 linears; else None."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    q, k, v, o, gate, up, down = lins
+    wholes = []
+    for group in ((q, k, v), (gate, up)):
+        if not all(type(m) is quant.JoinedPart for m in group):
+            return None
+        whole = group[0].joined
+        if [(m.joined, m.index) for m in group] != [(whole, i) for i in range(len(group))] or \
+                len(whole.sizes) != len(group):
+            return None
+        wholes.append(whole)
+    if not all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in (o, down)):
+        return None
+    return tuple(wholes)
+
+
 def _per_channel_unbiased(lins) -> list | None:
     """LINS' `quant.unpacked` weights when every one is per-channel int8 without bias, else None.
     Each is unpacked once, and none after the first that is not: an unpack copies the weight."""
@@ -232,8 +281,10 @@ def _joined(layers: list) -> list:
     """LAYERS with each group of weights at `_JOINED` packed as one matrix (`quant.joined`), the
     groups packed in parallel (`quant.in_parallel`): packing is a serial loop in torch, and T3 has
     60 such matrices."""
-    packed = iter(quant.in_parallel(quant.joined, [args[i] for args in layers for i in _JOINED]))
-    return [tuple(next(packed) if i in _JOINED else arg for i, arg in enumerate(args)) for args in layers]
+    todo = [args[i] for args in layers for i in _JOINED if isinstance(args[i], list)]  # else joined when quantized
+    packed = iter(quant.in_parallel(quant.joined, todo))
+    return [tuple(next(packed) if i in _JOINED and isinstance(arg, list) else arg for i, arg in enumerate(args))
+            for args in layers]
 
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, Plan] = weakref.WeakKeyDictionary()
