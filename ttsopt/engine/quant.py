@@ -148,21 +148,24 @@ def _int8_weight(linear: nn.Linear) -> torch.Tensor:
         return _quantize_weight(linear.weight.float(), observer)
 
 
-def _packed_once(weight: torch.Tensor, bias: torch.Tensor | None, in_features: int) -> nn.Module:
-    """A dynamic int8 linear holding WEIGHT and BIAS, packed once (see `_int8_linear`)."""
+def _packed_once(weight: torch.Tensor, bias: torch.Tensor | None, in_features: int, keep: bool = True) -> nn.Module:
+    """A dynamic int8 linear holding WEIGHT and BIAS, packed once (see `_int8_linear`); KEEP: WEIGHT
+    and BIAS kept for `unpacked` until the load ends."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
     q = DynamicLinear(1, 1, bias_=False, dtype=torch.qint8)  # packs an empty 1 x 1 weight
     q.in_features, q.out_features = in_features, weight.size(0)
     q.set_weight_bias(weight, bias)
-    _PACKED_FROM[q] = (weight, bias)
+    if keep:
+        _PACKED_FROM[q] = (weight, bias)
     return q
 
 
 def _int8_joined(group: list) -> JoinedLinear:
     """GROUP's linears as one `JoinedLinear`: each quantized on its own (so with its own rows'
-    scales) and the int8 rows stacked, which is what `joined` packs."""
+    scales) and the int8 rows stacked, which is what `joined` packs. Its weight is not kept: the
+    step plan reads the packed matrix as it is, so nothing unpacks it."""
     weight = _stacked([(_int8_weight(m), None) for m in group])
-    return JoinedLinear(_packed_once(weight, None, group[0].in_features), [m.out_features for m in group])
+    return JoinedLinear(_packed_once(weight, None, group[0].in_features, keep=False), [m.out_features for m in group])
 
 
 def _int8_linear(linear: nn.Linear) -> nn.Module:
