@@ -645,7 +645,6 @@ def test_a_plans_joined_weights_are_q_k_v_and_gate_up_stacked_and_packed_only_on
             rows = [quant.unpacked(m)[0] for m in lins]
             assert bias is None and torch.equal(w.int_repr(), torch.cat([r.int_repr() for r in rows]))
             assert torch.equal(w.q_per_channel_scales(), torch.cat([r.q_per_channel_scales() for r in rows]))
-    quant.forget_packed_from()
     joins = []
     monkeypatch.setattr(quant, "joined", lambda ws: joins.append(ws))
     last = tfmr.layers[-1].mlp  # one layer that cannot join: the plan packs nothing
@@ -657,8 +656,8 @@ def test_a_plans_joined_weights_are_q_k_v_and_gate_up_stacked_and_packed_only_on
 def test_the_loads_plan_reads_the_joined_weights_it_quantized_without_unpacking_or_copying_one(tiny_model,
                                                                                                  monkeypatch):
     unpacks, joins = [], []
-    unpack, join = quant._unpack, quant.joined
-    monkeypatch.setattr(quant, "_unpack", lambda m: unpacks.append(m) or unpack(m))
+    unpack, join = quant.unpacked, quant.joined
+    monkeypatch.setattr(quant, "unpacked", lambda m: unpacks.append(m) or unpack(m))
     monkeypatch.setattr(quant, "joined", lambda ws: joins.append(ws) or join(ws))
     pipeline = Pipeline(_own_copy(tiny_model))
     variants.apply(pipeline, "fast-t3+cpu-int8-t3+cpu-int8-head")
@@ -670,16 +669,12 @@ def test_the_loads_plan_reads_the_joined_weights_it_quantized_without_unpacking_
         assert args[4] is layer.self_attn.q_proj.joined.linear._packed_params._packed_params
         assert args[6] is layer.mlp.up_proj.joined.linear._packed_params._packed_params
         assert args[5] is layer.self_attn.o_proj._packed_params._packed_params
-    assert len(quant._PACKED_FROM) == 0  # given back at the end of the load
-    o_proj = tfmr.layers[0].self_attn.o_proj
-    assert quant.unpacked(o_proj) is not None and unpacks == [o_proj]  # packed form only, from here
 
 
 def test_linears_quantized_as_one_matrix_give_each_its_own_result_from_one_product_per_input(tiny_model):
     separate = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
     joined = copy.deepcopy(tiny_model.t3.tfmr)
     quant.quantize_linears(joined, joins=llama_step.joins(joined))
-    quant.forget_packed_from()
     assert len(llama_step.joins(tiny_model.t3.tfmr)) == 2 * len(joined.layers)
     x = torch.randn(2, 5, joined.config.hidden_size)
     with torch.inference_mode():  # upstream's forward, through the parts
@@ -711,16 +706,6 @@ def test_joining_linears_that_cannot_be_one_matrix_is_refused_before_any_is_quan
     assert type(parent.a) is torch.nn.Linear and type(parent.b) is torch.nn.Linear
 
 
-def test_a_kept_weight_is_the_one_its_module_unpacks_to():
-    linear = quant.quantize_linears(torch.nn.Sequential(torch.nn.Linear(64, 32)))[0]
-    (kept, kept_bias), (back, bias) = quant.unpacked(linear), quant._unpack(linear)
-    assert torch.equal(kept.int_repr(), back.int_repr()) and torch.equal(kept.q_per_channel_scales(),
-                                                                          back.q_per_channel_scales())
-    assert torch.equal(kept.q_per_channel_zero_points(), back.q_per_channel_zero_points())
-    assert torch.equal(kept_bias, bias)
-    quant.forget_packed_from()
-
-
 def test_linears_quantized_in_parallel_are_those_quantized_one_by_one_and_torchs_threads_come_back():
     torch.manual_seed(0)
     model = torch.nn.Sequential(*(torch.nn.Linear(64, 64 + 16 * i) for i in range(6)))
@@ -734,7 +719,6 @@ def test_linears_quantized_in_parallel_are_those_quantized_one_by_one_and_torchs
         serial = quant.quantize_linears(copy.deepcopy(model))
     finally:
         torch.set_num_threads(threads)
-        quant.forget_packed_from()
     for a, b in zip(pooled, serial, strict=True):
         (wa, ba), (wb, bb) = a._packed_params._weight_bias(), b._packed_params._weight_bias()
         assert torch.equal(wa.int_repr(), wb.int_repr()) and torch.equal(wa.q_per_channel_scales(),

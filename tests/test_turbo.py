@@ -255,10 +255,28 @@ def test_gpt2_projections_become_the_linears_they_are_before_int8():
     layer = torch.nn.Sequential(Conv1D(24, 16))
     x = torch.randn(5, 16)
     expected = layer(x)
-    bias = layer[0].bias
+    weight, bias = layer[0].weight, layer[0].bias
     assert quant.as_linears(layer) == 1 and isinstance(layer[0], torch.nn.Linear)
     assert torch.allclose(layer(x), expected, atol=1e-6)
-    assert layer[0].weight.device.type == "cpu" and layer[0].weight.is_contiguous() and layer[0].bias is bias
+    assert layer[0].weight.shape == (24, 16) and layer[0].weight.data_ptr() == weight.data_ptr()  # a view, no copy
+    assert layer[0].bias is bias
+
+
+def test_gpt2_projections_quantize_as_their_weights_copied_into_rows_would():
+    """`as_linears` leaves each weight a transposed view; quantizing it gives the very int8 weights
+    and outputs a row-major copy gives."""
+    from transformers.pytorch_utils import Conv1D
+
+    from ttsopt.engine import quant
+    torch.manual_seed(0)
+    viewed = torch.nn.Sequential(Conv1D(48, 32))
+    copied = copy.deepcopy(viewed)
+    quant.as_linears(copied)
+    copied[0].weight = torch.nn.Parameter(copied[0].weight.detach().contiguous(), requires_grad=False)
+    quant.quantize_linears(viewed), quant.quantize_linears(copied)
+    x = torch.randn(3, 32)
+    assert torch.equal(quant.unpacked(viewed[0])[0].int_repr(), quant.unpacked(copied[0])[0].int_repr())
+    assert torch.equal(viewed(x), copied(x))
 
 
 def test_lora_free_diffusers_linears_become_plain_linears_sharing_their_weights():

@@ -10,7 +10,7 @@ torchao is not a dependency here) but packed once (`_int8_linear`).
 
 GPT-2 (Turbo's T3) keeps its projections in transformers' `Conv1D`, a linear layer with its
 weight stored transposed, which `quantize_dynamic` does not know: each is first turned into the
-`nn.Linear` it is (the same function, the weight transposed once), then quantized like the rest.
+`nn.Linear` it is (the same function, its weight a transposed view), then quantized like the rest.
 Linears that read the same input can be quantized as one matrix (`JoinedLinear`), which a Llama
 layer's q, k and v (and its gate and up) are: one product where there were three, and one copy of
 their weights for upstream's forward and the step plan alike.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-import weakref
 
 import torch
 from torch import nn
@@ -47,10 +46,12 @@ def _plain_linear(child: nn.Linear) -> nn.Linear:
 
 
 def _from_conv1d(child) -> nn.Linear:
-    """The nn.Linear a transformers Conv1D is: its weight transposed once, its bias shared."""
+    """The nn.Linear a transformers Conv1D is: its weight the transposed view of the Conv1D's (no
+    copy: quantizing reads the view in its worker thread and writes the int8 rows once, where a
+    float copy first would be a serial pass over every weight), its bias shared."""
     in_features, out_features = child.weight.shape
     linear = _bare_linear(in_features, out_features, child.bias is not None, child.weight.dtype)
-    linear.weight = nn.Parameter(child.weight.detach().t().contiguous(), requires_grad=child.weight.requires_grad)
+    linear.weight = nn.Parameter(child.weight.detach().t(), requires_grad=child.weight.requires_grad)
     linear.bias = child.bias
     return linear
 
@@ -139,33 +140,34 @@ def in_parallel(fn, items: list) -> list:
 
 
 def _int8_weight(linear: nn.Linear) -> torch.Tensor:
-    """LINEAR's weight quantized as `quantize_dynamic`'s per-channel qconfig quantizes it."""
+    """LINEAR's weight quantized as `quantize_dynamic`'s per-channel qconfig quantizes it. A weight
+    that is a transposed view (a GPT-2 `Conv1D`'s, `as_linears`) is copied into rows first, here in
+    the worker thread: the observer and the quantizer each read a row-major matrix faster than the
+    view, by more than the copy costs (`scripts/quantize-time.py --model turbo`)."""
     from torch.ao.nn.quantized.modules.utils import _quantize_weight
     from torch.ao.quantization import per_channel_dynamic_qconfig
     observer = per_channel_dynamic_qconfig.weight()
     with torch.no_grad():
-        observer(linear.weight)
-        return _quantize_weight(linear.weight.float(), observer)
+        weight = linear.weight.detach().float().contiguous()  # no copy for a float32 row-major weight
+        observer(weight)
+        return _quantize_weight(weight, observer)
 
 
-def _packed_once(weight: torch.Tensor, bias: torch.Tensor | None, in_features: int, keep: bool = True) -> nn.Module:
-    """A dynamic int8 linear holding WEIGHT and BIAS, packed once (see `_int8_linear`); KEEP: WEIGHT
-    and BIAS kept for `unpacked` until the load ends."""
+def _packed_once(weight: torch.Tensor, bias: torch.Tensor | None, in_features: int) -> nn.Module:
+    """A dynamic int8 linear holding WEIGHT and BIAS, packed once (see `_int8_linear`)."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
     q = DynamicLinear(1, 1, bias_=False, dtype=torch.qint8)  # packs an empty 1 x 1 weight
     q.in_features, q.out_features = in_features, weight.size(0)
     q.set_weight_bias(weight, bias)
-    if keep:
-        _PACKED_FROM[q] = (weight, bias)
     return q
 
 
 def _int8_joined(group: list) -> JoinedLinear:
     """GROUP's linears as one `JoinedLinear`: each quantized on its own (so with its own rows'
-    scales) and the int8 rows stacked, which is what `joined` packs. Its weight is not kept: the
-    step plan reads the packed matrix as it is, so nothing unpacks it."""
+    scales) and the int8 rows stacked, which is what `joined` packs; the step plan reads the packed
+    matrix as it is."""
     weight = _stacked([(_int8_weight(m), None) for m in group])
-    return JoinedLinear(_packed_once(weight, None, group[0].in_features, keep=False), [m.out_features for m in group])
+    return JoinedLinear(_packed_once(weight, None, group[0].in_features), [m.out_features for m in group])
 
 
 def _int8_linear(linear: nn.Linear) -> nn.Module:
@@ -191,27 +193,11 @@ def refuse_for_compile(module: nn.Module, instead: str) -> None:
                          f"objects); {instead}")
 
 
-# The int8 weight and bias each module of `quantize_linears` was packed from, until `forget_packed_from`
-# (`variants.apply` calls it once the variants' load-time work is done). A step plan built in the load
-# joins most of T3's weights, and reading one back out of fbgemm's packed form copies it (what that cost
-# a load: README, the fast path's load).
-_PACKED_FROM: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def unpacked(m) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Dynamic int8 linear M's (quantized weight, bias): the ones it was packed from while they are
-    kept, else unpacked, which copies the weight out of its packed form, so a caller asks once."""
-    kept = _PACKED_FROM.get(m)
-    return kept if kept is not None else _unpack(m)
-
-
-def _unpack(m) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Dynamic int8 linear M's (quantized weight, bias), read back out of its packed form, which
+    copies the weight: a caller asks once. Only a plan over linears quantized apart asks (`joined`);
+    the load's plan reads the matrices it quantized as one (`quantize_linears`' JOINS) as they are."""
     return m._packed_params._weight_bias()
-
-
-def forget_packed_from() -> None:
-    """Drop the kept weights (`unpacked`): from here each module holds only its packed form."""
-    _PACKED_FROM.clear()
 
 
 def per_channel(w: torch.Tensor) -> bool:

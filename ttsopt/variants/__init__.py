@@ -147,14 +147,10 @@ def apply(pipeline, spec: str, clock: Callable[[], float] = time.perf_counter) -
         start = clock()
         applied.parts.append((v, v.apply(pipeline)))
         applied.seconds[v.name] = clock() - start
-    try:
-        for v, state in applied.parts:
-            start = clock()
-            v.after_load(pipeline, state)
-            applied.seconds[v.name] += clock() - start
-    finally:  # kept for the load-time work above only (a step plan joins them), then given back
-        from ..engine import quant
-        quant.forget_packed_from()
+    for v, state in applied.parts:
+        start = clock()
+        v.after_load(pipeline, state)
+        applied.seconds[v.name] += clock() - start
     return applied
 
 
