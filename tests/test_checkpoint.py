@@ -105,3 +105,50 @@ def test_saving_another_model_over_a_loaded_ones_folder_leaves_the_loaded_one_as
     again = sources.load(f"local:{folder}", device="cpu")
     assert torch.equal(again.tts.t3.speech_head.weight, other.tts.t3.speech_head.weight)
     assert not torch.equal(again.tts.t3.speech_head.weight, before["speech_head.weight"])
+
+
+@pytest.fixture()
+def pickled(tmp_path):
+    big = torch.randn(1024, 300)
+    state = {"big": big, "tied": big, "rows": big[100:400], "transposed": torch.randn(600, 700).t(),
+             "bf16": torch.randn(600, 1024).bfloat16(), "half": torch.randn(9).half(), "ids": torch.arange(10),
+             "flags": torch.tensor([True, False]), "scalar": torch.tensor(3.0), "empty": torch.zeros(0, 4),
+             "int8": torch.randint(-5, 5, (3 << 20,), dtype=torch.int8)}
+    path = tmp_path / "mixed.pt"
+    torch.save(state, path)
+    return path, state
+
+
+def test_every_tensor_of_a_torch_pickle_reads_as_torch_load_reads_it(pickled):
+    path, _ = pickled
+    mine, theirs = checkpoint.read_pickle(path), torch.load(path, weights_only=True)
+    assert mine.keys() == theirs.keys()
+    for name, tensor in mine.items():
+        assert (tensor.dtype, tensor.shape, tensor.stride(), tensor.storage_offset()) == \
+            (theirs[name].dtype, theirs[name].shape, theirs[name].stride(), theirs[name].storage_offset()), name
+        assert torch.equal(tensor, theirs[name]), name
+
+
+def test_a_torch_pickles_large_storages_are_mapped_once_each_and_shared_as_saved(pickled):
+    path, _ = pickled
+    state = checkpoint.read_pickle(path)  # big (with tied and rows on its storage), transposed, bf16, int8
+    assert _mappings(path) == 4
+    assert state["tied"].data_ptr() == state["big"].data_ptr()
+    assert state["rows"].untyped_storage().data_ptr() == state["big"].untyped_storage().data_ptr()
+    state["rows"][0, 0] = 7.0
+    assert state["big"][100, 0] == 7.0  # one storage, as torch.load gives it
+    del state["transposed"]
+    gc.collect()
+    assert _mappings(path) == 3
+    del state
+    gc.collect()
+    assert _mappings(path) == 0
+
+
+def test_a_truncated_torch_pickle_fails_with_the_loaders_error(pickled, tmp_path):
+    path, _ = pickled
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(path.read_bytes()[:-5000])
+    with pytest.raises(sources.SourceError, match="cannot read .*cut.pt"):
+        sources._read_state(cut)
+    assert _mappings(cut) == 0

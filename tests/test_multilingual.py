@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -331,3 +332,26 @@ def test_cli_refuses_a_language_the_model_cannot_speak_before_loading_anything(t
     assert done.returncode == 2
     assert "the original model speaks English only, not 'fr'" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_its_pickled_checkpoints_load_as_the_files_pages_and_a_save_over_them_leaves_a_loaded_model_as_it_was(
+        mtl_model, tmp_path, monkeypatch):
+    """S3Gen and the voice encoder ship as torch pickles: read as mappings (`checkpoint.read_pickle`),
+    not copies, and a model saved into the same folder is a new file, so the loaded one keeps its weights."""
+    from ttsopt.engine import checkpoint
+    monkeypatch.setattr(checkpoint, "MAPPED_MIN_BYTES", 0)  # the tiny model's tensors all mapped
+    folder = tmp_path / "weights"
+    sources.save_local(mtl_model, folder)
+    s3gen_file = folder / sources.LAYOUTS["multilingual"].s3gen
+    assert s3gen_file.suffix == ".pt"
+    loaded = sources.load(f"local:{folder}", device="cpu", model="multilingual")
+    assert str(s3gen_file) in Path("/proc/self/maps").read_text()
+    before = {k: v.clone() for k, v in loaded.tts.s3gen.state_dict().items()}
+    assert all(torch.equal(v, mtl_model.tts.s3gen.state_dict()[k]) for k, v in before.items())
+    other = sources.load("tiny", device="cpu", seed=7, model="multilingual")
+    sources.save_local(other, folder)
+    assert all(torch.equal(v, before[k]) for k, v in loaded.tts.s3gen.state_dict().items())
+    again = sources.load(f"local:{folder}", device="cpu", model="multilingual")
+    name = next(k for k, v in other.tts.s3gen.state_dict().items() if not torch.equal(v, before[k]))  # seed 7's own
+    assert torch.equal(again.tts.s3gen.state_dict()[name], other.tts.s3gen.state_dict()[name])
+    assert not torch.equal(again.tts.s3gen.state_dict()[name], before[name])

@@ -1,5 +1,6 @@
-"""Checkpoint tensors that are the file's own pages: each large tensor of a safetensors file is a
-copy-on-write mapping of its bytes, handed to the module as it is (`load_state_dict(assign=True)`).
+"""Checkpoint tensors that are the file's own pages: each large tensor of a safetensors file (`read`)
+or torch pickle (`read_pickle`) is a copy-on-write mapping of its bytes, handed to the module as it
+is (`load_state_dict(assign=True)`).
 
 Why not upstream's way (read the file, then `load_state_dict` copies every tensor into the ones
 the module was built with): the copy writes the whole model into freshly allocated memory, and
@@ -52,6 +53,40 @@ def read(path: str | Path, min_bytes: int | None = None) -> dict[str, torch.Tens
         header.pop("__metadata__", None)
         start = 8 + length
         return {name: _tensor(file, start, spec, min_bytes) for name, spec in header.items()}
+
+
+def read_pickle(path: str | Path, min_bytes: int | None = None) -> dict:
+    """A torch pickle's (`torch.save`'s zip format, as upstream ships S3Gen and the voice encoder of
+    the multilingual model) tensors by name, as `read` gives a safetensors file's: each storage of
+    MIN_BYTES or more mapped from the file on its own, the rest read. The pickle is first read
+    weights-only onto the meta device, which gives every tensor's dtype, shape and strides, and each
+    storage's place in the file (`_checkpoint_offset`, which torch.load sets in a meta load),
+    without reading a byte of data; tensors that share a storage share its mapping."""
+    path, min_bytes = Path(path), MAPPED_MIN_BYTES if min_bytes is None else min_bytes
+    meta = torch.load(path, map_location="meta", weights_only=True)
+    if not isinstance(meta, dict):
+        raise ValueError(f"it holds a {type(meta).__name__}, not a state dict")
+    spans: dict[tuple[int, int], torch.Tensor] = {}
+    with path.open("rb") as file:
+        def real(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            begin = getattr(storage, "_checkpoint_offset", None)
+            if begin is None:
+                raise ValueError("this torch's meta load gives no storage offsets (`_checkpoint_offset`)")
+            key = (begin, storage.nbytes())
+            if key not in spans:
+                spans[key] = _span(file, begin, begin + storage.nbytes(), min_bytes)
+            return spans[key].view(t.dtype).as_strided(t.shape, t.stride(), t.storage_offset())
+        return {name: real(t) if isinstance(t, torch.Tensor) else t for name, t in meta.items()}
+
+
+def _span(file, begin: int, end: int, min_bytes: int) -> torch.Tensor:
+    """Bytes BEGIN..END of FILE as a byte tensor: mapped (`_mapped`) from MIN_BYTES on, else read."""
+    if end - begin < min_bytes:
+        file.seek(begin)
+        return torch.frombuffer(bytearray(file.read(end - begin)), dtype=torch.uint8) if end > begin \
+            else torch.empty(0, dtype=torch.uint8)
+    return _mapped(file.fileno(), begin, end, torch.uint8)
 
 
 def _tensor(file, start: int, spec: dict, min_bytes: int) -> torch.Tensor:

@@ -291,9 +291,12 @@ def write_layout(tts, arch: str, random_weights: bool, directory: str | Path, mo
                  if not k.startswith("patched_model.")}
         if module is tts.t3 and model == "turbo" and "tfmr.wte.weight" not in state:
             state["tfmr.wte.weight"] = _dropped_word_embeddings(tts.t3, random_weights)
+        # A new file in the old one's place, never written over: a loaded model maps the old one's pages.
         if name.endswith(".pt"):
-            torch.save(state, directory / name)
-        else:  # a new file in the old one's place (safetensors' own way): a loaded model maps the old one's pages
+            written = directory / f".{name}.writing"
+            torch.save(state, written)
+            os.replace(written, directory / name)
+        else:  # safetensors' own way is a new file
             save_file(state, str(directory / name))
     if model == "turbo":
         tts.tokenizer.save_pretrained(str(directory))
@@ -455,11 +458,11 @@ def _load_into(module: torch.nn.Module, state: dict, strict: bool = True):
 
 
 def _read_state(path: Path) -> dict:
-    """A state dict from safetensors (its large tensors mapped from the file: `checkpoint`), or from
-    a torch pickle read weights-only (`.pt`, as upstream)."""
+    """A state dict from safetensors or from a torch pickle read weights-only (`.pt`, as upstream),
+    their large tensors mapped from the file (`checkpoint`)."""
     if path.suffix == ".pt":
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return checkpoint.read_pickle(path)
         except Exception as exc:
             raise SourceError(f"cannot read {path}: {type(exc).__name__} (truncated or not a torch "
                               "state dict?)") from exc
