@@ -46,9 +46,9 @@ def _plain_linear(child: nn.Linear) -> nn.Linear:
 
 
 def _from_conv1d(child) -> nn.Linear:
-    """The nn.Linear a transformers Conv1D is: its weight the transposed view of the Conv1D's (no
-    copy: quantizing reads the view in its worker thread and writes the int8 rows once, where a
-    float copy first would be a serial pass over every weight), its bias shared."""
+    """The nn.Linear a transformers Conv1D is: its weight the transposed view of the Conv1D's, its
+    bias shared. No copy here: quantizing copies each view into rows in its own worker thread
+    (`_int8_weight`), where copying them here would be one serial pass over every weight."""
     in_features, out_features = child.weight.shape
     linear = _bare_linear(in_features, out_features, child.bias is not None, child.weight.dtype)
     linear.weight = nn.Parameter(child.weight.detach().t(), requires_grad=child.weight.requires_grad)
