@@ -146,6 +146,7 @@ class FastT3:
         seen = torch.zeros(1, state.logits.size(-1), dtype=torch.bool, device=state.logits.device)
         seen[0, t3.hp.start_speech_token] = True
         logits, pending, last = state.logits, [], t3.hp.start_speech_token
+        plan = self.compiled or llama_step.plan_for(t3.tfmr)  # once per decode: no variant swaps modules within one
         for i in range(steps):
             combined = sampling.cfg_combine(logits, s.cfg_weight)
             if analyzer is not None:  # where upstream's loop runs it: after CFG, before the processors
@@ -171,15 +172,15 @@ class FastT3:
             # After the last forced token too: upstream runs this forward, whose logits a natural
             # run reads its stop token from, so both do the same work for the same length.
             embed = t3.speech_emb(token) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
-            logits = self._step(embed.expand(2, -1, -1), state.cache, state.length + i)
+            logits = self._step(embed.expand(2, -1, -1), state.cache, state.length + i, plan)
             self.forwards += 1
         if forced:
             yield torch.full_like(state.logits[:1, :1], stop, dtype=torch.long)
 
-    def _step(self, embed: torch.Tensor, cache: llama_step.StaticKV, start: int) -> torch.Tensor:
+    def _step(self, embed: torch.Tensor, cache: llama_step.StaticKV, start: int, plan: llama_step.Plan) -> torch.Tensor:
         tfmr, analyzer = self.t3.tfmr, self.analyzer
         taps = None if analyzer is None else {layer: None for layer, _ in analyzer.heads}
-        h = llama_step.forward(tfmr, embed, cache, start, plan=self.compiled, taps=taps)
+        h = llama_step.forward(tfmr, embed, cache, start, plan=plan, taps=taps)
         if analyzer is not None:
             analyzer.attend(alignment.attention_rows(tfmr, taps, analyzer.heads, cache.k, start))
             self.analyzed += 1

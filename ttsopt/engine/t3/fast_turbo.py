@@ -86,8 +86,8 @@ class FastTurboT3:
         self.voice_misses += 1
         return self.voice
 
-    def _step(self, token: torch.Tensor, state: FastTurboState, i: int) -> torch.Tensor:
-        h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(token), state.cache, state.length + i, self._plan())
+    def _step(self, token: torch.Tensor, state: FastTurboState, i: int, plan: gpt2_step.Plan) -> torch.Tensor:
+        h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(token), state.cache, state.length + i, plan)
         self.forwards += 1
         return self.t3.speech_head(h)[:, -1, :]
 
@@ -102,7 +102,7 @@ class FastTurboT3:
         steps = s.max_new_tokens + 1 if not forced else n_tokens + 1
         seen = torch.zeros_like(state.logits, dtype=torch.bool)
         seen[0, state.bos.view(-1)] = True  # upstream's first step sees the start token only
-        logits = state.logits
+        logits, plan = state.logits, self._plan()  # once per decode: no variant swaps modules within one
         for i in range(steps):
             if forced and i == n_tokens:
                 yield torch.full_like(state.bos, stop)
@@ -118,7 +118,7 @@ class FastTurboT3:
             seen.scatter_(1, token, True)
             if token.view(-1) == stop or i == steps - 1:
                 return
-            logits = self._step(token, state, i)
+            logits = self._step(token, state, i, plan)
 
     def score(self, state: FastTurboState, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: the logits (n, V) at each step when fed TOKENS, in one forward."""
