@@ -63,6 +63,22 @@ def int8_then_fast():
 
 
 @pytest.fixture()
+def plan_checks(monkeypatch):
+    """A function of (PIPELINE, PLAN_CLASS, TEXT): how many times PLAN_CLASS.current ran in forced
+    syntheses of TEXT of 3 and of 12 tokens, each counted on its own."""
+    def count(pipeline, plan_class, text: str) -> list[int]:
+        checks, current = [], plan_class.current
+        monkeypatch.setattr(plan_class, "current", lambda plan: checks.append(1) or current(plan))
+        counts = []
+        for n in (3, 12):
+            checks.clear()
+            assert pipeline.synthesize(text, seed=0, n_tokens=n).t3_forwards >= n
+            counts.append(len(checks))
+        return counts
+    return count
+
+
+@pytest.fixture()
 def fresh_dynamo():
     """torch.compile with nothing compiled yet in this process: a test that times a compile must see
     one, though another test compiled the same function for a model of the same shapes before it."""

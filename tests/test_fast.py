@@ -749,16 +749,8 @@ def test_int8_linears_are_what_torchs_quantize_dynamic_makes_of_them():
     assert torch.equal(ours[1](ours[0](x)), theirs[1](theirs[0](x)))
 
 
-def test_a_decode_checks_its_step_plan_once_not_once_per_step(tiny_model, monkeypatch):
+def test_a_decode_checks_its_step_plan_once_not_once_per_step(tiny_model, plan_checks):
     pipeline = Pipeline(_own_copy(tiny_model))
     variants.apply(pipeline, "fast-t3+cpu-int8-t3")
-    checks = []
-    current = llama_step.Plan.current
-    monkeypatch.setattr(llama_step.Plan, "current", lambda plan: checks.append(1) or current(plan))
-    counts = []
-    for n in (3, 12):
-        checks.clear()
-        out = pipeline.synthesize(TEXT, seed=0, n_tokens=n)
-        assert out.t3_forwards >= n
-        counts.append(len(checks))
-    assert counts[0] == counts[1] and counts[0] <= 2  # the prefill's and the decode's, whatever the length
+    short, long = plan_checks(pipeline, llama_step.Plan, TEXT)
+    assert short == long and short <= 2  # the prefill's and the decode's, whatever the length

@@ -439,17 +439,9 @@ def test_turbos_step_plan_is_built_in_the_load_over_its_int8_blocks():
     assert pipeline.t3.plan is plan
 
 
-def test_a_turbo_decode_checks_its_step_plan_once_not_once_per_step(turbo_model, monkeypatch):
+def test_a_turbo_decode_checks_its_step_plan_once_not_once_per_step(turbo_model, plan_checks):
     from ttsopt.engine.t3 import gpt2_step
     pipeline = Pipeline(turbo_model)
     variants.apply(pipeline, "fast-t3")
-    checks = []
-    current = gpt2_step.Plan.current
-    monkeypatch.setattr(gpt2_step.Plan, "current", lambda plan: checks.append(1) or current(plan))
-    counts = []
-    for n in (3, 12):
-        checks.clear()
-        out = pipeline.synthesize("Hello world.", seed=0, n_tokens=n)
-        assert out.t3_forwards >= n
-        counts.append(len(checks))
-    assert counts[0] == counts[1] and counts[0] <= 2  # the prefill's and the decode's, whatever the length
+    short, long = plan_checks(pipeline, gpt2_step.Plan, "Hello world.")
+    assert short == long and short <= 2  # the prefill's and the decode's, whatever the length
