@@ -119,9 +119,10 @@ def pickled(tmp_path):
     return path, state
 
 
-def test_every_tensor_of_a_torch_pickle_reads_as_torch_load_reads_it(pickled):
+@pytest.mark.parametrize("min_bytes", [None, 0])  # the default, and every storage mapped (the empty one too)
+def test_every_tensor_of_a_torch_pickle_reads_as_torch_load_reads_it(pickled, min_bytes):
     path, _ = pickled
-    mine, theirs = checkpoint.read_pickle(path), torch.load(path, weights_only=True)
+    mine, theirs = checkpoint.read_pickle(path, min_bytes), torch.load(path, weights_only=True)
     assert mine.keys() == theirs.keys()
     for name, tensor in mine.items():
         assert (tensor.dtype, tensor.shape, tensor.stride(), tensor.storage_offset()) == \

@@ -82,10 +82,11 @@ def read_pickle(path: str | Path, min_bytes: int | None = None) -> dict:
 
 def _span(file, begin: int, end: int, min_bytes: int) -> torch.Tensor:
     """Bytes BEGIN..END of FILE as a byte tensor: mapped (`_mapped`) from MIN_BYTES on, else read."""
+    if end == begin:  # nothing to map: a mapping of no bytes is refused
+        return torch.empty(0, dtype=torch.uint8)
     if end - begin < min_bytes:
         file.seek(begin)
-        return torch.frombuffer(bytearray(file.read(end - begin)), dtype=torch.uint8) if end > begin \
-            else torch.empty(0, dtype=torch.uint8)
+        return torch.frombuffer(bytearray(file.read(end - begin)), dtype=torch.uint8)
     return _mapped(file.fileno(), begin, end, torch.uint8)
 
 
