@@ -87,7 +87,7 @@ def _span(file, begin: int, end: int, min_bytes: int) -> torch.Tensor:
     if end - begin < min_bytes:
         file.seek(begin)
         return torch.frombuffer(bytearray(file.read(end - begin)), dtype=torch.uint8)
-    return _mapped(file.fileno(), begin, end, torch.uint8)
+    return _mapped(file.fileno(), begin, end)
 
 
 def _tensor(file, start: int, spec: dict, min_bytes: int) -> torch.Tensor:
@@ -95,22 +95,17 @@ def _tensor(file, start: int, spec: dict, min_bytes: int) -> torch.Tensor:
     if dtype is None:
         raise TypeError(f"it holds a tensor of dtype {spec['dtype']}, which this reader does not know")
     begin, end = (start + offset for offset in spec["data_offsets"])
-    if end == begin:
-        return torch.empty(shape, dtype=dtype)
-    if end - begin < min_bytes:
-        file.seek(begin)
-        return torch.frombuffer(bytearray(file.read(end - begin)), dtype=dtype).reshape(shape)
-    return _mapped(file.fileno(), begin, end, dtype).reshape(shape)
+    return _span(file, begin, end, min_bytes).view(dtype).reshape(shape)
 
 
-def _mapped(fd: int, begin: int, end: int, dtype: torch.dtype) -> torch.Tensor:
-    """Bytes BEGIN..END of the file as a tensor over a private mapping of their own, read once per
+def _mapped(fd: int, begin: int, end: int) -> torch.Tensor:
+    """Bytes BEGIN..END of the file as a byte tensor over a private mapping of their own, read once per
     page so that they are resident when the load ends (counted there, and not paged in by the first
     synthesis). The tensor holds the mapping, and it is unmapped when the tensor is freed."""
     base = begin - begin % mmap.ALLOCATIONGRANULARITY
     pages = _map(fd, base, end - base)
-    tensor = torch.frombuffer(pages, dtype=dtype, count=(end - begin) // dtype.itemsize, offset=begin - base)
-    tensor.view(torch.uint8)[::PAGE].sum()  # as bytes: not every dtype has a sum (float8)
+    tensor = torch.frombuffer(pages, dtype=torch.uint8, count=end - begin, offset=begin - base)
+    tensor[::PAGE].sum()
     return tensor
 
 
