@@ -29,7 +29,7 @@ def register(sub) -> None:
                    help="variant spec (default per device and model, printed with the reason: on a CPU "
                         "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder, whose flow estimator goes "
                         "bfloat16 with avx512_bf16 or amx_bf16 and int8 linears without, plus bf16-vocoder with "
-                        "amx_bf16; fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA) and for "
+                        "either; fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA) and for "
                         "multilingual (fast-s3gen alone on CUDA))")
     p.add_argument("--stream", action="store_true",
                    help="also stream both sides once per pair, after the pairs (first audio, RTF of the rest)")

@@ -42,10 +42,11 @@ VOCODER = "the vocoder's convolutions as channels-last 2-D ones"
 def cpu_vocoder(flags: set[str]) -> tuple[str, str]:
     """What a CPU's combination adds for the vocoder, and why: its convolutions as channels-last
     rows (`fast-vocoder`, lossless), and in bfloat16 (`bf16-vocoder`, a fidelity trade-off) on a
-    CPU with AMX tiles, where it was measured faster; with avx512_bf16 alone it is unmeasured, so
-    the rows stay float32 there."""
-    if "amx_bf16" in flags:
-        return "fast-vocoder+bf16-vocoder", f"{VOCODER}, in bfloat16 (this CPU has AMX tiles)"
+    CPU with bfloat16 units (BF16_UNITS: AMX tiles or avx512_bf16), where it was measured faster
+    (the README gives the figures); without them bfloat16 would be emulated, so the rows stay float32."""
+    units = [f for f in env_mod.BF16_UNITS if f in flags]
+    if units:
+        return "fast-vocoder+bf16-vocoder", f"{VOCODER}, in bfloat16 (this CPU has {', '.join(units)})"
     return "fast-vocoder", VOCODER
 
 

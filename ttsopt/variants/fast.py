@@ -197,8 +197,8 @@ class Bf16VocoderVariant(Variant):
     name = "bf16-vocoder"
     models = ("original", "turbo", "multilingual")
     claims = (Claim("vocoder", "the vocoder's convolutions and Snake activations in bfloat16 as channels-last rows, "
-                               "its STFT and iSTFT in float32: less vocoder time on a CPU with AMX tiles (with "
-                               "avx512_bf16 alone not measured), a fidelity trade-off"),)
+                               "its STFT and iSTFT in float32: less vocoder time on a CPU with bfloat16 units "
+                               "(AMX tiles or avx512_bf16), a fidelity trade-off"),)
     lossless = False
     conflicts = ("bf16", "fp16", "vocos")  # whole-model casts and autocast, or another vocoder
 
