@@ -39,14 +39,14 @@ CPU_COMBO = "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen"  # and the vocoder's 
 VOCODER = "the vocoder's convolutions as channels-last 2-D ones"
 
 
-def cpu_vocoder(flags: set[str]) -> tuple[str, str]:
+def cpu_vocoder(precision: str) -> tuple[str, str]:
     """What a CPU's combination adds for the vocoder, and why: its convolutions as channels-last
-    rows (`fast-vocoder`, lossless), and in bfloat16 (`bf16-vocoder`, a fidelity trade-off) on a
-    CPU with bfloat16 units (BF16_UNITS: AMX tiles or avx512_bf16), where it was measured faster
-    (the README gives the figures); without them bfloat16 would be emulated, so the rows stay float32."""
-    units = [f for f in env_mod.BF16_UNITS if f in flags]
-    if units:
-        return "fast-vocoder+bf16-vocoder", f"{VOCODER}, in bfloat16 (this CPU has {', '.join(units)})"
+    rows (`fast-vocoder`, lossless), and in bfloat16 (`bf16-vocoder`, a fidelity trade-off) where
+    the flow estimator's PRECISION (`variants.fast.flow_precision`) is bfloat16, that is where the
+    CPU has bfloat16 units: there the rows were measured faster (the README gives the figures);
+    without them bfloat16 would be emulated, so the rows stay float32."""
+    if precision == "bfloat16":
+        return "fast-vocoder+bf16-vocoder", f"{VOCODER}, in bfloat16 as the flow estimator"
     return "fast-vocoder", VOCODER
 
 
@@ -60,7 +60,7 @@ def best_combo(device_type: str, flags: set[str], model: str = "original") -> tu
     kind, reason = flow_attention(device_type, flags, precision)
     flow = (f"the flow estimator in {precision}; {why}"
             + (f"; its attention as three batched products ({reason})" if kind == PRODUCTS else ""))
-    vocoder, vocoder_why = cpu_vocoder(flags)
+    vocoder, vocoder_why = cpu_vocoder(precision)
     cpu_combo = f"{CPU_COMBO}+{vocoder}"
     if model == "turbo":
         if device_type == "cuda":
