@@ -586,6 +586,36 @@ def test_an_int4_layer_computes_its_linear_to_within_int4_rounding():
         quant.Int4Linear(torch.nn.Linear(100, 8), group=64)
 
 
+def _int4_reference(x: torch.Tensor, linear: torch.nn.Linear, group: int) -> torch.Tensor:
+    """What the native int4 kernel computes, in float64 from its parts: each input row rounded to u8
+    over its range (zero inside it), times the int4 weights dequantized, plus the bias."""
+    q, scale, low = quant.int4_levels(linear.weight, group)
+    n, k = q.shape
+    weight = (q.reshape(n, -1, group).double() * scale[..., None].double() + low[..., None].double()).reshape(n, k)
+    rows = x.reshape(-1, k).double()
+    lo, hi = rows.amin(1, keepdim=True).clamp(max=0), rows.amax(1, keepdim=True).clamp(min=0)
+    step = (hi - lo).float().div(255).double()
+    zero = (-lo / step).round()
+    rounded = ((rows / step + zero).round().clamp(0, 255) - zero) * step
+    return (rounded @ weight.T + linear.bias.double()).float()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4, 7])
+def test_the_native_int4_product_is_its_arithmetic_for_any_number_of_rows(native_layer, rows):
+    """The int4 kernel (VNNI where the CPU has it, plain loops elsewhere) against its arithmetic done
+    in float64: rows in tiles of four and a tile's remainder, groups of 32 and of 64."""
+    torch.manual_seed(rows)
+    for group in (32, 64):
+        linear = torch.nn.Linear(192, 48)
+        parts = quant.pack_int4(*quant.int4_levels(linear.weight, group), group)
+        x = torch.randn(rows, 1, 192)
+        got = torch.ops.ttsopt_t3.int4_linear(x, parts["packed"], parts["scales"], parts["mins"], parts["csum"],
+                                              linear.bias.detach(), group)
+        want = _int4_reference(x, linear, group)
+        assert got.shape == (rows, 1, 48)
+        assert float((got.reshape_as(want) - want).norm() / want.norm()) < 1e-4, (rows, group)
+
+
 def test_the_compiled_step_gives_the_eager_steps_tokens_and_reports_its_compile_time(tiny_model, fresh_dynamo):
     """torch.compile (inductor's C++ backend here) runs the float layer `scripted.layer_float` for
     every layer: same seed, same tokens as the eager step; the compile is timed apart."""

@@ -417,6 +417,50 @@ def test_native_gpt2_block_computes_what_the_torchscript_block_computes(native_l
         torch.testing.assert_close(caches[0].v[:, :, :, filled], caches[1].v[:, :, :, filled], rtol=1e-5, atol=1e-5)
 
 
+def test_native_int4_gpt2_block_computes_what_the_int4_modules_compute(native_layer):
+    """Turbo's int4 block as one C++ op (where the CPU has AVX-512 VNNI, the native int4 kernel's
+    home), step after step, for one row and two: the eager block over the same int4 modules' hidden
+    states and cache up to the order of float32 sums (the attention's is its own)."""
+    from ttsopt.engine import quant
+    from ttsopt.engine.t3 import gpt2_step
+    tfmr = copy.deepcopy(sources.load("tiny", device="cpu", seed=0, model="turbo").t3.tfmr)
+    quant.quantize_int4(tfmr, group=32)
+    kernels = {m.kernel for m in tfmr.modules() if type(m) is quant.Int4Linear}
+    if kernels != {"native"}:
+        pytest.skip(f"int4 runs torch's kernel here: {tfmr.h[0].attn.c_attn.why_not_native}")
+    native_plan, eager_plan = gpt2_step.Plan(tfmr), gpt2_step.Plan(tfmr)
+    assert native_plan.kind == "native-int4" and native_plan.native_int4 is not None
+    eager_plan.native_int4 = None
+    torch.manual_seed(0)
+    for rows in (1, 2):
+        caches = [gpt2_step.StaticKV(tfmr.config, rows, 16, torch.float32, "cpu") for _ in range(2)]
+        with torch.inference_mode():
+            for start in range(4):
+                h = torch.randn(rows, 1, tfmr.config.n_embd)
+                ours = gpt2_step.forward(tfmr, h, caches[0], start, native_plan)
+                ref = gpt2_step.forward(tfmr, h, caches[1], start, eager_plan)
+                torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=f"rows {rows}, slot {start}")
+        torch.testing.assert_close(caches[0].k[:, :, :, :4], caches[1].k[:, :, :, :4], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(caches[0].v[:, :, :, :4], caches[1].v[:, :, :, :4], rtol=1e-5, atol=1e-5)
+
+
+def test_fast_t3_on_int4_gpt2_speaks_the_int4_upstream_tokens_on_its_native_blocks(native_layer):
+    """cpu-int4-t3 under fast-t3: upstream's loop over the same int4 modules speaks the same tokens,
+    and one new token's blocks run as the native int4 op where the CPU has AVX-512 VNNI."""
+    from ttsopt.engine import quant
+    model = sources.load("tiny", device="cpu", seed=0, model="turbo")  # int4 replaces the linears in place
+    int4 = Pipeline(model)
+    variants.apply(int4, "cpu-int4-t3")
+    expected = int4.synthesize("Hello world.", seed=2, n_tokens=15).raw_tokens
+    fast = Pipeline(model)
+    applied = variants.apply(fast, "fast-t3")
+    assert torch.equal(fast.synthesize("Hello world.", seed=2, n_tokens=15).raw_tokens, expected)
+    native = model.t3.tfmr.h[0].attn.c_attn.kernel == "native"
+    evidence = applied.evidence(fast)["fast-t3"]
+    assert evidence["layer_step"] == ("native-int4" if native else "int4-torch"), evidence
+    assert type(model.t3.tfmr.h[0].mlp.c_fc) is quant.Int4Linear
+
+
 def test_gpt2_blocks_stay_eager_when_float_or_hooked():
     """Float GPT-2 blocks, and int8 ones with a hook on any module, are not scripted: a hook must run."""
     from ttsopt.engine import quant

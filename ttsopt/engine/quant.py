@@ -280,11 +280,14 @@ class Int8Head(nn.Module):
 
 
 # --- int4 ------------------------------------------------------------------------------------------
-# Group-wise asymmetric int4 weights through torch's own CPU kernel (`_weight_int4pack_mm_for_cpu`,
-# the one gpt-fast and torchao's CPU int4 path call): per group of GROUP input features a scale and
-# a zero point, weights packed two to a byte. The kernel multiplies bfloat16 activations (with
-# float32 ones it was several times slower than a float32 linear on the EPYC box, in a
-# microbenchmark), so a layer casts its input to bfloat16 and its output back.
+# Group-wise asymmetric int4 weights: per group of GROUP input features a scale and a minimum, the
+# weights two to a byte. Two kernels multiply them. Where this CPU has AVX-512 VNNI and the native
+# ops build, ttsopt's own (`t3/native/int4_linear.cpp`): float32 inputs quantized to u8 per row, the
+# weights unpacked in registers, so the product streams the packed bytes near the memory's speed.
+# Elsewhere torch's own CPU kernel (`_weight_int4pack_mm_for_cpu`, the one gpt-fast and torchao's
+# CPU int4 path call), which multiplies bfloat16 inputs (with float32 ones it was several times
+# slower than a float32 linear on the EPYC box, in a microbenchmark), so a layer casts its input to
+# bfloat16 and its output back. Both take the same int4 values; `Int4Linear.kernel` says which runs.
 INT4_GROUP = 64
 
 
@@ -293,8 +296,47 @@ def int4_available() -> bool:
         hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
 
 
+def int4_native(out_features: int, in_features: int, group: int) -> str | None:
+    """Why a product of this shape cannot take the native int4 kernel here, or None when it can."""
+    from ..measure.env import cpu_flags
+    from .t3 import native
+
+    if "avx512_vnni" not in cpu_flags():
+        return "this CPU has no AVX-512 VNNI (torch's int4 kernel runs)"
+    if out_features % 16 or group % 8 or in_features % group:
+        return f"{out_features} x {in_features} in groups of {group} is not in blocks of 16 outputs"
+    built = native.layer()
+    return None if built.gpt2_int4 is not None else built.why
+
+
+def int4_levels(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """WEIGHT (N, K) as q in 0..15 (int32, (N, K)) with a scale and a minimum per output and group
+    ((N, K / group) each, float32, their half-precision values): weight ~ scale * q + minimum."""
+    n, k = weight.shape
+    w = weight.detach().float().reshape(n, k // group, group)
+    low, high = w.amin(dim=2), w.amax(dim=2)
+    scale = ((high - low) / 15).clamp(min=1e-6).half().float()
+    low = low.half().float()
+    q = ((w - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
+    return q.reshape(n, k), scale, low
+
+
+def pack_int4(q: torch.Tensor, scale: torch.Tensor, low: torch.Tensor, group: int) -> dict[str, torch.Tensor]:
+    """`int4_levels`' output in the native kernel's layout (described in `int4_linear.cpp`)."""
+    n, k = q.shape
+    q5 = q.reshape(n // 16, 16, k // 8, 2, 4)  # blocks, outputs, eight inputs, halves, four inputs
+    packed = (q5[:, :, :, 0] | (q5[:, :, :, 1] << 4)).permute(0, 2, 1, 3).reshape(n // 16, k // 8, 64)
+
+    def blocked(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(n // 16, 16, -1).permute(0, 2, 1).contiguous().half()
+    sums = q.reshape(n, k // group, group).sum(dim=2).float()
+    return {"packed": packed.to(torch.uint8).contiguous(), "scales": blocked(scale), "mins": blocked(low),
+            "csum": (scale * sums).sum(dim=1).contiguous()}
+
+
 class Int4Linear(nn.Module):
-    """nn.Linear with int4 weights in groups of `group` input features (bias kept in float)."""
+    """nn.Linear with int4 weights in groups of `group` input features (bias kept in float), through
+    the native kernel where `int4_native` allows, else torch's; `kernel` names the one chosen."""
 
     def __init__(self, linear: nn.Linear, group: int = INT4_GROUP):
         super().__init__()
@@ -302,25 +344,37 @@ class Int4Linear(nn.Module):
         if in_features % group:
             raise ValueError(f"int4 groups of {group} do not divide {in_features} input features")
         self.in_features, self.out_features, self.group = in_features, out_features, group
-        w = linear.weight.detach().float().reshape(-1, group)
-        high, low = w.amax(dim=1, keepdim=True), w.amin(dim=1, keepdim=True)
-        scale = ((high - low) / 15).clamp(min=1e-6)
-        q = ((w - low) / scale).round().clamp(0, 15).to(torch.int32).reshape(out_features, in_features)
-        zero = low + scale * 8  # the kernel dequantizes (q - 8) * scale + zero
-        scales_zeros = torch.cat([scale.reshape(out_features, -1, 1), zero.reshape(out_features, -1, 1)], dim=2)
-        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.cpu(), 1))
-        self.register_buffer("scales_zeros", scales_zeros.transpose(0, 1).contiguous().to(torch.bfloat16))
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        q, scale, low = int4_levels(linear.weight, group)
+        self.why_not_native = int4_native(out_features, in_features, group)
+        self.kernel = "torch" if self.why_not_native else "native"
+        if self.kernel == "native":
+            for name, t in pack_int4(q, scale, low, group).items():
+                self.register_buffer(name, t)
+        else:
+            zero = low + scale * 8  # torch's kernel dequantizes (q - 8) * scale + zero
+            scales_zeros = torch.stack([scale, zero], dim=2)
+            self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.cpu(), 1))
+            self.register_buffer("scales_zeros", scales_zeros.transpose(0, 1).contiguous().to(torch.bfloat16))
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float().clone(),
+                                                                   requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel == "native":
+            y = torch.ops.ttsopt_t3.int4_linear(x.float(), self.packed, self.scales, self.mins, self.csum, self.bias,
+                                                self.group)
+            return y.to(x.dtype)
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group, self.scales_zeros)
         y = y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias
 
+    def native_parts(self) -> list[torch.Tensor]:
+        """The native block op's five tensors for this projection (an empty bias: none)."""
+        bias = self.bias if self.bias is not None else torch.empty(0)
+        return [self.packed, self.scales, self.mins, self.csum, bias]
+
     def weight_bytes(self) -> int:
-        return self.packed.numel() * self.packed.element_size() + \
-            self.scales_zeros.numel() * self.scales_zeros.element_size()
+        return sum(t.numel() * t.element_size() for t in self.buffers())
 
 
 def quantize_int4(module: nn.Module, group: int = INT4_GROUP) -> int:

@@ -69,11 +69,13 @@ def operators_of(call, device: torch.device) -> pd.DataFrame:
 
 
 # A decode step's operators by what they do. Products with the weights: the linear layers and the
-# speech head, in any kernel (float products, dynamic int8, weight-only int8 and int4). Attention
+# speech head, in any kernel (float products, dynamic int8, weight-only int8, torch's int4 and
+# ttsopt's native int4, `ttsopt_t3::int4_linear`). Attention
 # over the cache: torch's attention kernels, or the batched products of an eager attention (a
 # step's weights never go through a batched product). Everything else: norms, rotary, the cache
 # write, elementwise glue, sampling, the interpreter.
-WEIGHT_PRODUCTS = ("mm", "addmm", "linear_dynamic", "_weight_int8pack_mm", "_weight_int4pack_mm_for_cpu", "_int_mm")
+WEIGHT_PRODUCTS = ("mm", "addmm", "linear_dynamic", "_weight_int8pack_mm", "_weight_int4pack_mm_for_cpu", "_int_mm",
+                   "int4_linear")
 STEP_PARTS = ("products", "attention", "rest")
 
 

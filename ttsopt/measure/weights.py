@@ -27,8 +27,8 @@ def _linear_tensors(m: nn.Module) -> list[torch.Tensor]:
         return [m.weight(), m.bias()]
     if isinstance(m, _conv1d()):
         return [m.weight, m.bias]
-    if _is_int4(m):
-        return [m.packed, m.scales_zeros, m.bias]
+    if _is_int4(m):  # its buffers: packed weights and their scales, whichever kernel's layout
+        return [*m.buffers(recurse=False), m.bias]
     if isinstance(m, nn.Linear):  # bitsandbytes' layers subclass it, with packed weights
         state = getattr(m.weight, "quant_state", None)  # nf4 block scales
         return [m.weight, m.bias, getattr(state, "absmax", None), getattr(m.weight, "SCB", None)]
@@ -37,7 +37,7 @@ def _linear_tensors(m: nn.Module) -> list[torch.Tensor]:
 
 def _is_int4(m: nn.Module) -> bool:
     """engine.quant's Int4Linear, known by what it holds (this floor does not import the engine)."""
-    return type(m).__name__ == "Int4Linear" and hasattr(m, "packed") and hasattr(m, "scales_zeros")
+    return type(m).__name__ == "Int4Linear" and hasattr(m, "packed")
 
 
 def _name(dtype: torch.dtype) -> str:

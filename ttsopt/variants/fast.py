@@ -378,8 +378,9 @@ class CpuInt8Head(_DynamicInt8):
 
 class CpuInt4T3(Variant):
     """Group-wise int4 weights (`engine.quant.Int4Linear`) for the linear layers of T3's
-    transformer, through torch's own CPU int4 kernel; activations in bfloat16. The speech head
-    stays float, as with int8."""
+    transformer: through ttsopt's native int4 kernel where the CPU has AVX-512 VNNI (inputs
+    quantized to u8 per row), else torch's own CPU int4 kernel (inputs in bfloat16); the evidence
+    names the kernel. The speech head stays float, as with int8 (cpu-int8-head makes it int8)."""
     name = "cpu-int4-t3"
     requires = ("CPU (torch's int4 weight kernel here is its CPU one)",)
     lossless = False
@@ -402,13 +403,20 @@ class CpuInt4T3(Variant):
 
     def evidence(self, pipeline, state) -> dict:
         tfmr = pipeline.model.t3.tfmr
+        kernels: dict[str, int] = {}
+        for m in tfmr.modules():
+            if isinstance(m, quant.Int4Linear):
+                kernels[m.kernel] = kernels.get(m.kernel, 0) + 1
+        why = {m.why_not_native for m in tfmr.modules() if isinstance(m, quant.Int4Linear) and m.why_not_native}
         return {"t3.tfmr": {"linear_types": weights.linear_counts(tfmr), "group": quant.INT4_GROUP,
+                            "kernels": kernels, **({"not_native": sorted(why)} if why else {}),
                             "linear_mb_before": state["linear_mb_before"],
                             "linear_mb_after": round(weights.linear_bytes(tfmr) / _MIB, 1)}}
 
     def engaged(self, evidence):
         n = sum(c for kind, c in evidence.get("t3.tfmr", {}).get("linear_types", {}).items() if "Int4" in kind)
-        return n > 0, f"{n} int4 linear layers"
+        kernels = evidence.get("t3.tfmr", {}).get("kernels", {})
+        return n > 0, f"{n} int4 linear layers ({', '.join(f'{c} on the {k} kernel' for k, c in kernels.items())})"
 
 
 class StreamVariant(Variant):

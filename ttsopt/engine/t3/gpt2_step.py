@@ -13,7 +13,10 @@ hooks), each block runs as one TorchScript function instead (`scripted.gpt2_bloc
 from C++, without the interpreter's cost per op; and a step of one new token runs each block as
 one native op where it builds (`native`, as `llama_step` does for the Llama layer): the same
 arithmetic, its sums in another order, with an attention that reads the cache at nearer the
-memory's speed. `Plan.kind` says which path runs.
+memory's speed. With int4 projections on the native kernel (`quant.Int4Linear`, cpu-int4-t3) a
+step of one new token runs each block as the native int4 op (`native-int4`); there is no
+TorchScript int4 block, so more tokens at once (the prefill) go through the modules. `Plan.kind`
+says which path runs.
 
 GPT-2 adds learned position embeddings to its inputs (`wpe`); Turbo feeds speech embeddings as
 `inputs_embeds`, so a step's input is the speech embedding plus `wpe` at its position, as
@@ -66,7 +69,11 @@ def _layer_norm(m: nn.Module):
 def _kind(m: nn.Module) -> str:
     """What a projection is, for evidence: conv1d (GPT-2's own), linear, int8-dynamic, or its class."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from ..quant import Int4Linear
     kinds = {Conv1D: "conv1d", nn.Linear: "linear", DynamicLinear: "int8-dynamic"}
+    if type(m) is Int4Linear:
+        return f"int4-{m.kernel}"
     return kinds.get(type(m), f"{type(m).__module__}.{type(m).__name__}")
 
 
@@ -83,6 +90,9 @@ class Plan:
         self.kind = ",".join(sorted({_kind(m) for b in tfmr.h for m in (b.attn.c_attn, b.mlp.c_fc)}))
         self.scripted = self._script(tfmr)
         self.native, self.native_why = None, ""  # one new token through `native`'s C++ block
+        self.native_int4 = self._int4(tfmr)
+        if self.native_int4 is not None:
+            self.kind = "native-int4"
         if self.scripted is not None:
             self.kind = "torchscript-int8"
             built = native.layer()
@@ -102,6 +112,14 @@ class Plan:
         return llama_step.scripted_module().GPT2_INT8, blocks
 
     @staticmethod
+    def _int4(tfmr):
+        """`native`'s int4 block and its per-block arguments when every block is plain and its
+        projections are int4 on the native kernel; else None."""
+        blocks = int4_block_args(tfmr)
+        built = native.layer() if blocks is not None else None
+        return None if built is None or built.gpt2_int4 is None else (built.gpt2_int4, blocks)
+
+    @staticmethod
     def _modules(tfmr) -> list:
         out = [tfmr.ln_f, tfmr.wpe]
         for b in tfmr.h:
@@ -112,30 +130,55 @@ class Plan:
         return all(a is b for a, b in zip(self.modules, self._modules(self.tfmr)))
 
 
+def _plain_block(b) -> bool:
+    """Whether block B is plain GPT-2 around its projections: LayerNorms with bias, the tanh GELU,
+    standard attention, no hooks."""
+    projections = (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)
+    norms, act = (b.ln_1, b.ln_2), b.mlp.act
+    return (all(type(n) is nn.LayerNorm and n.elementwise_affine and n.bias is not None for n in norms)
+            and type(act) is NewGELUActivation and "forward" not in vars(act)
+            and not b.attn.is_cross_attention and b.attn.split_size == b.attn.embed_dim
+            and not any(_has_hooks(m) for m in (b, b.attn, b.mlp, act, *projections, *norms)))
+
+
+def _norm_args(b) -> tuple:
+    return b.ln_1.weight, b.ln_1.bias, b.ln_2.weight, b.ln_2.bias, b.ln_1.eps, b.ln_2.eps
+
+
 def block_args(tfmr) -> list | None:
     """Per block, the arguments of `scripted.gpt2_block_int8` after the hidden state, when every
-    block is plain GPT-2 (LayerNorms, the tanh GELU, no hooks, standard attention) with all four
-    projections dynamic int8 of one reduce_range; None otherwise."""
+    block is plain (`_plain_block`) with all four projections dynamic int8 of one reduce_range;
+    None otherwise."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
     blocks = []
     for b in tfmr.h:
         projections = (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)
-        norms = (b.ln_1, b.ln_2)
-        act = b.mlp.act
-        ranges = {llama_step._reduce_range(m) for m in projections
-                  if type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8}
-        plain = (all(type(n) is nn.LayerNorm and n.elementwise_affine and n.bias is not None for n in norms)
-                 and type(act) is NewGELUActivation and "forward" not in vars(act)
-                 and all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in projections)
-                 and len(ranges) == 1
-                 and not b.attn.is_cross_attention and b.attn.split_size == b.attn.embed_dim
-                 and not any(_has_hooks(m) for m in (b, b.attn, b.mlp, act, *projections, *norms)))
-        if not plain:
+        int8 = all(type(m) is DynamicLinear and m._packed_params.dtype == torch.qint8 for m in projections)
+        ranges = {llama_step._reduce_range(m) for m in projections} if int8 else set()
+        if not (int8 and len(ranges) == 1 and _plain_block(b)):
             return None
-        blocks.append((b.ln_1.weight, b.ln_1.bias, b.ln_2.weight, b.ln_2.bias, b.ln_1.eps, b.ln_2.eps,
-                       *(m._packed_params._packed_params for m in projections), ranges.pop()))
+        blocks.append((*_norm_args(b), *(m._packed_params._packed_params for m in projections), ranges.pop()))
     return blocks
+
+
+def int4_block_args(tfmr) -> list | None:
+    """Per block, the arguments of `native`'s int4 block after the hidden state, when every block is
+    plain (`_plain_block`) with all four projections int4 on the native kernel of one group size, on
+    the CPU; None otherwise."""
+    from ..quant import Int4Linear
+
+    blocks, groups = [], set()
+    for b in tfmr.h:
+        projections = (b.attn.c_attn, b.attn.c_proj, b.mlp.c_fc, b.mlp.c_proj)
+        if not (all(type(m) is Int4Linear and m.kernel == "native" for m in projections) and _plain_block(b)):
+            return None
+        groups |= {m.group for m in projections}
+        blocks.append((*_norm_args(b), *(m.native_parts() for m in projections)))
+    if len(groups) != 1 or next(tfmr.parameters()).device.type != "cpu":
+        return None
+    group = groups.pop()
+    return [(*args, group) for args in blocks]
 
 
 def forward(tfmr, embeds: torch.Tensor, cache: StaticKV, start: int, plan: Plan) -> torch.Tensor:
@@ -146,6 +189,11 @@ def forward(tfmr, embeds: torch.Tensor, cache: StaticKV, start: int, plan: Plan)
     mask = None
     if T > 1:  # token t sees the cache before `start` and the new tokens up to itself
         mask = torch.arange(start + T, device=h.device)[None, :] <= positions.view(T, 1)
+    if plan.native_int4 is not None and T == 1:
+        op, blocks = plan.native_int4
+        for i, (args, block) in enumerate(zip(blocks, tfmr.h)):
+            h = op(h, *args, cache.k[i], cache.v[i], start, block.attn.scaling, block.attn.head_dim)
+        return plan.ln_f(h)
     if plan.native is not None and plan.scripted is not None and T == 1:
         _, blocks = plan.scripted
         for i, (args, block) in enumerate(zip(blocks, tfmr.h)):

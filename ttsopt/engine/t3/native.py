@@ -1,7 +1,8 @@
 """The native decode layer (`native/llama_layer.cpp`): T3's int8 Llama layer for one new token as
-one C++ op, `torch.ops.ttsopt_t3.llama_layer_int8`, Turbo's int8 GPT-2 block likewise
-(`gpt2_block_int8`), and the attention of one new token over the cache both run,
-`torch.ops.ttsopt_t3.decode_attention`.
+one C++ op, `torch.ops.ttsopt_t3.llama_layer_int8`, Turbo's GPT-2 block likewise (`gpt2_block_int8`,
+and `gpt2_block_int4` over `quant.Int4Linear`'s weights), the attention of one new token over the
+cache they run, `torch.ops.ttsopt_t3.decode_attention`, and the int4 product
+(`native/int4_linear.cpp`, `torch.ops.ttsopt_t3.int4_linear`).
 
 Why: on a 2-core CPU the TorchScript layer's sixty-odd small ops cost a sizeable share of an int8
 decode step beside its products and attention (`ttsopt bench` prints where the step went), and
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("native") / "llama_layer.cpp"
+SOURCES = [Path(__file__).with_name("native") / name for name in ("llama_layer.cpp", "int4_linear.cpp")]
 # -march=native: the loops vectorize for this CPU, so the build is named after its units (a cache
 # shared by machines of other kinds never hands one of them another's build); -fopenmp: the
 # attention's rows and heads run on torch's threads (at::parallel_for compiles to OpenMP).
@@ -49,12 +50,13 @@ def _name() -> str:
 
 
 class Native:
-    """The loaded ops (OP: the Llama layer, GPT2: Turbo's block), or why there are none; BUILD_S:
+    """The loaded ops (OP: the Llama layer, GPT2: Turbo's int8 block, GPT2_INT4: its int4 block; the
+    int4 product itself is `torch.ops.ttsopt_t3.int4_linear`), or why there are none; BUILD_S:
     seconds this process spent loading them (a build when the extension cache had none for this
     source, else a check of it)."""
 
     def __init__(self):
-        self.op, self.gpt2, self.why, self.build_s = None, None, "", 0.0
+        self.op, self.gpt2, self.gpt2_int4, self.why, self.build_s = None, None, None, "", 0.0
         if os.environ.get("TTSOPT_NATIVE", "1") == "0":
             self.why = "TTSOPT_NATIVE=0 keeps the TorchScript layer"
             return
@@ -63,6 +65,7 @@ class Native:
             self._build()
             # Called from TorchScript: no Python-side cost per packed weight.
             self.op, self.gpt2 = torch.jit.script(_call), torch.jit.script(_call_gpt2)
+            self.gpt2_int4 = torch.jit.script(_call_gpt2_int4)
         except Exception as e:  # the builder raises what the compiler, ninja or the loader raised
             self.why = f"the native layer did not build ({type(e).__name__}: {_reason(e)})"
         self.build_s = time.perf_counter() - start
@@ -74,7 +77,8 @@ class Native:
         quiet.setLevel(logging.ERROR)  # "No CUDA runtime is found": a CPU build needs none
         try:
             from torch.utils.cpp_extension import load
-            load(name=_name(), sources=[str(SOURCE)], extra_cflags=CFLAGS, is_python_module=False, verbose=False)
+            load(name=_name(), sources=[str(p) for p in SOURCES], extra_cflags=CFLAGS, is_python_module=False,
+                 verbose=False)
         finally:
             quiet.setLevel(level)
 
@@ -102,7 +106,7 @@ def layer() -> Native:
 def evidence(plan) -> dict:
     """For a step's evidence: the seconds this process spent loading the native op PLAN runs, or why
     PLAN (a `llama_step` or `gpt2_step` plan) runs none though it could have; nothing otherwise."""
-    if plan.native is not None:
+    if plan.native is not None or getattr(plan, "native_int4", None) is not None:
         return {"native_build_s": round(layer().build_s, 2)}
     return {"native_layer": plan.native_why} if plan.native_why else {}
 
@@ -122,3 +126,12 @@ def _call_gpt2(h: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor, ln2_w:
                k_cache: torch.Tensor, v_cache: torch.Tensor, start: int, scale: float, head_dim: int) -> torch.Tensor:
     return torch.ops.ttsopt_t3.gpt2_block_int8(h, ln1_w, ln1_b, ln2_w, ln2_b, eps1, eps2, c_attn, c_proj, c_fc,
                                                mlp_proj, reduce_range, k_cache, v_cache, start, scale, head_dim)
+
+
+def _call_gpt2_int4(h: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor, ln2_w: torch.Tensor,
+                    ln2_b: torch.Tensor, eps1: float, eps2: float, c_attn: list[torch.Tensor],
+                    c_proj: list[torch.Tensor], c_fc: list[torch.Tensor], mlp_proj: list[torch.Tensor], group: int,
+                    k_cache: torch.Tensor,
+                    v_cache: torch.Tensor, start: int, scale: float, head_dim: int) -> torch.Tensor:
+    return torch.ops.ttsopt_t3.gpt2_block_int4(h, ln1_w, ln1_b, ln2_w, ln2_b, eps1, eps2, c_attn, c_proj, c_fc,
+                                               mlp_proj, group, k_cache, v_cache, start, scale, head_dim)

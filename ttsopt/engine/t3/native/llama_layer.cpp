@@ -1,5 +1,6 @@
 // One Llama decoder layer of T3's int8 CPU decode step as one native op, for one new token, and
-// one GPT-2 block of Turbo's likewise (at the end).
+// one GPT-2 block of Turbo's likewise (at the end), its products in int8 or in int4
+// (`int4_linear.cpp`).
 //
 // Why: the TorchScript layer (scripted.py) runs some sixty ATen ops per layer on two rows of
 // 1024 floats, and on a 2-core CPU each op's fixed cost (interpreter, dispatch, TensorIterator
@@ -193,25 +194,57 @@ at::Tensor llama_layer_int8(const at::Tensor& h, const at::Tensor& norm1, double
   return h2 + product(silu_mul(gu), down, reduce_range);
 }
 
-// One GPT-2 block of Turbo's int8 CPU decode step for one new token: what
+// One GPT-2 block of Turbo's CPU decode step for one new token: what
 // `scripted.gpt2_block_int8` computes (LayerNorms, the joined q/k/v projection, attention over
 // the cache, the tanh GELU), with the head split and cache write as one loop and the attention
-// as above.
+// as above. PROJECT(x, i) runs the block's i-th projection (c_attn, c_proj, c_fc, mlp c_proj).
+template <typename Project>
+at::Tensor gpt2_block(const at::Tensor& h, const at::Tensor& ln1_w, const at::Tensor& ln1_b, const at::Tensor& ln2_w,
+                      const at::Tensor& ln2_b, double eps1, double eps2, const Project& project,
+                      const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, double scale,
+                      int64_t head_dim) {
+  TORCH_CHECK(h.dim() == 3 && h.size(1) == 1 && h.scalar_type() == at::kFloat && h.device().is_cpu(),
+              "gpt2_block: one new token per row, float32, on the CPU (B, 1, D)");
+  const int64_t B = h.size(0), D = h.size(2);
+  auto x = at::layer_norm(h, {D}, ln1_w, ln1_b, eps1);
+  auto q = split_and_cache(project(x, 0), at::Tensor(), at::Tensor(), k_cache, v_cache, start, head_dim);
+  auto a = attend(q, k_cache, v_cache, start + 1, scale);
+  auto h2 = h + project(a.view({B, 1, D}), 1);
+  auto inner = project(at::layer_norm(h2, {D}, ln2_w, ln2_b, eps2), 2);
+  return h2 + project(at::gelu(inner, "tanh"), 3);
+}
+
 at::Tensor gpt2_block_int8(const at::Tensor& h, const at::Tensor& ln1_w, const at::Tensor& ln1_b,
                            const at::Tensor& ln2_w, const at::Tensor& ln2_b, double eps1, double eps2,
                            const Packed& c_attn, const Packed& c_proj, const Packed& c_fc, const Packed& mlp_proj,
                            bool reduce_range, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start,
                            double scale, int64_t head_dim) {
-  TORCH_CHECK(h.dim() == 3 && h.size(1) == 1 && h.scalar_type() == at::kFloat && h.device().is_cpu(),
-              "gpt2_block_int8: one new token per row, float32, on the CPU (B, 1, D)");
-  const int64_t B = h.size(0), D = h.size(2);
-  auto x = at::layer_norm(h, {D}, ln1_w, ln1_b, eps1);
-  auto q = split_and_cache(product(x, c_attn, reduce_range), at::Tensor(), at::Tensor(), k_cache, v_cache, start,
-                           head_dim);
-  auto a = attend(q, k_cache, v_cache, start + 1, scale);
-  auto h2 = h + product(a.view({B, 1, D}), c_proj, reduce_range);
-  auto inner = product(at::layer_norm(h2, {D}, ln2_w, ln2_b, eps2), c_fc, reduce_range);
-  return h2 + product(at::gelu(inner, "tanh"), mlp_proj, reduce_range);
+  const Packed* weights[] = {&c_attn, &c_proj, &c_fc, &mlp_proj};
+  auto project = [&](const at::Tensor& x, int i) { return product(x, *weights[i], reduce_range); };
+  return gpt2_block(h, ln1_w, ln1_b, ln2_w, ln2_b, eps1, eps2, project, k_cache, v_cache, start, scale, head_dim);
+}
+
+// The int4 product (`int4_linear.cpp`), through the dispatcher as `product` is. PARTS: the
+// projection's packed weights, scales, minimums, corrections and bias (empty: none).
+at::Tensor int4_product(const at::Tensor& x, at::TensorList parts, int64_t group) {
+  static const auto op = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("ttsopt_t3::int4_linear", "")
+                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                const at::Tensor&, const at::Tensor&,
+                                                const c10::optional<at::Tensor>&, int64_t)>();
+  TORCH_CHECK(parts.size() == 5, "gpt2_block_int4: five tensors per projection (packed, scales, mins, csum, bias)");
+  const c10::optional<at::Tensor> bias = parts[4].numel() ? c10::optional<at::Tensor>(parts[4]) : c10::nullopt;
+  return op.call(x, parts[0], parts[1], parts[2], parts[3], bias, group);
+}
+
+at::Tensor gpt2_block_int4(const at::Tensor& h, const at::Tensor& ln1_w, const at::Tensor& ln1_b,
+                           const at::Tensor& ln2_w, const at::Tensor& ln2_b, double eps1, double eps2,
+                           at::TensorList c_attn, at::TensorList c_proj, at::TensorList c_fc, at::TensorList mlp_proj,
+                           int64_t group, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start,
+                           double scale, int64_t head_dim) {
+  const at::TensorList weights[] = {c_attn, c_proj, c_fc, mlp_proj};
+  auto project = [&](const at::Tensor& x, int i) { return int4_product(x, weights[i], group); };
+  return gpt2_block(h, ln1_w, ln1_b, ln2_w, ln2_b, eps1, eps2, project, k_cache, v_cache, start, scale, head_dim);
 }
 
 }  // namespace
@@ -230,11 +263,15 @@ TORCH_LIBRARY(ttsopt_t3, m) {
         "__torch__.torch.classes.quantized.LinearPackedParamsBase c_fc, "
         "__torch__.torch.classes.quantized.LinearPackedParamsBase mlp_proj, bool reduce_range, "
         "Tensor(a!) k_cache, Tensor(b!) v_cache, int start, float scale, int head_dim) -> Tensor");
+  m.def("gpt2_block_int4(Tensor h, Tensor ln1_w, Tensor ln1_b, Tensor ln2_w, Tensor ln2_b, float eps1, float eps2, "
+        "Tensor[] c_attn, Tensor[] c_proj, Tensor[] c_fc, Tensor[] mlp_proj, int group, "
+        "Tensor(a!) k_cache, Tensor(b!) v_cache, int start, float scale, int head_dim) -> Tensor");
   m.def("decode_attention(Tensor q, Tensor k_cache, Tensor v_cache, int length, float scale) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ttsopt_t3, CPU, m) {
   m.impl("llama_layer_int8", llama_layer_int8);
   m.impl("gpt2_block_int8", gpt2_block_int8);
+  m.impl("gpt2_block_int4", gpt2_block_int4);
   m.impl("decode_attention", decode_attention);
 }
