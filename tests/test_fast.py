@@ -401,6 +401,48 @@ def test_native_layer_computes_what_the_torchscript_layer_computes(tiny_model, n
         torch.testing.assert_close(caches[0].v, caches[1].v, rtol=1e-5, atol=1e-5)
 
 
+def _int4_native_or_skip(tfmr) -> None:
+    kernels = {m.kernel for m in tfmr.modules() if type(m) is quant.Int4Linear}
+    if kernels != {"native"}:
+        why = {m.why_not_native for m in tfmr.modules() if type(m) is quant.Int4Linear}
+        pytest.skip(f"int4 runs torch's kernel here: {why}")
+
+
+def test_native_int4_layer_computes_what_the_int4_modules_compute(tiny_model, native_layer):
+    """The C++ Llama layer over int4 weights (q/k/v and gate/up joined without a second copy),
+    step after step, for two rows (CFG) and one: the eager layer over the same int4 modules' hidden
+    states and cache up to the order of float32 sums."""
+    tfmr = copy.deepcopy(tiny_model.t3.tfmr)
+    quant.quantize_int4(tfmr, group=32, joins=llama_step.joins(tfmr))
+    _int4_native_or_skip(tfmr)
+    a = tfmr.layers[0].self_attn
+    assert a.q_proj.joined is a.k_proj.joined and a.k_proj.packed.untyped_storage().data_ptr() == \
+        a.q_proj.joined[0].untyped_storage().data_ptr()  # views of the joined matrix, not copies
+    native_plan, eager_plan = llama_step.Plan(tfmr), llama_step.Plan(tfmr)
+    assert native_plan.kind == "native-int4-joined"
+    eager_plan.native_int4 = None
+    torch.manual_seed(0)
+    for rows in (2, 1):
+        caches = [llama_step.StaticKV(tfmr.config, rows, 16, torch.float32, "cpu") for _ in range(2)]
+        with torch.inference_mode():
+            for start in range(5, 9):
+                h = torch.randn(rows, 1, tfmr.config.hidden_size)
+                ours = llama_step.forward(tfmr, h, caches[0], start, plan=native_plan)
+                ref = llama_step.forward(tfmr, h, caches[1], start, plan=eager_plan)
+                torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=f"rows {rows}, slot {start}")
+        torch.testing.assert_close(caches[0].k, caches[1].k, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(caches[0].v, caches[1].v, rtol=1e-5, atol=1e-5)
+
+
+def test_an_int4_layer_with_a_hook_keeps_the_int4_layers_eager(tiny_model, native_layer):
+    tfmr = copy.deepcopy(tiny_model.t3.tfmr)
+    quant.quantize_int4(tfmr, joins=llama_step.joins(tfmr))
+    _int4_native_or_skip(tfmr)
+    tfmr.layers[1].mlp.down_proj.register_forward_hook(lambda *a: None)
+    plan = llama_step.Plan(tfmr)
+    assert plan.native_int4 is None and plan.kind == "eager"
+
+
 @pytest.mark.parametrize("length", [1, 7, 300])
 def test_native_decode_attention_matches_torch_attention_over_the_filled_slots(length, native_layer):
     """One query per row and head over the first LENGTH slots of a longer cache, the slots after
@@ -415,6 +457,21 @@ def test_native_decode_attention_matches_torch_attention_over_the_filled_slots(l
         torch.ops.ttsopt_t3.decode_attention(q, k, v, 321, 0.125)
     with pytest.raises(RuntimeError, match="no grouped heads"):
         torch.ops.ttsopt_t3.decode_attention(q, k[:, :2], v[:, :2], length, 0.125)
+
+
+def test_fast_t3_on_int4_llama_speaks_the_int4_upstream_tokens_on_its_native_layers(tiny_model, native_layer):
+    """cpu-int4-t3 then fast-t3: upstream's loop over the same int4 modules (q/k/v and gate/up each
+    computing alone from the joined matrix) speaks the same tokens as the step, whose layers run
+    as the native int4 op where the CPU has AVX-512 VNNI."""
+    model = _own_copy(tiny_model)
+    int4 = Pipeline(model)
+    variants.apply(int4, "cpu-int4-t3")
+    expected = int4.synthesize(TEXT, seed=2, n_tokens=15).raw_tokens
+    fast = Pipeline(model)
+    applied = variants.apply(fast, "fast-t3")
+    assert torch.equal(fast.synthesize(TEXT, seed=2, n_tokens=15).raw_tokens, expected)
+    native = model.t3.tfmr.layers[0].self_attn.q_proj.kernel == "native"
+    assert applied.evidence(fast)["fast-t3"]["layer_step"] == ("native-int4-joined" if native else "eager")
 
 
 def test_fast_t3_on_int8_llama_gives_the_int8_upstream_tokens(tiny_model, int8_then_fast):
@@ -540,6 +597,7 @@ def test_cpu_int4_t3_keeps_the_teacher_forced_logits_within_a_stated_tolerance(t
     assert 0 < error < INT4_LOGIT_TOLERANCE, error
     evidence = applied.evidence(quantized)["cpu-int4-t3"]["t3.tfmr"]
     assert evidence["linear_types"] == {"ttsopt.engine.quant.Int4Linear": 14 * 7}
+    assert sum(evidence["kernels"].values()) == 14 * 7
     assert evidence["linear_mb_after"] < evidence["linear_mb_before"] / 5  # float32 -> 4 bits plus group scales
 
 

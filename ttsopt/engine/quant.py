@@ -357,6 +357,7 @@ class Int4Linear(nn.Module):
             self.register_buffer("scales_zeros", scales_zeros.transpose(0, 1).contiguous().to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float().clone(),
                                                                    requires_grad=False)
+        self.joined, self.join_index = None, None  # set by `join_int4`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == "native":
@@ -377,9 +378,11 @@ class Int4Linear(nn.Module):
         return sum(t.numel() * t.element_size() for t in self.buffers())
 
 
-def quantize_int4(module: nn.Module, group: int = INT4_GROUP) -> int:
+def quantize_int4(module: nn.Module, group: int = INT4_GROUP, joins=()) -> int:
     """Replace every nn.Linear (and GPT-2 `Conv1D`) under MODULE in place with an `Int4Linear`;
-    returns how many were replaced."""
+    returns how many were replaced. JOINS: (parent, names) groups of linears that read the same
+    input, as `llama_step.joins` finds them before quantizing; each group's native weights are
+    then held as one matrix (`join_int4`)."""
     as_linears(module)
     replaced = 0
     for parent in list(module.modules()):
@@ -387,4 +390,34 @@ def quantize_int4(module: nn.Module, group: int = INT4_GROUP) -> int:
             if type(child) is nn.Linear:
                 setattr(parent, name, Int4Linear(child, group))
                 replaced += 1
+    for parent, names in joins:
+        join_int4([getattr(parent, name) for name in names])
     return replaced
+
+
+INT4_PARTS = ("packed", "scales", "mins", "csum")
+
+
+def join_int4(layers: list) -> list[torch.Tensor] | None:
+    """LAYERS (native `Int4Linear`s of one input size and group, without bias) held as one matrix:
+    their packed weights, scales, minimums and corrections concatenated over the outputs, each
+    layer's own buffers views of its rows (each output is quantized on its own, so a block of
+    outputs is the same bytes in either). One product then serves all of them (the native layer's),
+    and each layer still computes alone; no weight is held twice. Sets each layer's `joined` to
+    the native op's five tensors for the whole and `join_index` to its place; returns them, or
+    None (nothing changed) where LAYERS cannot be joined."""
+    first = layers[0]
+    if not all(type(m) is Int4Linear and m.kernel == "native" and m.bias is None and m.group == first.group
+               and m.in_features == first.in_features for m in layers):
+        return None
+    whole = {name: torch.cat([getattr(m, name) for m in layers]) for name in INT4_PARTS}
+    start = 0
+    for m in layers:
+        for name in INT4_PARTS:
+            rows = m.out_features if name == "csum" else m.out_features // 16
+            setattr(m, name, whole[name].narrow(0, start if name == "csum" else start // 16, rows))
+        start += m.out_features
+    joined = [whole[name] for name in INT4_PARTS] + [torch.empty(0)]
+    for index, m in enumerate(layers):
+        m.joined, m.join_index = joined, index
+    return joined

@@ -399,7 +399,8 @@ class CpuInt4T3(Variant):
     def apply(self, pipeline):
         tfmr = pipeline.model.t3.tfmr
         before = weights.linear_bytes(tfmr)
-        return {"replaced": quant.quantize_int4(tfmr), "linear_mb_before": round(before / _MIB, 1)}
+        joins = llama_step.joins(tfmr)  # a Llama layer's q/k/v and gate/up, found while they are nn.Linear
+        return {"replaced": quant.quantize_int4(tfmr, joins=joins), "linear_mb_before": round(before / _MIB, 1)}
 
     def evidence(self, pipeline, state) -> dict:
         tfmr = pipeline.model.t3.tfmr

@@ -133,11 +133,17 @@ class Plan:
         self.norm = _norm(tfmr.norm)
         self.scripted, self.kind = self._script(tfmr) if layer_fn is None else self._with(tfmr, layer_fn)
         self.native, self.native_why = None, ""  # one new token through `native`'s C++ layer
+        self.native_int4 = None  # (op, per-layer arguments): the same over int4 weights
         if self.kind == "torchscript-int8-joined":
             built = native.layer()
             self.native, self.native_why = built.op, built.why
             if self.native is not None:
                 self.kind = "native-int8-joined"
+        elif self.kind == "int4-joined":  # no TorchScript int4 layer: more tokens at once run eager
+            built = native.layer()
+            self.native_why = built.why
+            if built.op_int4 is not None:
+                self.native_int4, self.kind = (built.op_int4, Plan.layer_args(tfmr)[1]), "native-int4-joined"
 
     @staticmethod
     def _with(tfmr, layer_fn):
@@ -156,13 +162,16 @@ class Plan:
         kind, layers = Plan.layer_args(tfmr)
         if kind is None:
             return None, "eager"
+        if kind == "int4-joined":
+            return None, kind
         return (scripted_module().SCRIPTED[kind], layers), f"torchscript-{kind}"
 
     @staticmethod
     def layer_args(tfmr) -> tuple[str | None, list]:
         """(kind, per-layer arguments of `scripted`'s layer functions) when every layer is plain
         Llama with all-float, all-dynamic-int8 or all-per-channel-int8 ("int8-joined": joined here,
-        or when quantized) linears and no hooks; (None, []) otherwise."""
+        or when quantized) linears and no hooks; for native int4 linears joined when quantized
+        ("int4-joined"), the arguments of `native`'s int4 layer; (None, []) otherwise."""
         layers, kinds = [], set()
         for layer in tfmr.layers:
             a, mlp = layer.self_attn, layer.mlp
@@ -210,6 +219,9 @@ def _layer_weights(lins) -> tuple[str, list] | None:
     wholes = _prejoined(lins)
     if all(type(m) is nn.Linear and m.bias is None for m in lins):
         return "float", [m.weight for m in lins]
+    if all(type(m) is quant.Int4Linear for m in lins):
+        joined = _int4_joined(lins)
+        return None if joined is None else ("int4-joined", joined)
     if wholes is not None:
         if any(_has_hooks(m) for w in wholes for m in (w, w.linear)):
             return None
@@ -227,6 +239,21 @@ def _layer_weights(lins) -> tuple[str, list] | None:
         return "int8", [m._packed_params._packed_params for m in lins] + [ranges.pop()]
     return "int8-joined", [ws[:3], lins[3]._packed_params._packed_params,
                            ws[4:6], lins[6]._packed_params._packed_params, ranges.pop()]
+
+
+def _int4_joined(lins) -> list | None:
+    """The native int4 layer's weight arguments for one layer's int4 linears LINS when all run the
+    native kernel in one group size, q, k and v are `quant.join_int4`'s parts of one matrix in
+    order and gate and up of another; else None."""
+    q, k, v, o, gate, up, down = lins
+    if any(m.kernel != "native" for m in lins) or len({m.group for m in lins}) != 1:
+        return None
+    for group in ((q, k, v), (gate, up)):
+        whole = group[0].joined
+        if whole is None or [(m.joined is whole, m.join_index) for m in group] != \
+                [(True, i) for i in range(len(group))] or whole[3].numel() != sum(m.out_features for m in group):
+            return None
+    return [q.joined, o.native_parts(), gate.joined, down.native_parts(), q.group]
 
 
 def joins(tfmr) -> list[tuple[nn.Module, tuple[str, ...]]]:
@@ -321,13 +348,15 @@ def forward(tfmr, h: torch.Tensor, cache: StaticKV, start, plan: Plan | None = N
             limit = int(start.max()) + 1
         mask = (torch.arange(limit, device=h.device)[None, :] <= positions).view(B, 1, 1, -1)
     cos, sin = tfmr.rotary_emb(h, positions)
-    if plan.native is not None and plan.scripted is not None and isinstance(start, int) and T == 1:
-        _, layers = plan.scripted
+    step = plan.native_int4 or ((plan.native, plan.scripted[1]) if plan.native is not None and
+                                plan.scripted is not None else None)
+    if step is not None and isinstance(start, int) and T == 1:
+        op, layers = step
         attn = tfmr.layers[0].self_attn
         cos, sin = cos.reshape(-1), sin.reshape(-1)
         for i, args in enumerate(layers):
             _tap(taps, i, h)
-            h = plan.native(h, *args, cos, sin, cache.k[i], cache.v[i], start, attn.scaling, attn.head_dim)
+            h = op(h, *args, cos, sin, cache.k[i], cache.v[i], start, attn.scaling, attn.head_dim)
         return plan.norm(h)
     if plan.scripted is not None and isinstance(start, int):
         fn, layers = plan.scripted

@@ -1,8 +1,8 @@
 """The native decode layer (`native/llama_layer.cpp`): T3's int8 Llama layer for one new token as
-one C++ op, `torch.ops.ttsopt_t3.llama_layer_int8`, Turbo's GPT-2 block likewise (`gpt2_block_int8`,
-and `gpt2_block_int4` over `quant.Int4Linear`'s weights), the attention of one new token over the
-cache they run, `torch.ops.ttsopt_t3.decode_attention`, and the int4 product
-(`native/int4_linear.cpp`, `torch.ops.ttsopt_t3.int4_linear`).
+one C++ op, `torch.ops.ttsopt_t3.llama_layer_int8`, Turbo's GPT-2 block likewise (`gpt2_block_int8`),
+both over `quant.Int4Linear`'s int4 weights as well (`llama_layer_int4`, `gpt2_block_int4`), the
+attention of one new token over the cache they run, `torch.ops.ttsopt_t3.decode_attention`, and
+the int4 product (`native/int4_linear.cpp`, `torch.ops.ttsopt_t3.int4_linear`).
 
 Why: on a 2-core CPU the TorchScript layer's sixty-odd small ops cost a sizeable share of an int8
 decode step beside its products and attention (`ttsopt bench` prints where the step went), and
@@ -50,13 +50,15 @@ def _name() -> str:
 
 
 class Native:
-    """The loaded ops (OP: the Llama layer, GPT2: Turbo's int8 block, GPT2_INT4: its int4 block; the
-    int4 product itself is `torch.ops.ttsopt_t3.int4_linear`), or why there are none; BUILD_S:
+    """The loaded ops (OP and OP_INT4: the Llama layer over int8 and over int4 weights, GPT2 and
+    GPT2_INT4: Turbo's block likewise; the int4 product itself is `torch.ops.ttsopt_t3.int4_linear`),
+    or why there are none; BUILD_S:
     seconds this process spent loading them (a build when the extension cache had none for this
     source, else a check of it)."""
 
     def __init__(self):
-        self.op, self.gpt2, self.gpt2_int4, self.why, self.build_s = None, None, None, "", 0.0
+        self.op, self.gpt2, self.why, self.build_s = None, None, "", 0.0
+        self.op_int4, self.gpt2_int4 = None, None
         if os.environ.get("TTSOPT_NATIVE", "1") == "0":
             self.why = "TTSOPT_NATIVE=0 keeps the TorchScript layer"
             return
@@ -65,7 +67,7 @@ class Native:
             self._build()
             # Called from TorchScript: no Python-side cost per packed weight.
             self.op, self.gpt2 = torch.jit.script(_call), torch.jit.script(_call_gpt2)
-            self.gpt2_int4 = torch.jit.script(_call_gpt2_int4)
+            self.op_int4, self.gpt2_int4 = torch.jit.script(_call_int4), torch.jit.script(_call_gpt2_int4)
         except Exception as e:  # the builder raises what the compiler, ninja or the loader raised
             self.why = f"the native layer did not build ({type(e).__name__}: {_reason(e)})"
         self.build_s = time.perf_counter() - start
@@ -106,7 +108,7 @@ def layer() -> Native:
 def evidence(plan) -> dict:
     """For a step's evidence: the seconds this process spent loading the native op PLAN runs, or why
     PLAN (a `llama_step` or `gpt2_step` plan) runs none though it could have; nothing otherwise."""
-    if plan.native is not None or getattr(plan, "native_int4", None) is not None:
+    if plan.native is not None or plan.native_int4 is not None:
         return {"native_build_s": round(layer().build_s, 2)}
     return {"native_layer": plan.native_why} if plan.native_why else {}
 
@@ -126,6 +128,14 @@ def _call_gpt2(h: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor, ln2_w:
                k_cache: torch.Tensor, v_cache: torch.Tensor, start: int, scale: float, head_dim: int) -> torch.Tensor:
     return torch.ops.ttsopt_t3.gpt2_block_int8(h, ln1_w, ln1_b, ln2_w, ln2_b, eps1, eps2, c_attn, c_proj, c_fc,
                                                mlp_proj, reduce_range, k_cache, v_cache, start, scale, head_dim)
+
+
+def _call_int4(h: torch.Tensor, norm1: torch.Tensor, eps1: float, norm2: torch.Tensor, eps2: float,
+               qkv: list[torch.Tensor], o: list[torch.Tensor], gate_up: list[torch.Tensor], down: list[torch.Tensor],
+               group: int, cos: torch.Tensor, sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+               start: int, scale: float, head_dim: int) -> torch.Tensor:
+    return torch.ops.ttsopt_t3.llama_layer_int4(h, norm1, eps1, norm2, eps2, qkv, o, gate_up, down, group, cos, sin,
+                                                k_cache, v_cache, start, scale, head_dim)
 
 
 def _call_gpt2_int4(h: torch.Tensor, ln1_w: torch.Tensor, ln1_b: torch.Tensor, ln2_w: torch.Tensor,

@@ -1,5 +1,5 @@
-// One Llama decoder layer of T3's int8 CPU decode step as one native op, for one new token, and
-// one GPT-2 block of Turbo's likewise (at the end), its products in int8 or in int4
+// One Llama decoder layer of T3's CPU decode step as one native op, for one new token, and one
+// GPT-2 block of Turbo's likewise (at the end), each with its products in int8 or in int4
 // (`int4_linear.cpp`).
 //
 // Why: the TorchScript layer (scripted.py) runs some sixty ATen ops per layer on two rows of
@@ -176,22 +176,56 @@ at::Tensor attend(const at::Tensor& q, const at::Tensor& k_cache, const at::Tens
   return op.call(q, k_cache, v_cache, length, scale);
 }
 
+// One Llama layer for one new token; PROJECT(x, i) runs its i-th product (joined q/k/v, o,
+// joined gate/up, down).
+template <typename Project>
+at::Tensor llama_layer(const at::Tensor& h, const at::Tensor& norm1, double eps1, const at::Tensor& norm2, double eps2,
+                       const Project& project, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& k_cache,
+                       const at::Tensor& v_cache, int64_t start, double scale, int64_t head_dim) {
+  TORCH_CHECK(h.dim() == 3 && h.size(1) == 1 && h.scalar_type() == at::kFloat && h.device().is_cpu(),
+              "llama_layer: one new token per row, float32, on the CPU (B, 1, D)");
+  TORCH_CHECK(cos.numel() == head_dim && sin.numel() == head_dim && cos.is_contiguous() && sin.is_contiguous(),
+              "llama_layer: one position's rotary tables, shared by every row");
+  const int64_t B = h.size(0), D = h.size(2);
+  auto x = rms(h, norm1, eps1);
+  auto q = split_and_cache(project(x, 0), cos, sin, k_cache, v_cache, start, head_dim);
+  auto a = attend(q, k_cache, v_cache, start + 1, scale);
+  auto h2 = h + project(a.view({B, 1, D}), 1);
+  auto gu = project(rms(h2, norm2, eps2), 2);
+  return h2 + project(silu_mul(gu), 3);
+}
+
 at::Tensor llama_layer_int8(const at::Tensor& h, const at::Tensor& norm1, double eps1, const at::Tensor& norm2,
                             double eps2, const Packed& qkv, const Packed& o, const Packed& gate_up,
                             const Packed& down, bool reduce_range, const at::Tensor& cos, const at::Tensor& sin,
                             const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, double scale,
                             int64_t head_dim) {
-  TORCH_CHECK(h.dim() == 3 && h.size(1) == 1 && h.scalar_type() == at::kFloat && h.device().is_cpu(),
-              "llama_layer_int8: one new token per row, float32, on the CPU (B, 1, D)");
-  TORCH_CHECK(cos.numel() == head_dim && sin.numel() == head_dim && cos.is_contiguous() && sin.is_contiguous(),
-              "llama_layer_int8: one position's rotary tables, shared by every row");
-  const int64_t B = h.size(0), D = h.size(2);
-  auto x = rms(h, norm1, eps1);
-  auto q = split_and_cache(product(x, qkv, reduce_range), cos, sin, k_cache, v_cache, start, head_dim);
-  auto a = attend(q, k_cache, v_cache, start + 1, scale);
-  auto h2 = h + product(a.view({B, 1, D}), o, reduce_range);
-  auto gu = product(rms(h2, norm2, eps2), gate_up, reduce_range);
-  return h2 + product(silu_mul(gu), down, reduce_range);
+  const Packed* weights[] = {&qkv, &o, &gate_up, &down};
+  auto project = [&](const at::Tensor& x, int i) { return product(x, *weights[i], reduce_range); };
+  return llama_layer(h, norm1, eps1, norm2, eps2, project, cos, sin, k_cache, v_cache, start, scale, head_dim);
+}
+
+// The int4 product (`int4_linear.cpp`), through the dispatcher as `product` is. PARTS: the
+// projection's packed weights, scales, minimums, corrections and bias (empty: none).
+at::Tensor int4_product(const at::Tensor& x, at::TensorList parts, int64_t group) {
+  static const auto op = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("ttsopt_t3::int4_linear", "")
+                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                const at::Tensor&, const at::Tensor&,
+                                                const c10::optional<at::Tensor>&, int64_t)>();
+  TORCH_CHECK(parts.size() == 5, "int4 layer: five tensors per projection (packed, scales, mins, csum, bias)");
+  const c10::optional<at::Tensor> bias = parts[4].numel() ? c10::optional<at::Tensor>(parts[4]) : c10::nullopt;
+  return op.call(x, parts[0], parts[1], parts[2], parts[3], bias, group);
+}
+
+at::Tensor llama_layer_int4(const at::Tensor& h, const at::Tensor& norm1, double eps1, const at::Tensor& norm2,
+                            double eps2, at::TensorList qkv, at::TensorList o, at::TensorList gate_up,
+                            at::TensorList down, int64_t group, const at::Tensor& cos, const at::Tensor& sin,
+                            const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, double scale,
+                            int64_t head_dim) {
+  const at::TensorList weights[] = {qkv, o, gate_up, down};
+  auto project = [&](const at::Tensor& x, int i) { return int4_product(x, weights[i], group); };
+  return llama_layer(h, norm1, eps1, norm2, eps2, project, cos, sin, k_cache, v_cache, start, scale, head_dim);
 }
 
 // One GPT-2 block of Turbo's CPU decode step for one new token: what
@@ -224,19 +258,6 @@ at::Tensor gpt2_block_int8(const at::Tensor& h, const at::Tensor& ln1_w, const a
   return gpt2_block(h, ln1_w, ln1_b, ln2_w, ln2_b, eps1, eps2, project, k_cache, v_cache, start, scale, head_dim);
 }
 
-// The int4 product (`int4_linear.cpp`), through the dispatcher as `product` is. PARTS: the
-// projection's packed weights, scales, minimums, corrections and bias (empty: none).
-at::Tensor int4_product(const at::Tensor& x, at::TensorList parts, int64_t group) {
-  static const auto op = c10::Dispatcher::singleton()
-                              .findSchemaOrThrow("ttsopt_t3::int4_linear", "")
-                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                                const at::Tensor&, const at::Tensor&,
-                                                const c10::optional<at::Tensor>&, int64_t)>();
-  TORCH_CHECK(parts.size() == 5, "gpt2_block_int4: five tensors per projection (packed, scales, mins, csum, bias)");
-  const c10::optional<at::Tensor> bias = parts[4].numel() ? c10::optional<at::Tensor>(parts[4]) : c10::nullopt;
-  return op.call(x, parts[0], parts[1], parts[2], parts[3], bias, group);
-}
-
 at::Tensor gpt2_block_int4(const at::Tensor& h, const at::Tensor& ln1_w, const at::Tensor& ln1_b,
                            const at::Tensor& ln2_w, const at::Tensor& ln2_b, double eps1, double eps2,
                            at::TensorList c_attn, at::TensorList c_proj, at::TensorList c_fc, at::TensorList mlp_proj,
@@ -263,6 +284,9 @@ TORCH_LIBRARY(ttsopt_t3, m) {
         "__torch__.torch.classes.quantized.LinearPackedParamsBase c_fc, "
         "__torch__.torch.classes.quantized.LinearPackedParamsBase mlp_proj, bool reduce_range, "
         "Tensor(a!) k_cache, Tensor(b!) v_cache, int start, float scale, int head_dim) -> Tensor");
+  m.def("llama_layer_int4(Tensor h, Tensor norm1, float eps1, Tensor norm2, float eps2, Tensor[] qkv, Tensor[] o, "
+        "Tensor[] gate_up, Tensor[] down, int group, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+        "int start, float scale, int head_dim) -> Tensor");
   m.def("gpt2_block_int4(Tensor h, Tensor ln1_w, Tensor ln1_b, Tensor ln2_w, Tensor ln2_b, float eps1, float eps2, "
         "Tensor[] c_attn, Tensor[] c_proj, Tensor[] c_fc, Tensor[] mlp_proj, int group, "
         "Tensor(a!) k_cache, Tensor(b!) v_cache, int start, float scale, int head_dim) -> Tensor");
@@ -272,6 +296,7 @@ TORCH_LIBRARY(ttsopt_t3, m) {
 TORCH_LIBRARY_IMPL(ttsopt_t3, CPU, m) {
   m.impl("llama_layer_int8", llama_layer_int8);
   m.impl("gpt2_block_int8", gpt2_block_int8);
+  m.impl("llama_layer_int4", llama_layer_int4);
   m.impl("gpt2_block_int4", gpt2_block_int4);
   m.impl("decode_attention", decode_attention);
 }
