@@ -310,15 +310,17 @@ def int4_native(out_features: int, in_features: int, group: int) -> str | None:
 
 
 def int4_levels(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """WEIGHT (N, K) as q in 0..15 (int32, (N, K)) with a scale and a minimum per output and group
-    ((N, K / group) each, float32, their half-precision values): weight ~ scale * q + minimum."""
+    """WEIGHT (N, K) as q in 0..15 (uint8, (N, K)) with a scale and a minimum per output and group
+    ((N, K / group) each, float32, their half-precision values): weight ~ scale * q + minimum.
+    A transposed weight (GPT-2's `Conv1D`) is copied into rows first: each pass below then reads
+    its groups contiguously."""
     n, k = weight.shape
-    w = weight.detach().float().reshape(n, k // group, group)
-    low, high = w.amin(dim=2), w.amax(dim=2)
-    scale = ((high - low) / 15).clamp(min=1e-6).half().float()
+    w = weight.detach().float().contiguous().reshape(n, k // group, group)
+    low, high = torch.aminmax(w, dim=2)
+    scale = ((high - low) / 15).clamp_(min=1e-6).half().float()
     low = low.half().float()
-    q = ((w - low[..., None]) / scale[..., None]).round().clamp(0, 15).to(torch.int32)
-    return q.reshape(n, k), scale, low
+    q = ((w - low[..., None]) / scale[..., None]).round_().clamp_(0, 15)
+    return q.to(torch.uint8).reshape(n, k), scale, low
 
 
 def pack_int4(q: torch.Tensor, scale: torch.Tensor, low: torch.Tensor, group: int) -> dict[str, torch.Tensor]:
@@ -329,8 +331,8 @@ def pack_int4(q: torch.Tensor, scale: torch.Tensor, low: torch.Tensor, group: in
 
     def blocked(t: torch.Tensor) -> torch.Tensor:
         return t.reshape(n // 16, 16, -1).permute(0, 2, 1).contiguous().half()
-    sums = q.reshape(n, k // group, group).sum(dim=2).float()
-    return {"packed": packed.to(torch.uint8).contiguous(), "scales": blocked(scale), "mins": blocked(low),
+    sums = q.reshape(n, k // group, group).sum(dim=2, dtype=torch.int32).float()
+    return {"packed": packed.contiguous(), "scales": blocked(scale), "mins": blocked(low),
             "csum": (scale * sums).sum(dim=1).contiguous()}
 
 
@@ -353,7 +355,7 @@ class Int4Linear(nn.Module):
         else:
             zero = low + scale * 8  # torch's kernel dequantizes (q - 8) * scale + zero
             scales_zeros = torch.stack([scale, zero], dim=2)
-            self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.cpu(), 1))
+            self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1))
             self.register_buffer("scales_zeros", scales_zeros.transpose(0, 1).contiguous().to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float().clone(),
                                                                    requires_grad=False)
@@ -384,15 +386,16 @@ def quantize_int4(module: nn.Module, group: int = INT4_GROUP, joins=()) -> int:
     input, as `llama_step.joins` finds them before quantizing; each group's native weights are
     then held as one matrix (`join_int4`)."""
     as_linears(module)
-    replaced = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, Int4Linear(child, group))
-                replaced += 1
+    found = [(parent, name, child) for parent in list(module.modules())
+             for name, child in list(parent.named_children()) if type(child) is nn.Linear]
+    if found:  # the native ops load (or build) once, here, before the worker threads ask for them
+        int4_native(found[0][2].out_features, found[0][2].in_features, group)
+    made = in_parallel(lambda child: Int4Linear(child, group), [child for _, _, child in found])
+    for (parent, name, _), layer in zip(found, made):
+        setattr(parent, name, layer)
     for parent, names in joins:
         join_int4([getattr(parent, name) for name in names])
-    return replaced
+    return len(found)
 
 
 INT4_PARTS = ("packed", "scales", "mins", "csum")
