@@ -624,6 +624,7 @@ def test_cpu_int8_head_keeps_the_logits_within_a_stated_tolerance_and_upstream_s
     error = float((logits(quantized) - expected).norm() / expected.norm())
     assert 0 < error < INT8_HEAD_LOGIT_TOLERANCE, error
     assert model.t3.device.type == "cpu"  # upstream's T3.device reads speech_head.weight
+    assert model.t3.speech_head.weight.numel() == 0  # its device only: no copy of the int8 matrix unpacked
     out = quantized.synthesize(TEXT, seed=1, n_tokens=6)  # upstream's own loop with the int8 head
     assert out.raw_tokens.numel() == 7
     evidence = applied.evidence(quantized)

@@ -262,18 +262,22 @@ class JoinedPart(nn.Module):
 
 class Int8Head(nn.Module):
     """A T3 speech head as a dynamic int8 linear (per channel) that still answers `.weight.device`:
-    upstream's `T3.device` is `speech_head.weight.device`."""
+    upstream's `T3.device` is `speech_head.weight.device`, read once per utterance (and by T3's
+    prefill). The int8 weight itself is `linear.weight()`, which unpacks a copy of the whole matrix
+    on each call: `weight` answers with an empty tensor on the head's device instead, which is all
+    that reading asks of it."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         holder = nn.Sequential(linear)
         quantize_linears(holder)
         self.linear = holder[0]
+        self.register_buffer("where", torch.empty(0, device=linear.weight.device), persistent=False)
 
     @property
     def weight(self) -> torch.Tensor:
-        """The int8 weight itself (unpacked on each read; upstream reads it once per utterance)."""
-        return self.linear.weight()
+        """An empty tensor on the head's device (see the class): not the weights."""
+        return self.where
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x)
