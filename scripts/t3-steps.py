@@ -47,7 +47,7 @@ def _plan(pipeline: Pipeline):
 def unscript(pipeline: Pipeline) -> None:
     """Make PIPELINE's step plan run eager ops."""
     plan = _plan(pipeline)
-    plan.scripted, plan.native, plan.kind = None, None, f"eager ({plan.kind} unscripted)"
+    plan.scripted, plan.native, plan.native_int4, plan.kind = None, None, None, f"eager ({plan.kind} unscripted)"
 
 
 def script(pipeline: Pipeline) -> None:
