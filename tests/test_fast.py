@@ -381,24 +381,14 @@ def test_plan_step_equals_module_calls(tiny_model, weights):
         assert torch.equal(caches[0].k, c.k) and torch.equal(caches[0].v, c.v)
 
 
-def test_native_layer_computes_what_the_torchscript_layer_computes(tiny_model, native_layer):
+def test_native_layer_computes_what_the_torchscript_layer_computes(tiny_model, native_layer, steps_agree):
     """The C++ int8 layer, step after step at growing positions: the same hidden states and the same
     keys and values in the cache as the TorchScript layer up to the order of float32 sums, for two
     rows (CFG) and for one."""
     tfmr = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
     native_plan, scripted_plan = llama_step.Plan(tfmr), llama_step.Plan(tfmr)
     scripted_plan.native = None
-    torch.manual_seed(0)
-    for rows in (2, 1):
-        caches = [llama_step.StaticKV(tfmr.config, rows, 16, torch.float32, "cpu") for _ in range(2)]
-        with torch.inference_mode():
-            for start in range(5, 9):
-                h = torch.randn(rows, 1, tfmr.config.hidden_size)
-                ours = llama_step.forward(tfmr, h, caches[0], start, plan=native_plan)
-                ref = llama_step.forward(tfmr, h, caches[1], start, plan=scripted_plan)
-                torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=f"rows {rows}, slot {start}")
-        torch.testing.assert_close(caches[0].k, caches[1].k, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(caches[0].v, caches[1].v, rtol=1e-5, atol=1e-5)
+    steps_agree(llama_step, tfmr, native_plan, scripted_plan, (2, 1), range(5, 9))
 
 
 def _int4_native_or_skip(tfmr) -> None:
@@ -408,7 +398,7 @@ def _int4_native_or_skip(tfmr) -> None:
         pytest.skip(f"int4 runs torch's kernel here: {why}")
 
 
-def test_native_int4_layer_computes_what_the_int4_modules_compute(tiny_model, native_layer):
+def test_native_int4_layer_computes_what_the_int4_modules_compute(tiny_model, native_layer, steps_agree):
     """The C++ Llama layer over int4 weights (q/k/v and gate/up joined without a second copy),
     step after step, for two rows (CFG) and one: the eager layer over the same int4 modules' hidden
     states and cache up to the order of float32 sums."""
@@ -421,17 +411,7 @@ def test_native_int4_layer_computes_what_the_int4_modules_compute(tiny_model, na
     native_plan, eager_plan = llama_step.Plan(tfmr), llama_step.Plan(tfmr)
     assert native_plan.kind == "native-int4-joined"
     eager_plan.native_int4 = None
-    torch.manual_seed(0)
-    for rows in (2, 1):
-        caches = [llama_step.StaticKV(tfmr.config, rows, 16, torch.float32, "cpu") for _ in range(2)]
-        with torch.inference_mode():
-            for start in range(5, 9):
-                h = torch.randn(rows, 1, tfmr.config.hidden_size)
-                ours = llama_step.forward(tfmr, h, caches[0], start, plan=native_plan)
-                ref = llama_step.forward(tfmr, h, caches[1], start, plan=eager_plan)
-                torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=f"rows {rows}, slot {start}")
-        torch.testing.assert_close(caches[0].k, caches[1].k, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(caches[0].v, caches[1].v, rtol=1e-5, atol=1e-5)
+    steps_agree(llama_step, tfmr, native_plan, eager_plan, (2, 1), range(5, 9))
 
 
 def test_an_int4_layer_with_a_hook_keeps_the_int4_layers_eager(tiny_model, native_layer):

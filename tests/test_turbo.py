@@ -394,7 +394,7 @@ def test_scripted_int8_gpt2_blocks_compute_bit_for_bit_what_the_eager_blocks_com
         assert torch.equal(got, want) and torch.equal(ours.k, ref.k) and torch.equal(ours.v, ref.v)
 
 
-def test_native_gpt2_block_computes_what_the_torchscript_block_computes(native_layer):
+def test_native_gpt2_block_computes_what_the_torchscript_block_computes(native_layer, steps_agree):
     """Turbo's int8 block as one C++ op, step after step at growing positions, for one row and two:
     the TorchScript block's hidden states and cache up to the order of float32 sums."""
     from ttsopt.engine import quant
@@ -403,21 +403,10 @@ def test_native_gpt2_block_computes_what_the_torchscript_block_computes(native_l
     native_plan, scripted_plan = gpt2_step.Plan(tfmr), gpt2_step.Plan(tfmr)
     assert native_plan.kind == "native-int8" and native_plan.native is not None
     scripted_plan.native = None
-    torch.manual_seed(0)
-    for rows in (1, 2):
-        caches = [gpt2_step.StaticKV(tfmr.config, rows, 16, torch.float32, "cpu") for _ in range(2)]
-        with torch.inference_mode():
-            for start in range(4):
-                h = torch.randn(rows, 1, tfmr.config.n_embd)
-                ours = gpt2_step.forward(tfmr, h, caches[0], start, native_plan)
-                ref = gpt2_step.forward(tfmr, h, caches[1], start, scripted_plan)
-                torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=f"rows {rows}, slot {start}")
-        filled = slice(0, 4)
-        torch.testing.assert_close(caches[0].k[:, :, :, filled], caches[1].k[:, :, :, filled], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(caches[0].v[:, :, :, filled], caches[1].v[:, :, :, filled], rtol=1e-5, atol=1e-5)
+    steps_agree(gpt2_step, tfmr, native_plan, scripted_plan, (1, 2), range(4))
 
 
-def test_native_int4_gpt2_block_computes_what_the_int4_modules_compute(native_layer):
+def test_native_int4_gpt2_block_computes_what_the_int4_modules_compute(native_layer, steps_agree):
     """Turbo's int4 block as one C++ op (where the CPU has AVX-512 VNNI, the native int4 kernel's
     home), step after step, for one row and two: the eager block over the same int4 modules' hidden
     states and cache up to the order of float32 sums (the attention's is its own)."""
@@ -431,17 +420,7 @@ def test_native_int4_gpt2_block_computes_what_the_int4_modules_compute(native_la
     native_plan, eager_plan = gpt2_step.Plan(tfmr), gpt2_step.Plan(tfmr)
     assert native_plan.kind == "native-int4" and native_plan.native_int4 is not None
     eager_plan.native_int4 = None
-    torch.manual_seed(0)
-    for rows in (1, 2):
-        caches = [gpt2_step.StaticKV(tfmr.config, rows, 16, torch.float32, "cpu") for _ in range(2)]
-        with torch.inference_mode():
-            for start in range(4):
-                h = torch.randn(rows, 1, tfmr.config.n_embd)
-                ours = gpt2_step.forward(tfmr, h, caches[0], start, native_plan)
-                ref = gpt2_step.forward(tfmr, h, caches[1], start, eager_plan)
-                torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=f"rows {rows}, slot {start}")
-        torch.testing.assert_close(caches[0].k[:, :, :, :4], caches[1].k[:, :, :, :4], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(caches[0].v[:, :, :, :4], caches[1].v[:, :, :, :4], rtol=1e-5, atol=1e-5)
+    steps_agree(gpt2_step, tfmr, native_plan, eager_plan, (1, 2), range(4))
 
 
 def test_fast_t3_on_int4_gpt2_speaks_the_int4_upstream_tokens_on_its_native_blocks(native_layer):
