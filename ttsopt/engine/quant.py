@@ -300,17 +300,27 @@ def int4_available() -> bool:
         hasattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
 
 
-def int4_native(out_features: int, in_features: int, group: int) -> str | None:
-    """Why a product of this shape cannot take the native int4 kernel here, or None when it can."""
+def int4_here() -> str | None:
+    """Why this CPU and process cannot run the native int4 kernel (no AVX-512 VNNI as torch may use
+    it, or the native ops did not build), or None when they can."""
     from ..measure.env import cpu_flags
     from .t3 import native
 
     if "avx512_vnni" not in cpu_flags():
         return "this CPU has no AVX-512 VNNI (torch's int4 kernel runs)"
-    if out_features % 16 or group % 8 or in_features % group:
-        return f"{out_features} x {in_features} in groups of {group} is not in blocks of 16 outputs"
     built = native.layer()
     return None if built.gpt2_int4 is not None else built.why
+
+
+_ASK = object()  # int4_native's HERE when the caller has not asked `int4_here` already
+
+
+def int4_native(out_features: int, in_features: int, group: int, here=_ASK) -> str | None:
+    """Why a product of this shape cannot take the native int4 kernel here, or None when it can.
+    HERE: `int4_here()`'s answer where the caller has it (one reading of the CPU for many layers)."""
+    if out_features % 16 or group % 8 or in_features % group:
+        return f"{out_features} x {in_features} in groups of {group} is not in blocks of 16 outputs"
+    return int4_here() if here is _ASK else here
 
 
 def int4_levels(weight: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -344,14 +354,15 @@ class Int4Linear(nn.Module):
     """nn.Linear with int4 weights in groups of `group` input features (bias kept in float), through
     the native kernel where `int4_native` allows, else torch's; `kernel` names the one chosen."""
 
-    def __init__(self, linear: nn.Linear, group: int = INT4_GROUP):
+    def __init__(self, linear: nn.Linear, group: int = INT4_GROUP, here=_ASK):
+        """HERE: `int4_here()`'s answer where the caller has it (`quantize_int4`, for every layer)."""
         super().__init__()
         out_features, in_features = linear.weight.shape
         if in_features % group:
             raise ValueError(f"int4 groups of {group} do not divide {in_features} input features")
         self.in_features, self.out_features, self.group = in_features, out_features, group
         q, scale, low = int4_levels(linear.weight, group)
-        self.why_not_native = int4_native(out_features, in_features, group)
+        self.why_not_native = int4_native(out_features, in_features, group, here)
         self.kernel = "torch" if self.why_not_native else "native"
         if self.kernel == "native":
             for name, t in pack_int4(q, scale, low, group).items():
@@ -392,9 +403,8 @@ def quantize_int4(module: nn.Module, group: int = INT4_GROUP, joins=()) -> int:
     as_linears(module)
     found = [(parent, name, child) for parent in list(module.modules())
              for name, child in list(parent.named_children()) if type(child) is nn.Linear]
-    if found:  # the native ops load (or build) once, here, before the worker threads ask for them
-        int4_native(found[0][2].out_features, found[0][2].in_features, group)
-    made = in_parallel(lambda child: Int4Linear(child, group), [child for _, _, child in found])
+    here = int4_here()  # the CPU read and the native ops loaded (or built) once, before the worker threads
+    made = in_parallel(lambda child: Int4Linear(child, group, here), [child for _, _, child in found])
     for (parent, name, _), layer in zip(found, made):
         setattr(parent, name, layer)
     for parent, names in joins:
