@@ -8,8 +8,11 @@ get weights of their own for every one of the 30 layers, as in the model, so a s
 memory rather than the caches. Activations are the step's: two rows (the CFG pair).
 
 On a CPU with AVX-512 VNNI a plain loop of its dot products joins them (`dynamic int8 (VNNI loop)`).
+`cpu-int4-t3`'s products join them too, for the bytes int4 saves: ttsopt's native int4 kernel (the
+one its build holds, `int4_isa`; under `scripts/as-avx2.sh` the AVX2 one) and torch's
+(`_weight_int4pack_mm_for_cpu`), both with groups of 64 inputs.
 
-    .venv/bin/python scripts/int8-products.py [--rounds 5] [--threads 1 2] [--kernels NAME ...]
+    .venv/bin/python scripts/int8-products.py [--rounds 5] [--threads 1 2] [--rows 2] [--kernels NAME ...]
 """
 import argparse
 import warnings
@@ -88,6 +91,23 @@ def compiled_int8(n: int, k: int):
     _COMPILED = _COMPILED or torch.compile(_dequantize_reduce, dynamic=False)
     w, x, scales = torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.randn(ROWS, k), torch.rand(n)
     return lambda: _COMPILED(x, w, scales)
+
+
+def _int4(n: int, k: int, here):
+    from ttsopt.engine import quant
+    layer = quant.Int4Linear(torch.nn.Linear(k, n, bias=False), quant.INT4_GROUP, here)
+    x = torch.randn(ROWS, 1, k)
+    return lambda: layer(x)
+
+
+def int4_ttsopt(n: int, k: int):
+    """ttsopt's int4 kernel (`quant.Int4Linear`'s native path): u8 inputs by int4 weights."""
+    return _int4(n, k, None)
+
+
+def int4_torch(n: int, k: int):
+    """torch's int4 kernel (`quant.Int4Linear`'s fallback): bfloat16 inputs by int4 weights."""
+    return _int4(n, k, "torch's, for this sweep")
 
 
 def float32(n: int, k: int):
@@ -212,6 +232,9 @@ KERNELS = {"dynamic int8 (fbgemm)": (dynamic_int8, 1), "dynamic int8 (onednn)": 
            "_int_mm int8": (int_mm, 1), "compiled dequantize-reduce": (compiled_int8, 1), "float32": (float32, 4)}
 if "avx512_vnni" in cpu_flags():  # the loop is written in its instructions
     KERNELS["dynamic int8 (VNNI loop)"] = (vnni_loop, 1)
+INT4_BYTES = 0.5 + 4 / 64  # a nibble per weight, a half-precision scale and minimum per group of 64
+KERNELS["int4 (ttsopt)"] = (int4_ttsopt, INT4_BYTES)
+KERNELS["int4 (torch)"] = (int4_torch, INT4_BYTES)
 
 
 def sweep_ms(calls: list) -> float:
@@ -222,14 +245,25 @@ def sweep_ms(calls: list) -> float:
 
 
 def main() -> None:
+    global ROWS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--model", default="Llama_520M", help="a key of chatterbox's LLAMA_CONFIGS")
+    p.add_argument("--rows", type=int, default=ROWS, help="activation rows (2: the CFG pair; 1: no CFG)")
     p.add_argument("--kernels", nargs="+", choices=[*KERNELS, *SWEEPS], default=[*KERNELS, *SWEEPS], metavar="NAME",
                    help=f"which kernels to sweep (default all: {'; '.join([*KERNELS, *SWEEPS])})")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
+    ROWS = args.rows
+    if ROWS != 2 and "dynamic int8 (VNNI loop)" in args.kernels:
+        raise SystemExit("the VNNI loop is written for two rows: leave it out of --kernels with --rows 1")
+    if "int4 (ttsopt)" in args.kernels:
+        from ttsopt.engine import quant
+        from ttsopt.engine.t3 import native
+        if quant.int4_here():
+            raise SystemExit(f"int4 (ttsopt) cannot run here: {quant.int4_here()}")
+        print(f"int4 (ttsopt) is the native build's {native.layer().int4_isa} kernel", flush=True)
     config = LLAMA_CONFIGS[args.model]
     layers, per_layer = config["num_hidden_layers"], shapes(config)
     weights = sum(n * k for n, k in per_layer.values()) * layers

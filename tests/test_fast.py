@@ -641,10 +641,11 @@ def _int4_reference(x: torch.Tensor, linear: torch.nn.Linear, group: int) -> tor
 
 @pytest.mark.parametrize("rows", [1, 2, 4, 7])
 def test_the_native_int4_product_is_its_arithmetic_for_any_number_of_rows(native_layer, rows):
-    """The int4 kernel (VNNI where the CPU has it, plain loops elsewhere) against its arithmetic done
-    in float64: rows in tiles of four and a tile's remainder, groups of 32 and of 64."""
+    """The int4 kernel (VNNI or AVX2 as the build allows, plain loops elsewhere) against its arithmetic
+    done in float64: rows in tiles of four and a tile's remainder, groups of 8 (one block of inputs), 24
+    (an odd number of blocks), 32 and 64."""
     torch.manual_seed(rows)
-    for group in (32, 64):
+    for group in (8, 24, 32, 64):
         linear = torch.nn.Linear(192, 48)
         parts = quant.pack_int4(*quant.int4_levels(linear.weight, group), group)
         x = torch.randn(rows, 1, 192)
@@ -653,6 +654,40 @@ def test_the_native_int4_product_is_its_arithmetic_for_any_number_of_rows(native
         want = _int4_reference(x, linear, group)
         assert got.shape == (rows, 1, 48)
         assert float((got.reshape_as(want) - want).norm() / want.norm()) < 1e-4, (rows, group)
+
+
+def _int4_isa_for(flags: set[str]) -> str:
+    if "avx512_vnni" in flags:
+        return "avx512-vnni"
+    return "avx2" if {"avx2", "fma", "f16c"} <= flags else "scalar"
+
+
+def test_the_native_build_holds_the_int4_kernel_the_cpu_allows(native_layer):
+    """VNNI where the CPU has it, AVX2 where it has that and no VNNI, both as an ATEN_CPU_CAPABILITY
+    cap leaves them (`measure.env.cpu_flags`), so a capped run builds what that CPU would."""
+    from ttsopt.measure.env import cpu_flags
+    if not cpu_flags():
+        pytest.skip("no /proc/cpuinfo flags to compare the build with")
+    assert native_layer.int4_isa == _int4_isa_for(cpu_flags())
+    assert (quant.int4_here() is None) == (native_layer.int4_isa in quant.INT4_FAST)
+
+
+def test_the_avx2_int4_kernel_is_its_arithmetic_on_a_cpu_with_vnni(native_layer, tmp_path):
+    """Where the CPU has AVX-512 VNNI the tests above run the VNNI kernel; the AVX2 one (what an AVX2
+    CPU runs) is built under an AVX2 cap in a process of its own and put through the same checks."""
+    import os
+    import subprocess
+    import sys
+
+    from ttsopt.measure.env import cpu_flags
+    if _int4_isa_for(cpu_flags()) != "avx512-vnni" or not {"avx2", "fma", "f16c"} <= cpu_flags():
+        pytest.skip("the tests above run this CPU's only vector kernel")
+    tests = [f"{__file__}::test_the_native_int4_product_is_its_arithmetic_for_any_number_of_rows",
+             f"{__file__}::test_the_native_build_holds_the_int4_kernel_the_cpu_allows"]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                          env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}, capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0 and "5 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
 def test_the_compiled_step_gives_the_eager_steps_tokens_and_reports_its_compile_time(tiny_model, fresh_dynamo):

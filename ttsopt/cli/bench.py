@@ -31,7 +31,7 @@ def register(sub) -> None:
                         "bfloat16 with avx512_bf16 or amx_bf16 and int8 linears without, plus bf16-vocoder with "
                         "either; fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA) and for "
                         "multilingual (fast-s3gen alone on CUDA); cpu-int4-t3 in place of cpu-int8-t3 reads half "
-                        "the T3 weight bytes, lossier, on ttsopt's int4 kernel where the CPU has avx512_vnni)")
+                        "the T3 weight bytes, lossier, on ttsopt's int4 kernel where the CPU has avx512_vnni or avx2)")
     p.add_argument("--stream", action="store_true",
                    help="also stream both sides once per pair, after the pairs (first audio, RTF of the rest)")
     p.add_argument("--first-chunk", type=positive, default=None, metavar="N",

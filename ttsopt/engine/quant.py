@@ -285,10 +285,10 @@ class Int8Head(nn.Module):
 
 # --- int4 ------------------------------------------------------------------------------------------
 # Group-wise asymmetric int4 weights: per group of GROUP input features a scale and a minimum, the
-# weights two to a byte. Two kernels multiply them. Where this CPU has AVX-512 VNNI and the native
-# ops build, ttsopt's own (`t3/native/int4_linear.cpp`): float32 inputs quantized to u8 per row, the
-# weights unpacked in registers, so the product streams the packed bytes near the memory's speed.
-# Elsewhere torch's own CPU kernel (`_weight_int4pack_mm_for_cpu`, the one gpt-fast and torchao's
+# weights two to a byte. Two kernels multiply them. Where the native ops build with AVX-512 VNNI or
+# AVX2 (`int4_here`), ttsopt's own (`t3/native/int4_linear.cpp`): float32 inputs quantized to u8 per
+# row, the weights unpacked in registers, so the product streams the packed bytes near the memory's
+# speed. Elsewhere torch's own CPU kernel (`_weight_int4pack_mm_for_cpu`, the one gpt-fast and torchao's
 # CPU int4 path call), which multiplies bfloat16 inputs (with float32 ones it was several times
 # slower than a float32 linear on the EPYC box, in a microbenchmark), so a layer casts its input to
 # bfloat16 and its output back. Both take the same int4 values; `Int4Linear.kernel` says which runs.
@@ -301,15 +301,22 @@ def int4_available() -> bool:
 
 
 def int4_here() -> str | None:
-    """Why this CPU and process cannot run the native int4 kernel (no AVX-512 VNNI as torch may use
-    it, or the native ops did not build), or None when they can."""
-    from ..measure.env import cpu_flags
+    """Why this process cannot run the native int4 kernel (the native ops did not build, or built
+    without vector units: neither AVX-512 VNNI nor AVX2 with FMA and F16C, as the build's -march
+    allows, which follows an ATEN_CPU_CAPABILITY cap), or None when it can."""
     from .t3 import native
 
-    if "avx512_vnni" not in cpu_flags():
-        return "this CPU has no AVX-512 VNNI (torch's int4 kernel runs)"
     built = native.layer()
-    return None if built.gpt2_int4 is not None else built.why
+    if built.gpt2_int4 is None:
+        return built.why
+    if built.int4_isa not in INT4_FAST:
+        return f"the native int4 kernel built as {built.int4_isa} here, without AVX-512 VNNI or AVX2 (torch's runs)"
+    return None
+
+
+# The native int4 kernels chosen over torch's: each read the packed weights faster than torch's
+# kernel on the CPUs measured (README).
+INT4_FAST = ("avx512-vnni", "avx2")
 
 
 _ASK = object()  # int4_native's HERE when the caller has not asked `int4_here` already

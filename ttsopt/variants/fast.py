@@ -378,7 +378,7 @@ class CpuInt8Head(_DynamicInt8):
 
 class CpuInt4T3(Variant):
     """Group-wise int4 weights (`engine.quant.Int4Linear`) for the linear layers of T3's
-    transformer: through ttsopt's native int4 kernel where the CPU has AVX-512 VNNI (inputs
+    transformer: through ttsopt's native int4 kernel where the CPU has AVX-512 VNNI or AVX2 (inputs
     quantized to u8 per row), else torch's own CPU int4 kernel (inputs in bfloat16); the evidence
     names the kernel. The speech head stays float, as with int8 (cpu-int8-head makes it int8)."""
     name = "cpu-int4-t3"

@@ -28,15 +28,25 @@ from pathlib import Path
 import torch
 
 SOURCES = [Path(__file__).with_name("native") / name for name in ("llama_layer.cpp", "int4_linear.cpp")]
-# -march=native: the loops vectorize for this CPU, so the build is named after its units (a cache
-# shared by machines of other kinds never hands one of them another's build); -fopenmp: the
-# attention's rows and heads run on torch's threads (at::parallel_for compiles to OpenMP).
-CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+# Under an ATEN_CPU_CAPABILITY cap (`scripts/as-avx2.sh`) the build takes the x86-64 level the cap
+# allows, so the native loops and the int4 kernel are the ones an AVX2 CPU would build, as torch's are.
+_CAPPED_MARCH = {"avx2": "x86-64-v3", "avx": "x86-64-v2", "default": "x86-64-v2"}
+
+
+def cflags() -> list[str]:
+    """-march=native (or the cap's level, tuned for this CPU): the loops vectorize for this CPU, so
+    the build is named after its units and flags (a cache shared by machines of other kinds never
+    hands one of them another's build); -fopenmp: the attention's rows and heads run on torch's
+    threads (at::parallel_for compiles to OpenMP)."""
+    from ...measure.env import isa_cap
+
+    march = _CAPPED_MARCH.get(isa_cap() or "")
+    return ["-O3", f"-march={march}", "-mtune=native", "-fopenmp"] if march else ["-O3", "-march=native", "-fopenmp"]
 
 
 def _name() -> str:
-    """The extension's name, after this CPU's instruction set extensions (torch's builder itself
-    rebuilds an extension whose source or flags changed)."""
+    """The extension's name, after this CPU's instruction set extensions and the build's flags
+    (torch's builder itself rebuilds an extension whose source or flags changed)."""
     flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -45,20 +55,20 @@ def _name() -> str:
                 break
     except OSError:
         pass
-    digest = hashlib.sha1((flags or platform.processor()).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(((flags or platform.processor()) + " ".join(cflags())).encode()).hexdigest()[:10]
     return f"ttsopt_t3_native_{digest}"
 
 
 class Native:
     """The loaded ops (OP and OP_INT4: the Llama layer over int8 and over int4 weights, GPT2 and
-    GPT2_INT4: Turbo's block likewise; the int4 product itself is `torch.ops.ttsopt_t3.int4_linear`),
-    or why there are none; BUILD_S:
+    GPT2_INT4: Turbo's block likewise; the int4 product itself is `torch.ops.ttsopt_t3.int4_linear`,
+    INT4_ISA the kernel it was built with: "avx512-vnni", "avx2" or "scalar"), or why there are none; BUILD_S:
     seconds this process spent loading them (a build when the extension cache had none for this
     source, else a check of it)."""
 
     def __init__(self):
         self.op, self.gpt2, self.why, self.build_s = None, None, "", 0.0
-        self.op_int4, self.gpt2_int4 = None, None
+        self.op_int4, self.gpt2_int4, self.int4_isa = None, None, None
         if os.environ.get("TTSOPT_NATIVE", "1") == "0":
             self.why = "TTSOPT_NATIVE=0 keeps the TorchScript layer"
             return
@@ -68,6 +78,7 @@ class Native:
             # Called from TorchScript: no Python-side cost per packed weight.
             self.op, self.gpt2 = torch.jit.script(_call), torch.jit.script(_call_gpt2)
             self.op_int4, self.gpt2_int4 = torch.jit.script(_call_int4), torch.jit.script(_call_gpt2_int4)
+            self.int4_isa = torch.ops.ttsopt_t3.int4_isa()
         except Exception as e:  # the builder raises what the compiler, ninja or the loader raised
             self.why = f"the native layer did not build ({type(e).__name__}: {_reason(e)})"
         self.build_s = time.perf_counter() - start
@@ -79,7 +90,7 @@ class Native:
         quiet.setLevel(logging.ERROR)  # "No CUDA runtime is found": a CPU build needs none
         try:
             from torch.utils.cpp_extension import load
-            load(name=_name(), sources=[str(p) for p in SOURCES], extra_cflags=CFLAGS, is_python_module=False,
+            load(name=_name(), sources=[str(p) for p in SOURCES], extra_cflags=cflags(), is_python_module=False,
                  verbose=False)
         finally:
             quiet.setLevel(level)

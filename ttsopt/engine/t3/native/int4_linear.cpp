@@ -1,5 +1,5 @@
 // A product with group-wise int4 weights for a CPU, `torch.ops.ttsopt_t3.int4_linear`: what
-// `quant.Int4Linear` runs where this CPU has AVX-512 VNNI.
+// `quant.Int4Linear` runs where this CPU has AVX-512 VNNI or AVX2.
 //
 // Why: a decode step at a few rows is bound by reading its weights, and int4 reads half of int8's
 // bytes; torch's own CPU int4 kernel (`_weight_int4pack_mm_for_cpu`) unpacks them well below the
@@ -17,18 +17,27 @@
 //
 // Layout (`quant.pack_int4`): PACKED (N/16, K/8, 64) bytes: for sixteen outputs and eight inputs
 // k..k+7, byte 4n+j holds q[n][k+j] in its low half and q[n][k+4+j] in its high half. SCALES and
-// MINS (N/16, K/GROUP, 16) half. Without VNNI the same arithmetic runs as plain loops (slowly; used
-// by the tests on such CPUs, never chosen for speed: `quant.Int4Linear` takes torch's kernel there).
+// MINS (N/16, K/GROUP, 16) half.
+//
+// Kernels, by what the build's -march allows (`int4_isa` says which was built):
+// - AVX-512 VNNI: one `vpdpbusd` per row and half of a 64-byte block.
+// - AVX2 (with FMA and F16C): each 64-byte block as two halves of eight outputs; `vpmaddubsw`
+//   multiplies u8 inputs by the nibbles and sums pairs to int16 (at most 2 * 255 * 15 per pair;
+//   two blocks' low and high sums added stay below 2^15, so nothing saturates), `vpmaddwd` by ones
+//   sums those to int32: the same exact sums as VNNI's, in more instructions.
+// - Otherwise plain loops (slowly; for the tests on such CPUs, never chosen for speed:
+//   `quant.Int4Linear` takes torch's kernel there).
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#ifdef __AVX512VNNI__
+#if defined(__AVX512VNNI__) || (defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace {
@@ -124,6 +133,75 @@ void block(const Rows& x, const Weights& w, int64_t b, int64_t r0, float* out) {
     _mm512_storeu_ps(out + r * w.N + b * 16, _mm512_add_ps(y, bias));
   }
 }
+constexpr const char* kIsa = "avx512-vnni";
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+// Eight u8 inputs XR by one half-block's nibbles (LO: inputs 0-3, HI: 4-7 of each output): int16
+// sums of pairs, each output's four in its four lanes.
+inline __m256i nibble_pairs(const uint8_t* xr, __m256i lo, __m256i hi) {
+  int32_t first, second;
+  std::memcpy(&first, xr, 4);
+  std::memcpy(&second, xr + 4, 4);
+  return _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_set1_epi32(first), lo),
+                          _mm256_maddubs_epi16(_mm256_set1_epi32(second), hi));
+}
+
+template <int T>
+void block(const Rows& x, const Weights& w, int64_t b, int64_t r0, float* out) {
+  const int64_t K = w.K, G = K / w.group, chunks = w.group / 8;
+  const uint8_t* wb = w.packed + b * K * 8;
+  const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  __m256 acc[T][2];
+  for (int t = 0; t < T; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < G; ++g) {
+    __m256i d[T][2];
+    for (int t = 0; t < T; ++t) d[t][0] = d[t][1] = _mm256_setzero_si256();
+    const uint8_t* wg = wb + g * chunks * 64;
+    // Two blocks of eight inputs at a time: their int16 pair sums added stay below 2^15 (4 * 255 *
+    // 15 * 2), so one `vpmaddwd` widens both. A group of eight inputs alone takes the second branch.
+    for (int64_t c = 0; c < chunks; c += 2) {
+      const bool two = c + 1 < chunks;
+      const int64_t k = g * w.group + c * 8;
+      for (int h = 0; h < 2; ++h) {  // outputs 8h .. 8h + 7
+        const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + c * 64 + h * 32));
+        const __m256i lo0 = _mm256_and_si256(v0, low), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), low);
+        if (two) {
+          const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + c * 64 + 64 + h * 32));
+          const __m256i lo1 = _mm256_and_si256(v1, low), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), low);
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* xr = x.q.data() + (r0 + t) * K + k;
+            const __m256i pairs = _mm256_add_epi16(nibble_pairs(xr, lo0, hi0), nibble_pairs(xr + 8, lo1, hi1));
+            d[t][h] = _mm256_add_epi32(d[t][h], _mm256_madd_epi16(pairs, ones));
+          }
+        } else {
+          for (int t = 0; t < T; ++t) {
+            const uint8_t* xr = x.q.data() + (r0 + t) * K + k;
+            d[t][h] = _mm256_add_epi32(d[t][h], _mm256_madd_epi16(nibble_pairs(xr, lo0, hi0), ones));
+          }
+        }
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      const auto* sp = reinterpret_cast<const __m128i*>(w.scales + (b * G + g) * 16 + h * 8);
+      const auto* mp = reinterpret_cast<const __m128i*>(w.mins + (b * G + g) * 16 + h * 8);
+      const __m256 s = _mm256_cvtph_ps(_mm_loadu_si128(sp)), m = _mm256_cvtph_ps(_mm_loadu_si128(mp));
+      for (int t = 0; t < T; ++t) {
+        acc[t][h] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(d[t][h]), acc[t][h]);
+        acc[t][h] = _mm256_fmadd_ps(m, _mm256_set1_ps(x.sums[(r0 + t) * G + g]), acc[t][h]);
+      }
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    const __m256 c = _mm256_loadu_ps(w.csum + b * 16 + h * 8);
+    const __m256 bias = w.bias ? _mm256_loadu_ps(w.bias + b * 16 + h * 8) : _mm256_setzero_ps();
+    for (int t = 0; t < T; ++t) {
+      const int64_t r = r0 + t;
+      const __m256 y = _mm256_mul_ps(_mm256_set1_ps(x.scale[r]),
+                                     _mm256_fnmadd_ps(_mm256_set1_ps(x.zero[r]), c, acc[t][h]));
+      _mm256_storeu_ps(out + r * w.N + b * 16 + h * 8, _mm256_add_ps(y, bias));
+    }
+  }
+}
+constexpr const char* kIsa = "avx2";
 #else
 template <int T>
 void block(const Rows& x, const Weights& w, int64_t b, int64_t r0, float* out) {
@@ -154,7 +232,10 @@ void block(const Rows& x, const Weights& w, int64_t b, int64_t r0, float* out) {
     }
   }
 }
+constexpr const char* kIsa = "scalar";
 #endif
+
+std::string int4_isa() { return kIsa; }
 
 void tile(const Rows& x, const Weights& w, int64_t b, int64_t r0, int64_t rows, float* out) {
   switch (rows) {
@@ -204,6 +285,8 @@ at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed, const at::
 TORCH_LIBRARY_FRAGMENT(ttsopt_t3, m) {
   m.def("int4_linear(Tensor x, Tensor packed, Tensor scales, Tensor mins, Tensor csum, Tensor? bias, int group) "
         "-> Tensor");
+  // Which kernel this build holds ("avx512-vnni", "avx2" or "scalar"): `quant.int4_here` reads it.
+  m.def("int4_isa() -> str", int4_isa);
 }
 
 TORCH_LIBRARY_IMPL(ttsopt_t3, CPU, m) { m.impl("int4_linear", int4_linear); }
