@@ -662,6 +662,15 @@ def _int4_isa_for(flags: set[str]) -> str:
     return "avx2" if {"avx2", "fma", "f16c"} <= flags else "scalar"
 
 
+def test_an_avx2_cap_builds_the_native_ops_for_avx2_under_a_name_of_their_own(monkeypatch):
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    uncapped, name = native.cflags(), native._name()
+    assert "-march=native" in uncapped
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert "-march=x86-64-v3" in native.cflags() and "-march=native" not in native.cflags()
+    assert native._name() != name  # the extension cache never hands one build to the other
+
+
 def test_the_native_build_holds_the_int4_kernel_the_cpu_allows(native_layer):
     """VNNI where the CPU has it, AVX2 where it has that and no VNNI, both as an ATEN_CPU_CAPABILITY
     cap leaves them (`measure.env.cpu_flags`), so a capped run builds what that CPU would."""
