@@ -315,7 +315,8 @@ def int4_here() -> str | None:
 
 
 # The native int4 kernels chosen over torch's: each read the packed weights faster than torch's
-# kernel on the CPUs measured (README).
+# kernel and made a faster T3 step than int8's where measured (README: the VNNI one on the AVX-512
+# EPYC, the AVX2 one on that EPYC held to AVX2; no AVX2-only CPU has run it yet).
 INT4_FAST = ("avx512-vnni", "avx2")
 
 

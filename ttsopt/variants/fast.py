@@ -12,7 +12,7 @@ from ..core.claims import Claim
 from ..engine import attention, quant, vocoder
 from ..engine.s3gen import UPSTREAM_CFM_STEPS, UPSTREAM_MEANFLOW_STEPS, BucketedEstimator, CompiledEstimator, FlowStage
 from ..engine.stream import ChunkedS3Gen
-from ..engine.t3 import llama_step
+from ..engine.t3 import llama_step, native
 from ..engine.t3.fast import FastT3
 from ..engine.t3.fast_turbo import FastTurboT3
 from ..measure import weights
@@ -407,7 +407,8 @@ class CpuInt4T3(Variant):
         kernels: dict[str, int] = {}
         for m in tfmr.modules():
             if isinstance(m, quant.Int4Linear):
-                kernels[m.kernel] = kernels.get(m.kernel, 0) + 1
+                kind = f"native {native.layer().int4_isa}" if m.kernel == "native" else m.kernel
+                kernels[kind] = kernels.get(kind, 0) + 1
         why = {m.why_not_native for m in tfmr.modules() if isinstance(m, quant.Int4Linear) and m.why_not_native}
         return {"t3.tfmr": {"linear_types": weights.linear_counts(tfmr), "group": quant.INT4_GROUP,
                             "kernels": kernels, **({"not_native": sorted(why)} if why else {}),
