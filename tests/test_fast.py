@@ -442,7 +442,7 @@ def test_native_decode_attention_matches_torch_attention_over_the_filled_slots(l
 def test_fast_t3_on_int4_llama_speaks_the_int4_upstream_tokens_on_its_native_layers(tiny_model, native_layer):
     """cpu-int4-t3 then fast-t3: upstream's loop over the same int4 modules (q/k/v and gate/up each
     computing alone from the joined matrix) speaks the same tokens as the step, whose layers run
-    as the native int4 op where the CPU has AVX-512 VNNI."""
+    as the native int4 op where the native build holds a vector int4 kernel (VNNI or AVX2)."""
     model = _own_copy(tiny_model)
     int4 = Pipeline(model)
     variants.apply(int4, "cpu-int4-t3")

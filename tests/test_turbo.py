@@ -407,8 +407,8 @@ def test_native_gpt2_block_computes_what_the_torchscript_block_computes(native_l
 
 
 def test_native_int4_gpt2_block_computes_what_the_int4_modules_compute(native_layer, steps_agree):
-    """Turbo's int4 block as one C++ op (where the CPU has AVX-512 VNNI, the native int4 kernel's
-    home), step after step, for one row and two: the eager block over the same int4 modules' hidden
+    """Turbo's int4 block as one C++ op (where the native build holds a vector int4 kernel, VNNI or
+    AVX2), step after step, for one row and two: the eager block over the same int4 modules' hidden
     states and cache up to the order of float32 sums (the attention's is its own)."""
     from ttsopt.engine import quant
     from ttsopt.engine.t3 import gpt2_step
@@ -425,7 +425,8 @@ def test_native_int4_gpt2_block_computes_what_the_int4_modules_compute(native_la
 
 def test_fast_t3_on_int4_gpt2_speaks_the_int4_upstream_tokens_on_its_native_blocks(native_layer):
     """cpu-int4-t3 under fast-t3: upstream's loop over the same int4 modules speaks the same tokens,
-    and one new token's blocks run as the native int4 op where the CPU has AVX-512 VNNI."""
+    and one new token's blocks run as the native int4 op where the native build holds a vector int4
+    kernel (VNNI or AVX2)."""
     from ttsopt.engine import quant
     model = sources.load("tiny", device="cpu", seed=0, model="turbo")  # int4 replaces the linears in place
     int4 = Pipeline(model)

@@ -6,6 +6,8 @@ single-prompt synthesis, so it is measured by `ttsopt bench --batch N`.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
 from ..core.claims import Claim
@@ -404,12 +406,10 @@ class CpuInt4T3(Variant):
 
     def evidence(self, pipeline, state) -> dict:
         tfmr = pipeline.model.t3.tfmr
-        kernels: dict[str, int] = {}
-        for m in tfmr.modules():
-            if isinstance(m, quant.Int4Linear):
-                kind = f"native {native.layer().int4_isa}" if m.kernel == "native" else m.kernel
-                kernels[kind] = kernels.get(kind, 0) + 1
-        why = {m.why_not_native for m in tfmr.modules() if isinstance(m, quant.Int4Linear) and m.why_not_native}
+        layers = [m for m in tfmr.modules() if isinstance(m, quant.Int4Linear)]
+        native_kind = f"native {native.layer().int4_isa}"
+        kernels = dict(Counter(native_kind if m.kernel == "native" else m.kernel for m in layers))
+        why = {m.why_not_native for m in layers if m.why_not_native}
         return {"t3.tfmr": {"linear_types": weights.linear_counts(tfmr), "group": quant.INT4_GROUP,
                             "kernels": kernels, **({"not_native": sorted(why)} if why else {}),
                             "linear_mb_before": state["linear_mb_before"],

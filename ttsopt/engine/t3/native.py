@@ -40,8 +40,8 @@ def cflags() -> list[str]:
     threads (at::parallel_for compiles to OpenMP)."""
     from ...measure.env import isa_cap
 
-    march = _CAPPED_MARCH.get(isa_cap() or "")
-    return ["-O3", f"-march={march}", "-mtune=native", "-fopenmp"] if march else ["-O3", "-march=native", "-fopenmp"]
+    capped = _CAPPED_MARCH.get(isa_cap() or "")
+    return ["-O3", f"-march={capped or 'native'}", *(["-mtune=native"] if capped else []), "-fopenmp"]
 
 
 def _name() -> str:

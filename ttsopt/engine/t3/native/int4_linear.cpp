@@ -136,7 +136,7 @@ void block(const Rows& x, const Weights& w, int64_t b, int64_t r0, float* out) {
 constexpr const char* kIsa = "avx512-vnni";
 #elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 // Eight u8 inputs XR by one half-block's nibbles (LO: inputs 0-3, HI: 4-7 of each output): int16
-// sums of pairs, each output's four in its four lanes.
+// sums of pairs, each output's two in its two int16 lanes (its four bytes).
 inline __m256i nibble_pairs(const uint8_t* xr, __m256i lo, __m256i hi) {
   int32_t first, second;
   std::memcpy(&first, xr, 4);
