@@ -7,7 +7,10 @@ compiled estimator) without a whole bench; the first round includes compilation 
 the summary. A spec ending in `@fused` puts torch's fused attention back in the flow after the
 variants applied (fast-s3gen's bfloat16 estimator takes three batched products on a CPU without AMX:
 `engine.attention`), and one ending in `@products` gives it the three products (to time them where
-the fused kernel is the default, on a CPU with AMX). Under `scripts/as-avx2.sh` the same specs take
+the fused kernel is the default, on a CPU with AMX). `baseline@bfloat16` makes the flow as
+fast-s3gen does with a bfloat16 estimator attending in three products, `baseline@int8` with int8
+linear layers and torch's fused float32 attention, `baseline@int8-bf16` with int8 linear layers
+attending in bfloat16 products, whatever this CPU's default is. Under `scripts/as-avx2.sh` the same specs take
 the paths an AVX2 CPU would (fast-s3gen's int8 estimator), on this machine's clock and memory.
 `--profile` then runs each spec's flow once more under `torch.profiler` and prints its costliest
 operators (where the time goes: products, attention, convolutions, or the elementwise glue between
@@ -15,8 +18,8 @@ them). `--stage vocoder` times each spec's vocoder on one mel instead: the first
 for those tokens, the sine source's noise seeded alike, and reports the waveform's error.
 
     .venv/bin/python scripts/flow-steps.py baseline fast-s3gen fast-s3gen@fused fast-s3gen@products \
-        fast-s3gen+compiled-s3gen [--model original] [--source synthetic] [--tokens 126] [--rounds 4] \
-        [--profile] [--stage vocoder]
+        fast-s3gen+compiled-s3gen baseline@bfloat16 baseline@int8-bf16 [--model original] [--source synthetic] \
+        [--tokens 126] [--rounds 4] [--profile] [--stage vocoder]
 """
 import argparse
 import time
@@ -29,6 +32,7 @@ from ttsopt.engine.pipeline import Pipeline
 from ttsopt.experiment import probes
 from ttsopt.measure import profiler, rounds
 from ttsopt.measure.env import cpu_model, cpu_units
+from ttsopt.variants import fast
 
 
 def flow_s(pipeline: Pipeline, tokens: torch.Tensor, conds) -> tuple[float, torch.Tensor]:
@@ -61,7 +65,10 @@ def main() -> None:
     if args.profile and args.stage != "flow":
         p.error("--profile profiles the flow; it cannot go with --stage vocoder")
     warnings.filterwarnings("ignore")
-    after = {"fused": lambda pipeline: attention.use_fused(pipeline.model.s3gen),
+    paths = {"bfloat16": ("bfloat16", attention.PRODUCTS), "int8": ("int8", attention.FUSED),
+             "int8-bf16": ("int8", attention.BF16_PRODUCTS)}
+    after = {**{name: (lambda pipeline, path=path: fast.use_flow(pipeline, *path)) for name, path in paths.items()},
+             "fused": lambda pipeline: attention.use_fused(pipeline.model.s3gen),
              "products": lambda pipeline: attention.use_products(pipeline.model.s3gen)}
     loaded = probes.spec_pipelines(args.specs, args.model, args.source, after)
     pipelines = [(spec, pipeline, pipeline.conditioning()) for spec, pipeline in zip(args.specs, loaded)]

@@ -76,10 +76,20 @@ def test_only_modules_computed_as_upstreams_processor_computes_them_get_the_prod
     assert attention.processors(block) == {"ProductAttention": 1, "AttnProcessor2_0": 1}
 
 
+def test_a_float32_module_attends_in_bfloat16_within_its_rounding_and_hands_back_float32():
+    attn, x = _attention(), torch.randn(2, 90, 64)
+    fused, products = _both(attn, x, attention.ProductAttention(dtype=torch.bfloat16),
+                            attention_mask=_bias([90, 60], 90))
+    assert products.dtype == torch.float32
+    error = ((products - fused).norm() / fused.norm()).item()
+    assert 0 < error < 0.02, error  # its products in bfloat16: not float32's output, and not far from it
+
+
 @pytest.mark.parametrize("device, flags, precision, kind", [
     ("cpu", {"avx2", "avx512f", "avx512_bf16"}, "bfloat16", attention.PRODUCTS),
     ("cpu", {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, "bfloat16", attention.FUSED),
-    ("cpu", {"avx2", "avx512f", "avx512_bf16"}, "int8", attention.FUSED),
+    ("cpu", {"avx2", "avx512f", "avx512_bf16"}, "int8", attention.BF16_PRODUCTS),
+    ("cpu", {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, "int8", attention.FUSED),
     ("cpu", {"avx2"}, "int8", attention.FUSED),
     ("cuda", set(), "bfloat16", attention.FUSED)])
 def test_the_flow_attention_follows_the_device_and_the_estimators_precision(device, flags, precision, kind):

@@ -273,20 +273,22 @@ def test_a_rate_probe_of_an_unknown_kind_is_refused():
 FAST = "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder"
 
 
-@pytest.mark.parametrize("flags, precision, combo", [
-    ({"avx2", "avx512f", "amx_bf16", "amx_tile"}, "bfloat16", FAST + "+bf16-vocoder"),
-    ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16", FAST + "+bf16-vocoder"),
-    ({"avx2", "fma"}, "int8", FAST), (set(), "int8", FAST)])
-def test_the_cpu_default_says_which_precision_its_flow_and_vocoder_take(flags, precision, combo):
-    chosen, why = bench.best_combo("cpu", flags)
-    assert chosen == combo and "channels-last" in why
-    assert f"estimator in {precision}" in why and ("emulated" in why) is (precision == "int8")
-    assert ("in bfloat16 as the flow estimator" in why) is combo.endswith("bf16-vocoder")
-    variants.parse(chosen)  # a combination the registry takes
-    chosen, why = bench.best_combo("cpu", flags, "multilingual")
-    assert chosen == combo and "alignment analyzer" in why
-    chosen, why = bench.best_combo("cpu", flags, "turbo")
-    assert chosen == combo and f"flow estimator in {precision}" in why
+@pytest.mark.parametrize("flags, precision, turbo, combo", [
+    ({"avx2", "avx512f", "amx_bf16", "amx_tile"}, "bfloat16", "bfloat16", FAST + "+bf16-vocoder"),
+    ({"avx2", "avx512f", "avx512_bf16"}, "int8", "bfloat16", FAST + "+bf16-vocoder"),
+    ({"avx2", "fma"}, "int8", "int8", FAST), (set(), "int8", "int8", FAST)])
+def test_the_cpu_default_says_which_precision_its_flow_and_vocoder_take(flags, precision, turbo, combo):
+    """The original's and multilingual's estimator takes int8 linears on a CPU with avx512_bf16 but no
+    AMX, attending in bfloat16; Turbo's stays bfloat16 there; the vocoder follows the bfloat16 units."""
+    units = bool(flags & {"avx512_bf16", "amx_bf16"})
+    for model, expected in (("original", precision), ("multilingual", precision), ("turbo", turbo)):
+        chosen, why = bench.best_combo("cpu", flags, model)
+        assert chosen == combo and "channels-last" in why
+        assert f"flow estimator in {expected}" in why and ("emulated" in why) is not units
+        assert ("bfloat16 products" in why) is (units and expected == "int8" and "amx_bf16" not in flags)
+        assert ("in bfloat16 (this CPU has" in why) is combo.endswith("bf16-vocoder")
+        assert ("alignment analyzer" in why) is (model == "multilingual")
+        variants.parse(chosen)  # a combination the registry takes
 
 
 def test_the_cuda_default_keeps_the_bf16_flow():

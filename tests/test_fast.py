@@ -224,10 +224,12 @@ def test_the_compiled_estimator_refuses_int8_linears_in_either_order(tiny_model,
         variants.parse("compiled-s3gen+cpu-int8")
 
 
-@pytest.mark.parametrize("flags, precision", [({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+@pytest.mark.parametrize("flags, precision", [({"avx2", "avx512f", "avx512_bf16"}, "int8"),
                                              ({"avx2", "amx_bf16", "amx_tile"}, "bfloat16"),
                                              ({"avx2", "fma"}, "int8"), (set(), "int8")])
-def test_fast_s3gen_takes_bfloat16_only_where_the_cpu_has_bf16_units(tiny_model, monkeypatch, flags, precision):
+def test_fast_s3gen_takes_bfloat16_only_where_the_cpu_has_amx(tiny_model, monkeypatch, flags, precision):
+    """The original's estimator: bfloat16 with AMX tiles; int8 linears elsewhere, attending in
+    bfloat16 as three products where the CPU has avx512_bf16 (Turbo's is tested beside its model)."""
     from ttsopt.variants import fast as fast_variants
     monkeypatch.setattr(fast_variants, "cpu_flags", lambda: flags)
     pipeline = Pipeline(_own_copy(tiny_model))
@@ -238,13 +240,14 @@ def test_fast_s3gen_takes_bfloat16_only_where_the_cpu_has_bf16_units(tiny_model,
     dtypes, linears = evidence["estimator_dtypes"], evidence["estimator_linears"]
     if precision == "bfloat16":
         assert set(dtypes) == {"bfloat16"} and "torch.nn.modules.linear.Linear" in linears
-        # Without AMX tiles the bf16 estimator's attention runs as three batched products.
-        products = "amx_bf16" not in flags
-        assert (evidence["attention"] == "products") is products
-        assert set(evidence["attention_processors"]) == {"ProductAttention" if products else "FusedAttention"}
+        assert evidence["attention"] == "fused"  # AMX tiles: torch's fused attention multiplies on them
     else:  # convolutions stay float32; every linear layer is dynamic int8
         assert set(dtypes) == {"float32"}
         assert set(linears) == {"torch.ao.nn.quantized.dynamic.modules.linear.Linear"}, linears
+        # With bfloat16 units (no AMX) its attention runs in bfloat16 as three batched products.
+        products = "avx512_bf16" in flags
+        assert (evidence["attention"] == "bfloat16 products") is products
+        assert set(evidence["attention_processors"]) == {"ProductAttention" if products else "FusedAttention"}
     if evidence["attention"] == "fused":  # no padded frames on a CPU: every mask added nothing
         assert set(evidence["attention_processors"]) == {"FusedAttention"}
         assert evidence["attention_masks"]["dropped"] > 0 == evidence["attention_masks"]["kept"]

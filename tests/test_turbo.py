@@ -168,6 +168,23 @@ def test_cfm_steps_1_is_turbos_trade_off_and_not_the_originals(turbo, tiny_model
     assert "not a trade-off upstream offers" in variants.unavailable("cfm-steps-1", Pipeline(tiny_model))
 
 
+def test_turbos_estimator_stays_bfloat16_where_the_originals_takes_int8(monkeypatch):
+    """On a CPU with avx512_bf16 and no AMX Turbo's two mean-flow steps keep a bfloat16 estimator,
+    its attention as three products; the original's ten guided steps take int8 linears there."""
+    from ttsopt.variants import fast as fast_variants
+    monkeypatch.setattr(fast_variants, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    pipeline = Pipeline(sources.load("tiny", device="cpu", seed=0, model="turbo"))  # its own: the cast stays there
+    applied = variants.apply(pipeline, "fast-s3gen")
+    pipeline.synthesize("Hello world.", seed=0, n_tokens=6)
+    evidence = applied.evidence(pipeline)["fast-s3gen"]
+    assert evidence["precision"] == "bfloat16" and evidence["attention"] == "products"
+    assert set(evidence["estimator_dtypes"]) == {"bfloat16"}
+    assert set(evidence["attention_processors"]) == {"ProductAttention"}
+    assert fast_variants.flow_precision("cpu", {"avx512_bf16"}, "original")[0] == "int8"
+    engaged, why = applied.engaged(applied.evidence(pipeline))
+    assert engaged and "as three products" in why, why
+
+
 def _cli(*argv, timeout=300):
     return subprocess.run([sys.executable, "-m", "ttsopt", *argv], capture_output=True, text=True, timeout=timeout)
 

@@ -28,8 +28,9 @@ def register(sub) -> None:
     p.add_argument("--combo", default=None,
                    help="variant spec (default per device and model, printed with the reason: on a CPU "
                         "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder, whose flow estimator goes "
-                        "bfloat16 with avx512_bf16 or amx_bf16 and int8 linears without, plus bf16-vocoder with "
-                        "either; fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA) and for "
+                        "bfloat16 with amx_bf16 (and for turbo with avx512_bf16), int8 linears otherwise (with "
+                        "avx512_bf16 its attention in bfloat16), plus bf16-vocoder with either unit; "
+                        "fast-t3+fast-s3gen on CUDA; the CPU's for turbo (none yet on CUDA) and for "
                         "multilingual (fast-s3gen alone on CUDA); cpu-int4-t3 in place of cpu-int8-t3 reads half "
                         "the T3 weight bytes, lossier, on ttsopt's int4 kernel where the CPU has avx512_vnni or avx2)")
     p.add_argument("--stream", action="store_true",

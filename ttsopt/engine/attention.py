@@ -1,5 +1,5 @@
 """The flow estimator's attention as three batched products (scores, softmax, values) instead of
-torch's fused CPU attention kernel, for a bfloat16 estimator on a CPU without AMX.
+torch's fused CPU attention kernel, in bfloat16 on a CPU with bfloat16 units but no AMX.
 
 Why: the estimator's transformer blocks attend over every frame of the utterance with the voice's
 prompt in front (a few hundred frames, 8 heads of 64). On a CPU with avx512_bf16 but no AMX tiles,
@@ -7,12 +7,15 @@ torch's fused kernel (`_scaled_dot_product_flash_attention_for_cpu`) steps throu
 and multiplies far below the rate oneDNN's batched products reach on the same operands (the
 README gives the profile and the measurements). The three products hold the scores in memory
 (frames x frames per head, growing with the square of the utterance), which the fused kernel
-avoids, so it keeps the float32 estimator (where the fused kernel is the faster) and CPUs with
-AMX (whose fused kernel multiplies on the tiles; not measured here). `scripts/flow-steps.py`
-measures either choice (`SPEC@fused`). A long utterance's queries go through in blocks, so the
-scores one call holds stay under `SCORES_BYTES` however many frames there are. Where the fused
-kernel stays on a CPU, `FusedAttention` calls it without the estimator's mask when that mask
-adds nothing (an utterance with no padded frames), the same output for one read less a call.
+avoids, so it keeps CPUs without bfloat16 units (in float32 the fused kernel is the faster) and
+CPUs with AMX (whose fused kernel multiplies on the tiles; not measured here). An estimator that
+holds float32 (int8 linear layers return float32) still attends in bfloat16 on such a CPU: the
+products cast its queries, keys and values and cast the result back (`ProductAttention(dtype=)`),
+so the rest of the estimator keeps its float32 stream. `scripts/flow-steps.py` measures either
+choice (`SPEC@fused`). A long utterance's queries go through in blocks, so the scores one call
+holds stay under `SCORES_BYTES` however many frames there are. Where the fused kernel stays on a
+CPU, `FusedAttention` calls it without the estimator's mask when that mask adds nothing (an
+utterance with no padded frames), the same output for one read less a call.
 
 Numerically: the scores are rounded to bfloat16 before the softmax, where the fused kernel keeps
 them in float32; the mel's error against the float32 flow is what the bench's fidelity rows show.
@@ -22,7 +25,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PRODUCTS = "products"   # scores, softmax and values as three batched products
+from ..measure.env import BF16_UNITS
+
+PRODUCTS = "products"   # scores, softmax and values as three batched products, in the estimator's dtype
+BF16_PRODUCTS = "bfloat16 products"  # the same in bfloat16 within a float32 estimator
 FUSED = "fused"         # torch's scaled_dot_product_attention, as upstream calls it
 SCORES_BYTES = 64 * 2**20  # the most one block of queries' scores holds (its probabilities as much again)
 
@@ -32,12 +38,15 @@ def flow_attention(device_type: str, flags: set[str], precision: str) -> tuple[s
     device with CPU FLAGS, and why."""
     if device_type != "cpu":
         return FUSED, f"{device_type}: torch's fused attention kernels"
-    if precision != "bfloat16":  # an int8 estimator's attention runs in float32
-        return FUSED, "attention in float32: torch's fused CPU attention is the faster there"
     if "amx_bf16" in flags:
         return FUSED, "this CPU has AMX tiles, which torch's fused CPU attention multiplies on"
-    return PRODUCTS, ("a bfloat16 estimator on a CPU without AMX: torch's fused CPU attention multiplies far "
-                      "below the rate of three batched products")
+    if not flags & set(BF16_UNITS):
+        return FUSED, "attention in float32: torch's fused CPU attention is the faster there"
+    why = ("this CPU has bfloat16 units without AMX: torch's fused CPU attention multiplies far below the rate of "
+           "three batched products")
+    if precision == "bfloat16":
+        return PRODUCTS, f"a bfloat16 estimator; {why}"
+    return BF16_PRODUCTS, f"a float32 estimator's attention in bfloat16 (its queries, keys and values cast); {why}"
 
 
 class ProductAttention:
@@ -45,10 +54,12 @@ class ProductAttention:
     (B, S, D') as softmax(Q K^T * scale + bias) V in three batched products over B x heads.
     `use_products` installs it only on modules it computes as upstream's processor does (no group
     or spatial norm, no residual, no output rescale), which the estimator's all are. Queries go in
-    blocks whose scores hold at most SCORES_BYTES (each query's row is computed alone either way)."""
+    blocks whose scores hold at most SCORES_BYTES (each query's row is computed alone either way).
+    DTYPE: the products' dtype where it is not the projections' (Q, K and V cast to it, the result
+    cast back before the output projection); None: theirs."""
 
-    def __init__(self, scores_bytes: int = SCORES_BYTES):
-        self.scores_bytes = scores_bytes
+    def __init__(self, scores_bytes: int = SCORES_BYTES, dtype: torch.dtype | None = None):
+        self.scores_bytes, self.dtype = scores_bytes, dtype
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs) -> torch.Tensor:
@@ -57,14 +68,14 @@ class ProductAttention:
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
         q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
-        d = q.size(-1) // attn.heads
-        q, k, v = (_heads(x, attn.heads, d) for x in (q, k, v))
+        d, held = q.size(-1) // attn.heads, q.dtype
+        q, k, v = (_heads(x, attn.heads, d).to(self.dtype or held) for x in (q, k, v))
         bias = _bias(attn, attention_mask, context.size(1), B, q.dtype)
         rows = max(1, self.scores_bytes // (q.size(0) * k.size(1) * q.element_size()))
         kt = k.transpose(1, 2)
         blocks = [_attend(q[:, i:i + rows], kt, v, _rows(bias, i, rows), d ** -0.5) for i in range(0, L, rows)]
         out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
-        out = out.view(B, attn.heads, L, d).transpose(1, 2).reshape(B, L, attn.heads * d)
+        out = out.view(B, attn.heads, L, d).transpose(1, 2).reshape(B, L, attn.heads * d).to(held)
         return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -136,16 +147,17 @@ def _plain(attn) -> bool:
             and getattr(attn, "norm_k", None) is None)
 
 
-def use_products(module: nn.Module, scores_bytes: int = SCORES_BYTES) -> tuple[int, int]:
+def use_products(module: nn.Module, scores_bytes: int = SCORES_BYTES,
+                 dtype: torch.dtype | None = None) -> tuple[int, int]:
     """Give every plain diffusers attention in MODULE the product processor, its blocks of queries
-    holding at most SCORES_BYTES of scores; (given, left as they were): a module of another form
-    keeps its processor, and the count says so."""
+    holding at most SCORES_BYTES of scores, its products in DTYPE (None: the module's); (given, left
+    as they were): a module of another form keeps its processor, and the count says so."""
     from diffusers.models.attention_processor import Attention
     given = left = 0
     for m in module.modules():
         if isinstance(m, Attention):
             if _plain(m):
-                m.set_processor(ProductAttention(scores_bytes))
+                m.set_processor(ProductAttention(scores_bytes, dtype))
                 given += 1
             else:
                 left += 1

@@ -22,7 +22,7 @@ from ..core import stats
 from ..core.errors import UserError
 from ..core.records import load
 from ..core.vocab import Design, Phase, Side, Stage, Verdict
-from ..engine.attention import PRODUCTS, flow_attention
+from ..engine.attention import BF16_PRODUCTS, PRODUCTS, flow_attention
 from ..engine.batch import synthesize_batch
 from ..engine.pipeline import Sampling
 from ..engine.stream import FIRST_PARTS
@@ -30,6 +30,7 @@ from ..engine.t3.fast import FastT3
 from ..engine.t3.turbo import UpstreamTurboT3
 from ..measure import env as env_mod
 from ..measure import fidelity, profiler, roofline
+from ..measure.env import BF16_UNITS
 from ..variants import BASELINE
 from ..variants.fast import flow_precision
 from . import bench_memory, bench_quality, profiles
@@ -39,28 +40,28 @@ CPU_COMBO = "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen"  # and the vocoder's 
 VOCODER = "the vocoder's convolutions as channels-last 2-D ones"
 
 
-def cpu_vocoder(precision: str) -> tuple[str, str]:
+def cpu_vocoder(flags: set[str]) -> tuple[str, str]:
     """What a CPU's combination adds for the vocoder, and why: its convolutions as channels-last
     rows (`fast-vocoder`, lossless), and in bfloat16 (`bf16-vocoder`, a fidelity trade-off) where
-    the flow estimator's PRECISION (`variants.fast.flow_precision`) is bfloat16, that is where the
-    CPU has bfloat16 units: there the rows were measured faster (the README gives the figures);
-    without them bfloat16 would be emulated, so the rows stay float32."""
-    if precision == "bfloat16":
-        return "fast-vocoder+bf16-vocoder", f"{VOCODER}, in bfloat16 as the flow estimator"
+    the CPU's FLAGS hold bfloat16 units (BF16_UNITS): there the rows were measured faster (the
+    README gives the figures); without them bfloat16 would be emulated, so the rows stay float32."""
+    units = [f for f in BF16_UNITS if f in flags]
+    if units:
+        return "fast-vocoder+bf16-vocoder", f"{VOCODER}, in bfloat16 (this CPU has {', '.join(units)})"
     return "fast-vocoder", VOCODER
 
 
 def best_combo(device_type: str, flags: set[str], model: str = "original") -> tuple[str, str]:
     """The fast combination for a device, CPU FLAGS and model, and why. `fast-s3gen` picks the flow
-    estimator's precision from the same flags (`variants.fast.flow_precision`): bfloat16 where it is
-    native, int8 linear layers where bfloat16 would be emulated; and its attention kernel
-    (`engine.attention.flow_attention`). A CPU's combination adds the vocoder's (`cpu_vocoder`),
-    measured on CPUs only. On CUDA nothing is built for Turbo yet."""
-    precision, why = flow_precision(device_type, flags)
+    estimator's precision from the same flags and the model (`variants.fast.flow_precision`):
+    bfloat16 where it is native and the fastest, int8 linear layers elsewhere; and its attention
+    kernel (`engine.attention.flow_attention`). A CPU's combination adds the vocoder's
+    (`cpu_vocoder`), measured on CPUs only. On CUDA nothing is built for Turbo yet."""
+    precision, why = flow_precision(device_type, flags, model)
     kind, reason = flow_attention(device_type, flags, precision)
     flow = (f"the flow estimator in {precision}; {why}"
-            + (f"; its attention as three batched products ({reason})" if kind == PRODUCTS else ""))
-    vocoder, vocoder_why = cpu_vocoder(precision)
+            + (f"; its attention as three {kind} ({reason})" if kind in (PRODUCTS, BF16_PRODUCTS) else ""))
+    vocoder, vocoder_why = cpu_vocoder(flags)
     cpu_combo = f"{CPU_COMBO}+{vocoder}"
     if model == "turbo":
         if device_type == "cuda":

@@ -89,18 +89,51 @@ class CompiledT3Variant(Variant):
                     f"(compiled in {compile_.get('compile_s')} s)")
 
 
-def flow_precision(device_type: str, flags: set[str]) -> tuple[str, str]:
-    """The estimator's precision for fast-s3gen on a device with CPU FLAGS, and why. bfloat16 where
-    it is native (CUDA, or a CPU with BF16_UNITS); elsewhere bfloat16 is emulated, slower than
-    float32, so the estimator keeps float32 convolutions and gets dynamic int8 linear layers instead.
-    On a CPU the encoder (a conformer, mostly linear layers) gets int8 linears either way."""
+def flow_precision(device_type: str, flags: set[str], model: str = "original") -> tuple[str, str]:
+    """The estimator's precision for fast-s3gen on a device with CPU FLAGS for MODEL, and why.
+    bfloat16 where it is native and multiplies fastest (CUDA, a CPU with AMX tiles) and for Turbo's
+    two mean-flow steps on any CPU with BF16_UNITS. On a CPU with bfloat16 units but no AMX, the
+    original's and multilingual's ten guided steps go further from float32's mel in bfloat16 than
+    with int8 linear layers in a float32 estimator, which take the same time there (README), so
+    they take int8, their attention still in bfloat16 (`engine.attention.flow_attention`). Without
+    bfloat16 units it would be emulated, slower than float32: int8 linear layers, convolutions in
+    float32. On a CPU the encoder (a conformer, mostly linear layers) gets int8 linears either way."""
     if device_type == "cuda":
         return "bfloat16", "CUDA: bfloat16 is native"
     units = [f for f in BF16_UNITS if f in flags]
-    if units:
+    if units and ("amx_bf16" in units or model == "turbo"):
         return "bfloat16", f"this CPU has {', '.join(units)}: bfloat16 is native"
+    if units:
+        return "int8", (f"this CPU has {', '.join(units)} without AMX: int8 linear layers in a float32 estimator take "
+                        "a bfloat16 one's time there and keep its ten guided steps nearer float32's mel; the "
+                        "encoder's linear layers int8 too, convolutions in float32")
     return "int8", (f"this CPU has none of {', '.join(BF16_UNITS)}, so bfloat16 would be emulated, slower than "
                     "float32: int8 linear layers in the estimator and the encoder instead, convolutions in float32")
+
+
+def use_flow(pipeline, precision: str, kind: str) -> None:
+    """PIPELINE's flow as fast-s3gen makes it: the estimator wrapped (`BucketedEstimator`) in
+    PRECISION ("bfloat16", or "int8": dynamic int8 linear layers), on a CPU the encoder's linear
+    layers in int8, and the attention KIND (`engine.attention`). `fast-s3gen` picks PRECISION and
+    KIND for the device; `scripts/flow-steps.py` names them, to time one choice beside another."""
+    # bfloat16 for the estimator only: an encoder in bfloat16 would make `mu` bfloat16 and change the
+    # CFM noise (randn_like(mu)) upstream draws for the same seed. Int8 linears return float32, so on
+    # a CPU the encoder's linears go int8 whatever the estimator's precision, and the noise stays the
+    # same; dynamic int8 has no CUDA kernels, so there the encoder stays as it is.
+    flow = pipeline.model.s3gen.flow
+    decoder = flow.decoder
+    if not isinstance(decoder.estimator, BucketedEstimator):
+        decoder.estimator = BucketedEstimator(decoder.estimator, graphs=pipeline.device.type == "cuda")
+    if precision == "bfloat16":
+        decoder.estimator.to(torch.bfloat16)
+    else:
+        quant.quantize_linears(decoder.estimator.estimator)
+    if pipeline.device.type == "cpu":
+        quant.quantize_linears(flow.encoder)
+    if kind in (attention.PRODUCTS, attention.BF16_PRODUCTS):
+        attention.use_products(decoder.estimator, dtype=torch.bfloat16 if kind == attention.BF16_PRODUCTS else None)
+    elif pipeline.device.type == "cpu":
+        attention.use_fused(decoder.estimator, unmasked=True)
 
 
 class FastS3GenVariant(Variant):
@@ -116,30 +149,15 @@ class FastS3GenVariant(Variant):
     lossless = False
 
     def apply(self, pipeline):
-        # bfloat16 for the estimator only: an encoder in bfloat16 would make `mu` bfloat16 and change the
-        # CFM noise (randn_like(mu)) upstream draws for the same seed. Int8 linears return float32, so on
-        # a CPU the encoder's linears go int8 whatever the estimator's precision, and the noise stays the
-        # same; dynamic int8 has no CUDA kernels, so there the encoder stays as it is.
         flags = cpu_flags()
-        precision, why = flow_precision(pipeline.device.type, flags)
-        flow = pipeline.model.s3gen.flow
-        decoder = flow.decoder
-        if not isinstance(decoder.estimator, BucketedEstimator):
-            decoder.estimator = BucketedEstimator(decoder.estimator, graphs=pipeline.device.type == "cuda")
-        if precision == "bfloat16":
-            decoder.estimator.to(torch.bfloat16)
-        elif isinstance(decoder.estimator.estimator, CompiledEstimator):
+        precision, why = flow_precision(pipeline.device.type, flags, pipeline.model.name)
+        kind, attention_why = attention.flow_attention(pipeline.device.type, flags, precision)
+        estimator = pipeline.model.s3gen.flow.decoder.estimator
+        inner = estimator.estimator if isinstance(estimator, BucketedEstimator) else estimator
+        if precision == "int8" and isinstance(inner, CompiledEstimator):
             raise NotApplicable(self.name, f"{why}, and compiled-s3gen's estimator cannot take them (dynamo does "
                                            "not trace dynamic int8 linears); run one of the two")
-        else:
-            quant.quantize_linears(decoder.estimator.estimator)
-        if pipeline.device.type == "cpu":
-            quant.quantize_linears(flow.encoder)
-        kind, attention_why = attention.flow_attention(pipeline.device.type, flags, precision)
-        if kind == attention.PRODUCTS:
-            attention.use_products(decoder.estimator)
-        elif pipeline.device.type == "cpu":
-            attention.use_fused(decoder.estimator, unmasked=True)
+        use_flow(pipeline, precision, kind)
         return {"precision": precision, "why": why, "attention": kind, "attention_why": attention_why}
 
     def evidence(self, pipeline, state) -> dict:
@@ -155,18 +173,20 @@ class FastS3GenVariant(Variant):
 
     def engaged(self, evidence):
         calls = evidence.get("flow_calls") or 0
+        enc = sum(c for kind, c in evidence.get("encoder_linears", {}).items() if "dynamic" in kind)
         if evidence.get("precision") == "int8":
             n = sum(c for kind, c in evidence.get("estimator_linears", {}).items() if "dynamic" in kind)
-            enc = sum(c for kind, c in evidence.get("encoder_linears", {}).items() if "dynamic" in kind)
-            return n > 0 and calls > 0, (f"{n} int8 linear layers in the estimator and {enc} in the encoder, "
-                                         f"{calls} flow call(s)")
-        cast = evidence.get("estimator_dtypes", {}).get("bfloat16", 0)
-        enc = sum(c for kind, c in evidence.get("encoder_linears", {}).items() if "dynamic" in kind)
-        why = f"{cast} estimator parameters in bfloat16, {enc} int8 linear layers in the encoder, {calls} flow call(s)"
-        if evidence.get("attention") != attention.PRODUCTS:
-            return cast > 0 and calls > 0, why
+            engaged, why = n > 0 and calls > 0, (f"{n} int8 linear layers in the estimator and {enc} in the encoder, "
+                                                 f"{calls} flow call(s)")
+        else:
+            cast = evidence.get("estimator_dtypes", {}).get("bfloat16", 0)
+            engaged, why = cast > 0 and calls > 0, (f"{cast} estimator parameters in bfloat16, {enc} int8 linear "
+                                                    f"layers in the encoder, {calls} flow call(s)")
+        kind = evidence.get("attention")
+        if kind not in (attention.PRODUCTS, attention.BF16_PRODUCTS):
+            return engaged, why
         products = evidence.get("attention_processors", {}).get(attention.ProductAttention.__name__, 0)
-        return cast > 0 and calls > 0 and products > 0, f"{why}, {products} attention modules as three products"
+        return engaged and products > 0, f"{why}, {products} attention modules as three {kind}"
 
 
 class FastVocoderVariant(Variant):
