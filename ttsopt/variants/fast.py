@@ -142,8 +142,9 @@ class FastS3GenVariant(Variant):
     # with the step end `r` (on CUDA BucketedEstimator pads those calls but captures no graph for them).
     models = ("original", "turbo", "multilingual")
     claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in a cheaper precision for the "
-                                  "device (bfloat16 where native, else int8 linear layers; a bfloat16 estimator's "
-                                  "attention as three batched products on a CPU without AMX), the encoder's linear "
+                                  "device and model (bfloat16 where native and the fastest, else int8 linear layers; "
+                                  "on a CPU with bfloat16 units but no AMX the attention as three batched "
+                                  "products in bfloat16), the encoder's linear "
                                   "layers in int8 on a CPU, padded to length buckets and replayed from CUDA graphs "
                                   "on CUDA: less flow time, a fidelity trade-off"),)
     lossless = False
