@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..measure.env import BF16_UNITS
+from ..measure.env import bf16_units
 
 PRODUCTS = "products"   # scores, softmax and values as three batched products, in the estimator's dtype
 BF16_PRODUCTS = "bfloat16 products"  # the same in bfloat16 within a float32 estimator
@@ -40,7 +40,7 @@ def flow_attention(device_type: str, flags: set[str], precision: str) -> tuple[s
         return FUSED, f"{device_type}: torch's fused attention kernels"
     if "amx_bf16" in flags:
         return FUSED, "this CPU has AMX tiles, which torch's fused CPU attention multiplies on"
-    if not flags & set(BF16_UNITS):
+    if not bf16_units(flags):
         return FUSED, "attention in float32: torch's fused CPU attention is the faster there"
     why = ("this CPU has bfloat16 units without AMX: torch's fused CPU attention multiplies far below the rate of "
            "three batched products")

@@ -30,7 +30,7 @@ from ..engine.t3.fast import FastT3
 from ..engine.t3.turbo import UpstreamTurboT3
 from ..measure import env as env_mod
 from ..measure import fidelity, profiler, roofline
-from ..measure.env import BF16_UNITS
+from ..measure.env import bf16_units
 from ..variants import BASELINE
 from ..variants.fast import flow_precision
 from . import bench_memory, bench_quality, profiles
@@ -45,7 +45,7 @@ def cpu_vocoder(flags: set[str]) -> tuple[str, str]:
     rows (`fast-vocoder`, lossless), and in bfloat16 (`bf16-vocoder`, a fidelity trade-off) where
     the CPU's FLAGS hold bfloat16 units (BF16_UNITS): there the rows were measured faster (the
     README gives the figures); without them bfloat16 would be emulated, so the rows stay float32."""
-    units = [f for f in BF16_UNITS if f in flags]
+    units = bf16_units(flags)
     if units:
         return "fast-vocoder+bf16-vocoder", f"{VOCODER}, in bfloat16 (this CPU has {', '.join(units)})"
     return "fast-vocoder", VOCODER

@@ -38,6 +38,12 @@ BF16_UNITS = ("avx512_bf16", "amx_bf16")  # CPU flags of native bfloat16 arithme
 FP16_UNITS = ("avx512_fp16", "amx_fp16")  # and of native float16
 
 
+def bf16_units(flags: set[str]) -> list[str]:
+    """The BF16_UNITS among CPU FLAGS, in BF16_UNITS' order: the one question the flow's, the
+    attention's and the vocoder's precision choices ask of a CPU's flags."""
+    return [f for f in BF16_UNITS if f in flags]
+
+
 def _proc_flags() -> set[str]:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -18,7 +18,7 @@ from ..engine.t3 import llama_step, native
 from ..engine.t3.fast import FastT3
 from ..engine.t3.fast_turbo import FastTurboT3
 from ..measure import weights
-from ..measure.env import BF16_UNITS, cpu_flags
+from ..measure.env import BF16_UNITS, bf16_units, cpu_flags
 from .base import NotApplicable, Variant, dtypes_of, native_units
 from .quantize import BNB_CLAIM
 
@@ -100,7 +100,7 @@ def flow_precision(device_type: str, flags: set[str], model: str = "original") -
     float32. On a CPU the encoder (a conformer, mostly linear layers) gets int8 linears either way."""
     if device_type == "cuda":
         return "bfloat16", "CUDA: bfloat16 is native"
-    units = [f for f in BF16_UNITS if f in flags]
+    units = bf16_units(flags)
     if units and ("amx_bf16" in units or model == "turbo"):
         return "bfloat16", f"this CPU has {', '.join(units)}: bfloat16 is native"
     if units:
