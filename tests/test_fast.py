@@ -95,6 +95,26 @@ def test_score_matches_stepwise_upstream_logits(tiny_pipeline):
     assert torch.allclose(scored, torch.cat(rows), atol=1e-4, rtol=1e-4)
 
 
+def test_teacher_forced_scores_are_the_logits_an_int8_decode_samples_from(tiny_model, monkeypatch):
+    """Dynamic int8 linears quantize a call's input with one scale over its rows, so scoring in one
+    forward over all the tokens would give other logits than decoding them one step at a time."""
+    pipeline = Pipeline(copy.deepcopy(tiny_model))  # int8 replaces the transformer's linears in place
+    variants.apply(pipeline, "fast-t3+cpu-int8-t3")
+    combine, sampled = sampling.cfg_combine, []
+    monkeypatch.setattr(sampling, "cfg_combine", lambda logits, w: sampled.append(combine(logits, w)) or sampled[-1])
+    t3, s = pipeline.t3, pipeline.sampling
+    with torch.inference_mode():
+        conds, text = pipeline.conditioning(), pipeline.text_to_tokens(TEXT)
+        torch.manual_seed(1)
+        tokens = t3.decode(t3.prefill(conds.t3, text, s), s, n_tokens=8)[:, :-1]
+        decoded = torch.cat(sampled)
+        scored = t3.score(t3.prefill(conds.t3, text, s), tokens)
+        one_forward = t3.score_one_forward(t3.prefill(conds.t3, text, s), tokens)
+    assert decoded.shape == scored.shape == (8, 8194)
+    assert torch.equal(scored, decoded)
+    assert not torch.equal(one_forward, decoded)  # why `score` steps: the other path's int8 logits differ
+
+
 @pytest.mark.parametrize("texts, ns", [
     (["Hello world.", "Thanks for calling, see you soon.", "Hi."], [12, None, 9]),  # lengths differ: masked
     (["Hello world."] * 3, [12, 12, 12]),  # equal lengths: no mask at all on CPU

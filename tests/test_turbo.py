@@ -352,6 +352,25 @@ def test_fast_t3_scores_turbos_teacher_forced_logits_as_upstream():
     assert torch.allclose(got, expected, atol=1e-4)
 
 
+def test_fast_turbo_scores_are_the_logits_its_int8_decode_samples_from(monkeypatch):
+    from ttsopt.engine.t3 import sampling
+    pipeline = Pipeline(sources.load("tiny", device="cpu", seed=0, model="turbo"))  # int8 changes it in place
+    variants.apply(pipeline, "fast-t3+cpu-int8-t3")
+    warp, sampled = sampling.warp_turbo, []
+    monkeypatch.setattr(sampling, "warp_turbo", lambda logits, *a: sampled.append(logits.clone()) or warp(logits, *a))
+    t3, s = pipeline.t3, pipeline.sampling
+    with torch.inference_mode():
+        conds, text = pipeline.conditioning(), pipeline.text_to_tokens("Hello world.")
+        torch.manual_seed(1)
+        tokens = t3.decode(t3.prefill(conds.t3, text, s), s, n_tokens=8)[:, :-1]
+        decoded = torch.cat(sampled).float()
+        scored = t3.score(t3.prefill(conds.t3, text, s), tokens)
+        one_forward = t3.score_one_forward(t3.prefill(conds.t3, text, s), tokens)
+    assert decoded.shape == scored.shape == (8, decoded.size(1))
+    assert torch.equal(scored, decoded)
+    assert not torch.equal(one_forward, decoded)  # one scale over all the rows: other int8 logits
+
+
 def test_turbo_streams_from_fast_t3s_tokens_and_its_chunks_make_the_whole(turbo_model):
     from chatterbox.models.s3gen.const import S3GEN_SIL
 

@@ -189,9 +189,27 @@ class FastT3:
     # --- teacher-forced scoring ------------------------------------------------------------
     def score(self, state: FastState, tokens: torch.Tensor) -> torch.Tensor:
         """CFG-combined logits (n, V) for each step of a given token sequence: row j is what
-        step j samples from (before the processors). One forward over all n - 1 inputs."""
+        step j samples from (before the processors), computed as decode computes it, one token
+        at a time through the decode step's plan. Dynamic int8 linear layers quantize a call's
+        input with one scale over all its rows, so one forward over all the tokens
+        (`score_one_forward`) gives int8 logits another error than decoding makes."""
         t3 = self.t3
         self._close_analyzer()  # opened by the prefill; scoring hands it nothing
+        tokens = torch.atleast_2d(tokens).to(device=state.logits.device, dtype=torch.long)
+        plan = self.compiled or llama_step.plan_for(t3.tfmr)
+        rows = [state.logits]
+        for i in range(tokens.size(1) - 1):
+            embed = t3.speech_emb(tokens[:, i:i + 1]) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
+            rows.append(self._step(embed.expand(2, -1, -1), state.cache, state.length + i, plan))
+        # interleaved (cond, uncond) pairs per step, as cfg_combine expects
+        return sampling.cfg_combine(torch.cat(rows), state.cfg_weight)
+
+    def score_one_forward(self, state: FastState, tokens: torch.Tensor) -> torch.Tensor:
+        """`score`'s rows from one forward over all n - 1 inputs (the layers' own forward, not the
+        decode step's plan): the same logits in float, others with dynamic int8 linear layers
+        (`scripts/score-paths.py` measures how far apart)."""
+        t3 = self.t3
+        self._close_analyzer()
         tokens = torch.atleast_2d(tokens).to(device=state.logits.device, dtype=torch.long)
         n = tokens.size(1)
         rows = [state.logits]
@@ -201,7 +219,6 @@ class FastT3:
             embed = t3.speech_emb(prev) + t3.speech_pos_emb.emb(pos)[None]
             h = llama_step.forward(t3.tfmr, embed.expand(2, -1, -1), state.cache, state.length)
             rows.append(t3.speech_head(h).transpose(0, 1).reshape(-1, state.logits.size(-1)))
-        # interleaved (cond, uncond) pairs per step, as cfg_combine expects
         return sampling.cfg_combine(torch.cat(rows), state.cfg_weight)
 
     # --- CUDA ----------------------------------------------------------------------------------

@@ -121,7 +121,19 @@ class FastTurboT3:
             logits = self._step(token, state, i, plan)
 
     def score(self, state: FastTurboState, tokens: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: the logits (n, V) at each step when fed TOKENS, in one forward."""
+        """Teacher forcing: the logits (n, V) at each step when fed TOKENS, computed as decode
+        computes them, one token at a time through the step's plan (`FastT3.score` says why)."""
+        tokens = torch.atleast_2d(tokens).to(device=state.logits.device, dtype=torch.long)
+        plan, rows = self._plan(), [state.logits]
+        for i in range(tokens.size(1) - 1):
+            h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(tokens[:, i:i + 1]), state.cache,
+                                  state.length + i, plan)
+            rows.append(self.t3.speech_head(h)[:, -1, :])
+        return torch.cat(rows).float()
+
+    def score_one_forward(self, state: FastTurboState, tokens: torch.Tensor) -> torch.Tensor:
+        """`score`'s rows from one forward over all n - 1 inputs: the same logits in float, others
+        with dynamic int8 linear layers (`scripts/score-paths.py`)."""
         tokens = torch.atleast_2d(tokens).to(device=state.logits.device, dtype=torch.long)
         rows = [state.logits]
         if tokens.size(1) > 1:
