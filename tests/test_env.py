@@ -99,7 +99,7 @@ AVX512_BOX = {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}
 
 
 def test_an_avx2_cap_takes_the_wider_flags_away_and_says_so(monkeypatch):
-    monkeypatch.setattr(env, "_proc_flags", lambda: set(AVX512_BOX))
+    monkeypatch.setattr(env, "proc_flags", lambda: set(AVX512_BOX))
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     assert env.cpu_flags() == {"avx2", "fma"}
     assert env.cpu_units() == ("AVX2; capped: ATEN_CPU_CAPABILITY=avx2, not using AVX512-BF16, AVX512-VNNI, "
@@ -109,7 +109,7 @@ def test_an_avx2_cap_takes_the_wider_flags_away_and_says_so(monkeypatch):
 
 @pytest.mark.parametrize("value", [None, "avx512", "AVX512"])
 def test_no_cap_or_an_avx512_one_leaves_every_flag(monkeypatch, value):
-    monkeypatch.setattr(env, "_proc_flags", lambda: set(AVX512_BOX))
+    monkeypatch.setattr(env, "proc_flags", lambda: set(AVX512_BOX))
     if value is None:
         monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     else:

@@ -44,7 +44,9 @@ def bf16_units(flags: set[str]) -> list[str]:
     return [f for f in BF16_UNITS if f in flags]
 
 
-def _proc_flags() -> set[str]:
+def proc_flags() -> set[str]:
+    """Every feature flag /proc/cpuinfo lists for this CPU, whatever a cap holds torch to
+    (`cpu_flags` for what torch may use); empty where there is no /proc."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -74,7 +76,7 @@ def cpu_flags() -> set[str]:
     """The CPU's feature flags as torch may use them (avx2, avx512_bf16, amx_bf16, ...): the ones
     /proc lists, less the AVX-512 and AMX ones where ATEN_CPU_CAPABILITY caps torch below them
     (`isa_cap`); empty where /proc is absent."""
-    flags = _proc_flags()
+    flags = proc_flags()
     if isa_cap():
         flags = {f for f in flags if not f.startswith(_WIDE_FLAGS)}
     return flags
@@ -95,7 +97,7 @@ def cpu_units(flags: set[str] | None = None) -> str | None:
     cap = isa_cap()
     if cap is None:
         return units
-    held = ", ".join(label for flag, label in CPU_UNITS if flag in _proc_flags() - cpu_flags())
+    held = ", ".join(label for flag, label in CPU_UNITS if flag in proc_flags() - cpu_flags())
     return f"{units or 'no vector units known'}; capped: ATEN_CPU_CAPABILITY={cap}" + (f", not using {held}"
                                                                                       if held else "")
 

@@ -45,17 +45,13 @@ def cflags() -> list[str]:
 
 
 def _name() -> str:
-    """The extension's name, after this CPU's instruction set extensions and the build's flags
-    (torch's builder itself rebuilds an extension whose source or flags changed)."""
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
-    except OSError:
-        pass
-    digest = hashlib.sha1(((flags or platform.processor()) + " ".join(cflags())).encode()).hexdigest()[:10]
+    """The extension's name, after this CPU's instruction set extensions (all /proc lists, whatever
+    a cap holds torch to) and the build's flags (torch's builder itself rebuilds an extension whose
+    source or flags changed)."""
+    from ...measure.env import proc_flags
+
+    flags = " ".join(sorted(proc_flags())) or platform.processor()
+    digest = hashlib.sha1((flags + " ".join(cflags())).encode()).hexdigest()[:10]
     return f"ttsopt_t3_native_{digest}"
 
 
