@@ -171,11 +171,16 @@ class FastT3:
                 yield block
             # After the last forced token too: upstream runs this forward, whose logits a natural
             # run reads its stop token from, so both do the same work for the same length.
-            embed = t3.speech_emb(token) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
-            logits = self._step(embed.expand(2, -1, -1), state.cache, state.length + i, plan)
+            logits = self._step(self._embed(token, i), state.cache, state.length + i, plan)
             self.forwards += 1
         if forced:
             yield torch.full_like(state.logits[:1, :1], stop, dtype=torch.long)
+
+    def _embed(self, token: torch.Tensor, i: int) -> torch.Tensor:
+        """The input of the step after the I-th speech token TOKEN (1, 1): its embedding at position
+        i + 1, for the conditional and unconditional rows alike."""
+        t3 = self.t3
+        return (t3.speech_emb(token) + t3.speech_pos_emb.get_fixed_embedding(i + 1)).expand(2, -1, -1)
 
     def _step(self, embed: torch.Tensor, cache: llama_step.StaticKV, start: int, plan: llama_step.Plan) -> torch.Tensor:
         tfmr, analyzer = self.t3.tfmr, self.analyzer
@@ -199,8 +204,7 @@ class FastT3:
         plan = self.compiled or llama_step.plan_for(t3.tfmr)
         rows = [state.logits]
         for i in range(tokens.size(1) - 1):
-            embed = t3.speech_emb(tokens[:, i:i + 1]) + t3.speech_pos_emb.get_fixed_embedding(i + 1)
-            rows.append(self._step(embed.expand(2, -1, -1), state.cache, state.length + i, plan))
+            rows.append(self._step(self._embed(tokens[:, i:i + 1], i), state.cache, state.length + i, plan))
         # interleaved (cond, uncond) pairs per step, as cfg_combine expects
         return sampling.cfg_combine(torch.cat(rows), state.cfg_weight)
 

@@ -87,8 +87,12 @@ class FastTurboT3:
         return self.voice
 
     def _step(self, token: torch.Tensor, state: FastTurboState, i: int, plan: gpt2_step.Plan) -> torch.Tensor:
-        h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(token), state.cache, state.length + i, plan)
         self.forwards += 1
+        return self._logits(token, state, i, plan)
+
+    def _logits(self, token: torch.Tensor, state: FastTurboState, i: int, plan: gpt2_step.Plan) -> torch.Tensor:
+        """The logits after the I-th token TOKEN (1, 1), its keys and values written at its place."""
+        h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(token), state.cache, state.length + i, plan)
         return self.t3.speech_head(h)[:, -1, :]
 
     def decode(self, state: FastTurboState, s, n_tokens: int | None = None) -> torch.Tensor:
@@ -125,10 +129,8 @@ class FastTurboT3:
         computes them, one token at a time through the step's plan (`FastT3.score` says why)."""
         tokens = torch.atleast_2d(tokens).to(device=state.logits.device, dtype=torch.long)
         plan, rows = self._plan(), [state.logits]
-        for i in range(tokens.size(1) - 1):
-            h = gpt2_step.forward(self.t3.tfmr, self.t3.speech_emb(tokens[:, i:i + 1]), state.cache,
-                                  state.length + i, plan)
-            rows.append(self.t3.speech_head(h)[:, -1, :])
+        for i in range(tokens.size(1) - 1):  # `_logits`, not `_step`: scoring is no decode forward
+            rows.append(self._logits(tokens[:, i:i + 1], state, i, plan))
         return torch.cat(rows).float()
 
     def score_one_forward(self, state: FastTurboState, tokens: torch.Tensor) -> torch.Tensor:
