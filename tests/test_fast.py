@@ -648,6 +648,21 @@ def test_an_int4_layer_computes_its_linear_to_within_int4_rounding():
         quant.Int4Linear(torch.nn.Linear(100, 8), group=64)
 
 
+def test_cpu_int4_t3_runs_on_the_native_kernel_alone_where_torch_has_no_int4_kernel(monkeypatch):
+    monkeypatch.setattr(quant, "int4_available", lambda: False)
+    monkeypatch.setattr(quant, "int4_here", lambda: None)
+    assert variants.registry()["cpu-int4-t3"].check() is None
+    monkeypatch.setattr(quant, "int4_here", lambda: "the native ops did not build")
+    refusal = variants.registry()["cpu-int4-t3"].check()
+    assert "neither int4 kernel" in refusal and "the native ops did not build" in refusal
+
+
+def test_an_int4_layer_only_the_missing_torch_kernel_could_take_fails_with_its_shape(monkeypatch):
+    monkeypatch.setattr(quant, "int4_available", lambda: False)
+    with pytest.raises(RuntimeError, match="int4 layer 8 x 64: .*no CPU int4 weight kernel"):
+        quant.Int4Linear(torch.nn.Linear(64, 8), group=64, here=None)  # 8 outputs: not in blocks of 16
+
+
 def _int4_reference(x: torch.Tensor, linear: torch.nn.Linear, group: int) -> torch.Tensor:
     """What the native int4 kernel computes, in float64 from its parts: each input row rounded to u8
     over its range (zero inside it), times the int4 weights dequantized, plus the bias."""

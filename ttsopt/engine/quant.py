@@ -372,6 +372,9 @@ class Int4Linear(nn.Module):
         q, scale, low = int4_levels(linear.weight, group)
         self.why_not_native = int4_native(out_features, in_features, group, here)
         self.kernel = "torch" if self.why_not_native else "native"
+        if self.kernel == "torch" and not int4_available():
+            raise RuntimeError(f"int4 layer {out_features} x {in_features}: ttsopt's native kernel cannot take it "
+                               f"({self.why_not_native}) and this torch has no CPU int4 weight kernel")
         if self.kernel == "native":
             for name, t in pack_int4(q, scale, low, group).items():
                 self.register_buffer(name, t)

@@ -405,7 +405,7 @@ class CpuInt4T3(Variant):
     quantized to u8 per row), else torch's own CPU int4 kernel (inputs in bfloat16); the evidence
     names the kernel. The speech head stays float, as with int8 (cpu-int8-head makes it int8)."""
     name = "cpu-int4-t3"
-    requires = ("CPU (torch's int4 weight kernel here is its CPU one)",)
+    requires = ("CPU, with ttsopt's native int4 kernel (AVX-512 VNNI or AVX2) or torch's CPU int4 kernel",)
     lossless = False
     models = ("original", "turbo", "multilingual")
     claims = (Claim("t3_decode", "int4 weights in groups of 64 in the T3 transformer: an eighth of float32's "
@@ -413,10 +413,11 @@ class CpuInt4T3(Variant):
     conflicts = ("cpu-int8", "cpu-int8-t3", "bf16", "fp16")
 
     def check(self, pipeline=None):
-        if not quant.int4_available():
-            return "this torch has no CPU int4 weight kernel (_weight_int4pack_mm_for_cpu)"
         if pipeline is not None and pipeline.device.type != "cpu":
-            return f"the int4 kernel used here is torch's CPU one; the model is on {pipeline.device}"
+            return f"the int4 kernels used here are CPU ones; the model is on {pipeline.device}"
+        if not quant.int4_available() and (why := quant.int4_here()) is not None:
+            return ("neither int4 kernel can run here: this torch has no CPU int4 weight kernel "
+                    f"(_weight_int4pack_mm_for_cpu), and ttsopt's native one cannot ({why})")
         return None
 
     def apply(self, pipeline):
