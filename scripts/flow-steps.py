@@ -10,7 +10,8 @@ variants applied (fast-s3gen's bfloat16 estimator takes three batched products o
 the fused kernel is the default, on a CPU with AMX). `baseline@bfloat16` makes the flow as
 fast-s3gen does with a bfloat16 estimator attending in three products, `baseline@int8` with int8
 linear layers and torch's fused float32 attention, `baseline@int8-bf16` with int8 linear layers
-attending in bfloat16 products, whatever this CPU's default is. Under `scripts/as-avx2.sh` the same specs take
+attending in bfloat16 products and convolutions in bfloat16, `baseline@int8-bf16-attention` the same
+with float32 convolutions, whatever this CPU's default is. Under `scripts/as-avx2.sh` the same specs take
 the paths an AVX2 CPU would (fast-s3gen's int8 estimator), on this machine's clock and memory.
 `--profile` then runs each spec's flow once more under `torch.profiler` and prints its costliest
 operators (where the time goes: products, attention, convolutions, or the elementwise glue between
@@ -66,7 +67,8 @@ def main() -> None:
         p.error("--profile profiles the flow; it cannot go with --stage vocoder")
     warnings.filterwarnings("ignore")
     paths = {"bfloat16": ("bfloat16", attention.PRODUCTS), "int8": ("int8", attention.FUSED),
-             "int8-bf16": ("int8", attention.BF16_PRODUCTS)}
+             "int8-bf16": ("int8", attention.BF16_PRODUCTS, torch.bfloat16),
+             "int8-bf16-attention": ("int8", attention.BF16_PRODUCTS)}
     after = {**{name: (lambda pipeline, path=path: fast.use_flow(pipeline, *path)) for name, path in paths.items()},
              "fused": lambda pipeline: attention.use_fused(pipeline.model.s3gen),
              "products": lambda pipeline: attention.use_products(pipeline.model.s3gen)}

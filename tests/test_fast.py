@@ -261,12 +261,17 @@ def test_fast_s3gen_takes_bfloat16_only_where_the_cpu_has_amx(tiny_model, monkey
     if precision == "bfloat16":
         assert set(dtypes) == {"bfloat16"} and "torch.nn.modules.linear.Linear" in linears
         assert evidence["attention"] == "fused"  # AMX tiles: torch's fused attention multiplies on them
-    else:  # convolutions stay float32; every linear layer is dynamic int8
-        assert set(dtypes) == {"float32"}
+    else:  # every linear layer is dynamic int8
         assert set(linears) == {"torch.ao.nn.quantized.dynamic.modules.linear.Linear"}, linears
-        # With bfloat16 units (no AMX) its attention runs in bfloat16 as three batched products.
+        # With bfloat16 units (no AMX) its attention and its convolutions (all but the last, whose
+        # weight upstream reads the estimator's dtype from) run in bfloat16; without, float32.
         products = "avx512_bf16" in flags
         assert (evidence["attention"] == "bfloat16 products") is products
+        convolutions = [m for m in pipeline.model.s3gen.flow.decoder.estimator.modules()
+                        if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))]
+        assert evidence["cast_convolutions"] == (len(convolutions) - 1 if products else 0)
+        assert set(dtypes) == ({"float32", "bfloat16"} if products else {"float32"})
+        assert pipeline.model.s3gen.flow.decoder.estimator.dtype == torch.float32
         assert set(evidence["attention_processors"]) == {"ProductAttention" if products else "FusedAttention"}
     if evidence["attention"] == "fused":  # no padded frames on a CPU: every mask added nothing
         assert set(evidence["attention_processors"]) == {"FusedAttention"}
@@ -276,6 +281,18 @@ def test_fast_s3gen_takes_bfloat16_only_where_the_cpu_has_amx(tiny_model, monkey
     assert set(evidence["encoder_dtypes"]) == {"float32"}
     engaged, why = applied.engaged(applied.evidence(pipeline))
     assert engaged and precision in why, why
+
+
+def test_a_cast_convolution_computes_its_convolution_in_its_dtype_and_hands_back_the_streams():
+    from ttsopt.engine.s3gen import CastConvolution
+    torch.manual_seed(0)
+    conv, x = torch.nn.ConvTranspose1d(8, 4, 4, 2, 1), torch.randn(2, 8, 30)
+    reference = copy.deepcopy(conv).to(torch.bfloat16)
+    cast = CastConvolution(conv, torch.bfloat16)
+    with torch.inference_mode():
+        got = cast(x)
+        assert got.dtype == torch.float32 and conv.weight.dtype == torch.bfloat16
+        assert torch.equal(got, reference(x.to(torch.bfloat16)).float())
 
 
 def test_leaving_out_the_masks_that_add_nothing_keeps_fast_s3gens_mel_bit_for_bit(tiny_model, monkeypatch):

@@ -57,6 +57,33 @@ class FlowStage:
         return self.n_timesteps or (UPSTREAM_MEANFLOW_STEPS if self.s3gen.meanflow else UPSTREAM_CFM_STEPS)
 
 
+class CastConvolution(nn.Module):
+    """A Conv1d or ConvTranspose1d (causal padding and all: the module itself is kept) holding and
+    computing DTYPE inside an estimator whose stream is another dtype: its input is cast in, its
+    output cast back, so the layers around it see what they saw."""
+
+    def __init__(self, conv: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.conv, self.dtype = conv.to(dtype), dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.to(self.dtype)).to(x.dtype)
+
+
+def cast_convolutions(estimator: nn.Module, dtype: torch.dtype) -> int:
+    """ESTIMATOR's (upstream's ConditionalDecoder) convolutions in DTYPE (`CastConvolution`), in
+    place; how many. Its `final_proj` stays as it is: upstream reads the estimator's dtype from that
+    weight, and its Euler solver casts the flow's inputs to it, so the stream keeps its dtype."""
+    n = 0
+    for parent in list(estimator.modules()):
+        for name, child in list(parent.named_children()):
+            last = parent is estimator and name == "final_proj"
+            if isinstance(child, (nn.Conv1d, nn.ConvTranspose1d)) and not last:
+                setattr(parent, name, CastConvolution(child, dtype))
+                n += 1
+    return n
+
+
 class BucketedEstimator(nn.Module):
     """Wraps the CFM estimator. On CUDA: pads the frame axis to a multiple of `bucket` (exact —
     the estimator's convolutions are causal and its attention masks padded frames) and replays

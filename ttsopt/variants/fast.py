@@ -12,7 +12,15 @@ import torch
 
 from ..core.claims import Claim
 from ..engine import attention, quant, vocoder
-from ..engine.s3gen import UPSTREAM_CFM_STEPS, UPSTREAM_MEANFLOW_STEPS, BucketedEstimator, CompiledEstimator, FlowStage
+from ..engine.s3gen import (
+    UPSTREAM_CFM_STEPS,
+    UPSTREAM_MEANFLOW_STEPS,
+    BucketedEstimator,
+    CastConvolution,
+    CompiledEstimator,
+    FlowStage,
+    cast_convolutions,
+)
 from ..engine.stream import ChunkedS3Gen
 from ..engine.t3 import llama_step, native
 from ..engine.t3.fast import FastT3
@@ -95,9 +103,10 @@ def flow_precision(device_type: str, flags: set[str], model: str = "original") -
     two mean-flow steps on any CPU with BF16_UNITS. On a CPU with bfloat16 units but no AMX, the
     original's and multilingual's ten guided steps go further from float32's mel in bfloat16 than
     with int8 linear layers in a float32 estimator, which take the same time there (README), so
-    they take int8, their attention still in bfloat16 (`engine.attention.flow_attention`). Without
-    bfloat16 units it would be emulated, slower than float32: int8 linear layers, convolutions in
-    float32. On a CPU the encoder (a conformer, mostly linear layers) gets int8 linears either way."""
+    they take int8, their attention (`engine.attention.flow_attention`) and convolutions still in
+    bfloat16 (`flow_convolutions`). Without bfloat16 units it would be emulated, slower than
+    float32: int8 linear layers, convolutions in float32. On a CPU the encoder (a conformer, mostly
+    linear layers) gets int8 linears either way."""
     if device_type == "cuda":
         return "bfloat16", "CUDA: bfloat16 is native"
     units = bf16_units(flags)
@@ -106,16 +115,25 @@ def flow_precision(device_type: str, flags: set[str], model: str = "original") -
     if units:
         return "int8", (f"this CPU has {', '.join(units)} without AMX: int8 linear layers in a float32 estimator take "
                         "a bfloat16 one's time there and keep its ten guided steps nearer float32's mel; the "
-                        "encoder's linear layers int8 too, convolutions in float32")
+                        "encoder's linear layers int8 too")
     return "int8", (f"this CPU has none of {', '.join(BF16_UNITS)}, so bfloat16 would be emulated, slower than "
                     "float32: int8 linear layers in the estimator and the encoder instead, convolutions in float32")
 
 
-def use_flow(pipeline, precision: str, kind: str) -> None:
+def flow_convolutions(precision: str, kind: str) -> torch.dtype | None:
+    """The dtype an estimator in PRECISION attending as KIND computes its convolutions in, where it
+    is not the estimator's own: bfloat16 for an int8 estimator attending in bfloat16 products (a CPU
+    with bfloat16 units but no AMX), whose float32 convolutions took longer than bfloat16 ones there
+    for a mel hardly further from float32's (README); None elsewhere."""
+    return torch.bfloat16 if precision == "int8" and kind == attention.BF16_PRODUCTS else None
+
+
+def use_flow(pipeline, precision: str, kind: str, convolutions: torch.dtype | None = None) -> None:
     """PIPELINE's flow as fast-s3gen makes it: the estimator wrapped (`BucketedEstimator`) in
     PRECISION ("bfloat16", or "int8": dynamic int8 linear layers), on a CPU the encoder's linear
-    layers in int8, and the attention KIND (`engine.attention`). `fast-s3gen` picks PRECISION and
-    KIND for the device; `scripts/flow-steps.py` names them, to time one choice beside another."""
+    layers in int8, the attention KIND (`engine.attention`) and, unless None, the convolutions in
+    CONVOLUTIONS (`engine.s3gen.cast_convolutions`). `fast-s3gen` picks them for the device;
+    `scripts/flow-steps.py` names them, to time one choice beside another."""
     # bfloat16 for the estimator only: an encoder in bfloat16 would make `mu` bfloat16 and change the
     # CFM noise (randn_like(mu)) upstream draws for the same seed. Int8 linears return float32, so on
     # a CPU the encoder's linears go int8 whatever the estimator's precision, and the noise stays the
@@ -134,6 +152,8 @@ def use_flow(pipeline, precision: str, kind: str) -> None:
         attention.use_products(decoder.estimator, dtype=torch.bfloat16 if kind == attention.BF16_PRODUCTS else None)
     elif pipeline.device.type == "cpu":
         attention.use_fused(decoder.estimator, unmasked=True)
+    if convolutions is not None:
+        cast_convolutions(decoder.estimator.estimator, convolutions)
 
 
 class FastS3GenVariant(Variant):
@@ -158,8 +178,10 @@ class FastS3GenVariant(Variant):
         if precision == "int8" and isinstance(inner, CompiledEstimator):
             raise NotApplicable(self.name, f"{why}, and compiled-s3gen's estimator cannot take them (dynamo does "
                                            "not trace dynamic int8 linears); run one of the two")
-        use_flow(pipeline, precision, kind)
-        return {"precision": precision, "why": why, "attention": kind, "attention_why": attention_why}
+        convolutions = flow_convolutions(precision, kind)
+        use_flow(pipeline, precision, kind, convolutions)
+        return {"precision": precision, "why": why, "attention": kind, "attention_why": attention_why,
+                "convolutions": str(convolutions).replace("torch.", "") if convolutions else "the estimator's"}
 
     def evidence(self, pipeline, state) -> dict:
         flow = pipeline.model.s3gen.flow
@@ -170,6 +192,7 @@ class FastS3GenVariant(Variant):
                 "vocoder_dtypes": dtypes_of(pipeline.model.s3gen.mel2wav),
                 "attention_processors": attention.processors(est), "attention_masks": attention.masks(est),
                 "estimator": est.evidence() if isinstance(est, BucketedEstimator) else "not wrapped",
+                "cast_convolutions": sum(isinstance(m, CastConvolution) for m in est.modules()),
                 "flow_calls": stage.calls if stage else None}
 
     def engaged(self, evidence):
@@ -183,6 +206,9 @@ class FastS3GenVariant(Variant):
             cast = evidence.get("estimator_dtypes", {}).get("bfloat16", 0)
             engaged, why = cast > 0 and calls > 0, (f"{cast} estimator parameters in bfloat16, {enc} int8 linear "
                                                     f"layers in the encoder, {calls} flow call(s)")
+        if evidence.get("convolutions", "the estimator's") != "the estimator's":
+            cast = evidence.get("cast_convolutions", 0)
+            engaged, why = engaged and cast > 0, f"{why}, {cast} convolutions in {evidence['convolutions']}"
         kind = evidence.get("attention")
         if kind not in (attention.PRODUCTS, attention.BF16_PRODUCTS):
             return engaged, why
