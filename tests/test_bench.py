@@ -279,13 +279,15 @@ FAST = "fast-t3+cpu-int8-t3+cpu-int8-head+fast-s3gen+fast-vocoder"
     ({"avx2", "fma"}, "int8", "int8", FAST), (set(), "int8", "int8", FAST)])
 def test_the_cpu_default_says_which_precision_its_flow_and_vocoder_take(flags, precision, turbo, combo):
     """The original's and multilingual's estimator takes int8 linears on a CPU with avx512_bf16 but no
-    AMX, attending in bfloat16; Turbo's stays bfloat16 there; the vocoder follows the bfloat16 units."""
+    AMX, attending and convolving in bfloat16; Turbo's stays bfloat16 there; the vocoder follows the bfloat16 units."""
     units = bool(flags & {"avx512_bf16", "amx_bf16"})
     for model, expected in (("original", precision), ("multilingual", precision), ("turbo", turbo)):
         chosen, why = bench.best_combo("cpu", flags, model)
         assert chosen == combo and "channels-last" in why
         assert f"flow estimator in {expected}" in why and ("emulated" in why) is not units
-        assert ("bfloat16 products" in why) is (units and expected == "int8" and "amx_bf16" not in flags)
+        products = units and expected == "int8" and "amx_bf16" not in flags
+        assert ("bfloat16 products" in why) is products
+        assert ("its convolutions in bfloat16" in why) is products  # where the int8 estimator attends in bfloat16
         assert ("in bfloat16 (this CPU has" in why) is combo.endswith("bf16-vocoder")
         assert ("alignment analyzer" in why) is (model == "multilingual")
         variants.parse(chosen)  # a combination the registry takes

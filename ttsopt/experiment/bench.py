@@ -32,7 +32,7 @@ from ..measure import env as env_mod
 from ..measure import fidelity, profiler, roofline
 from ..measure.env import bf16_units
 from ..variants import BASELINE
-from ..variants.fast import flow_precision
+from ..variants.fast import flow_convolutions, flow_precision
 from . import bench_memory, bench_quality, profiles
 from .runner import RunConfig, _Run, _stream_trial, measure_pairs
 
@@ -54,13 +54,16 @@ def cpu_vocoder(flags: set[str]) -> tuple[str, str]:
 def best_combo(device_type: str, flags: set[str], model: str = "original") -> tuple[str, str]:
     """The fast combination for a device, CPU FLAGS and model, and why. `fast-s3gen` picks the flow
     estimator's precision from the same flags and the model (`variants.fast.flow_precision`):
-    bfloat16 where it is native and the fastest, int8 linear layers elsewhere; and its attention
-    kernel (`engine.attention.flow_attention`). A CPU's combination adds the vocoder's
-    (`cpu_vocoder`), measured on CPUs only. On CUDA nothing is built for Turbo yet."""
+    bfloat16 where it is native and the fastest, int8 linear layers elsewhere; its attention
+    kernel (`engine.attention.flow_attention`) and its convolutions' dtype (`flow_convolutions`).
+    A CPU's combination adds the vocoder's (`cpu_vocoder`), measured on CPUs only. On CUDA nothing
+    is built for Turbo yet."""
     precision, why = flow_precision(device_type, flags, model)
     kind, reason = flow_attention(device_type, flags, precision)
+    convolutions = flow_convolutions(precision, kind)
     flow = (f"the flow estimator in {precision}; {why}"
-            + (f"; its attention as three {kind} ({reason})" if kind in (PRODUCTS, BF16_PRODUCTS) else ""))
+            + (f"; its attention as three {kind} ({reason})" if kind in (PRODUCTS, BF16_PRODUCTS) else "")
+            + (f"; its convolutions in {str(convolutions).replace('torch.', '')}" if convolutions else ""))
     vocoder, vocoder_why = cpu_vocoder(flags)
     cpu_combo = f"{CPU_COMBO}+{vocoder}"
     if model == "turbo":

@@ -164,7 +164,7 @@ class FastS3GenVariant(Variant):
     claims = (Claim("s3gen_flow", "the CFM estimator (most of the flow's time) in a cheaper precision for the "
                                   "device and model (bfloat16 where native and the fastest, else int8 linear layers; "
                                   "on a CPU with bfloat16 units but no AMX the attention as three batched "
-                                  "products in bfloat16), the encoder's linear "
+                                  "products in bfloat16 and the convolutions in bfloat16), the encoder's linear "
                                   "layers in int8 on a CPU, padded to length buckets and replayed from CUDA graphs "
                                   "on CUDA: less flow time, a fidelity trade-off"),)
     lossless = False
