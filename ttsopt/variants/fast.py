@@ -181,7 +181,7 @@ class FastS3GenVariant(Variant):
         convolutions = flow_convolutions(precision, kind)
         use_flow(pipeline, precision, kind, convolutions)
         return {"precision": precision, "why": why, "attention": kind, "attention_why": attention_why,
-                "convolutions": str(convolutions).replace("torch.", "") if convolutions else "the estimator's"}
+                "convolutions": str(convolutions).replace("torch.", "") if convolutions else None}
 
     def evidence(self, pipeline, state) -> dict:
         flow = pipeline.model.s3gen.flow
@@ -206,7 +206,7 @@ class FastS3GenVariant(Variant):
             cast = evidence.get("estimator_dtypes", {}).get("bfloat16", 0)
             engaged, why = cast > 0 and calls > 0, (f"{cast} estimator parameters in bfloat16, {enc} int8 linear "
                                                     f"layers in the encoder, {calls} flow call(s)")
-        if evidence.get("convolutions", "the estimator's") != "the estimator's":
+        if evidence.get("convolutions"):  # cast where fast-s3gen chose a dtype of their own
             cast = evidence.get("cast_convolutions", 0)
             engaged, why = engaged and cast > 0, f"{why}, {cast} convolutions in {evidence['convolutions']}"
         kind = evidence.get("attention")
