@@ -5,12 +5,14 @@ with its interval over the rounds (each round pairs them). For choosing between 
 compiled, int8, int8 head) without a whole bench; the first round includes compilation and
 TorchScript's profiling runs and is left out of the summary. A spec ending in `@eager` runs its
 layers as eager ops even where the step would script them (how much TorchScript buys); one
-ending in `@script` runs the TorchScript layer where the step would run the native one.
+ending in `@script` runs the TorchScript layer where the step would run the native one. `--prefill`
+times the prefill instead (the conditioning and the text to T3's first token, every row at once:
+what the first audio waits on before decoding starts), in ms per call.
 
     .venv/bin/python scripts/t3-steps.py fast-t3 compiled-t3 fast-t3+cpu-int8-t3 \
         fast-t3+cpu-int8-t3+cpu-int8-head fast-t3+cpu-int8-t3+cpu-int8-head@eager \
         fast-t3+cpu-int8-t3+cpu-int8-head@script \
-        [--model original] [--source synthetic] [--steps 30] [--rounds 4]
+        [--model original] [--source synthetic] [--steps 30] [--rounds 4] [--prefill]
 """
 import argparse
 import time
@@ -36,6 +38,16 @@ def step_ms(pipeline: Pipeline, steps: int) -> float:
         start = time.perf_counter()
         pipeline.t3.decode(state, s, steps)
         return (time.perf_counter() - start) / steps * 1e3
+
+
+def prefill_ms(pipeline: Pipeline) -> float:
+    s = pipeline.sampling
+    with torch.inference_mode():
+        text, conds = pipeline.text_to_tokens(TEXT), pipeline.conditioning()
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        pipeline.t3.prefill(conds.t3, text, s)
+        return (time.perf_counter() - start) * 1e3
 
 
 def _plan(pipeline: Pipeline):
@@ -64,13 +76,16 @@ def main() -> None:
     p.add_argument("--source", default="synthetic")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--prefill", action="store_true", help="time the prefill (ms per call) instead of the step")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     pipelines = probes.spec_pipelines(args.specs, args.model, args.source, {"eager": unscript, "script": script})
-    times = rounds.interleaved({spec: (lambda p=pipeline: step_ms(p, args.steps))
-                                for spec, pipeline in zip(args.specs, pipelines)},
-                               args.rounds, say=lambda line: print(line, flush=True), unit="ms/step")
-    print(f"\nT3 decode step, {args.model} model, {args.steps} steps, {args.source} weights, {cpu_model()} "
+    timed = (lambda p: prefill_ms(p)) if args.prefill else (lambda p: step_ms(p, args.steps))
+    times = rounds.interleaved({spec: (lambda p=pipeline: timed(p)) for spec, pipeline in zip(args.specs, pipelines)},
+                               args.rounds, say=lambda line: print(line, flush=True),
+                               unit="ms/prefill" if args.prefill else "ms/step")
+    what = "prefill" if args.prefill else f"decode step, {args.steps} steps"
+    print(f"\nT3 {what}, {args.model} model, {args.source} weights, {cpu_model()} "
           f"({cpu_units()}) ({torch.get_num_threads()} threads); {rounds.kept_rounds(args.rounds)}")
     for spec, pipeline in zip(args.specs, pipelines):
         evidence = pipeline.t3.evidence()

@@ -42,7 +42,14 @@
 
 namespace {
 
-constexpr int64_t kTile = 4;  // input rows per pass over a block of sixteen outputs' weights
+// Input rows per pass over a block of sixteen outputs' weights: each unpacked 64-byte chunk feeds
+// that many rows' dot products, and each row's accumulator is its own dependency chain. AVX-512 has
+// the registers for eight rows (sixteen accumulators); AVX2's sixteen registers hold four.
+#ifdef __AVX512VNNI__
+constexpr int64_t kTile = 8;
+#else
+constexpr int64_t kTile = 4;
+#endif
 
 struct Rows {  // the input rows quantized to u8, with what the arithmetic above needs of each
   std::vector<uint8_t> q;
@@ -242,8 +249,17 @@ void tile(const Rows& x, const Weights& w, int64_t b, int64_t r0, int64_t rows, 
     case 1: block<1>(x, w, b, r0, out); break;
     case 2: block<2>(x, w, b, r0, out); break;
     case 3: block<3>(x, w, b, r0, out); break;
+    case 4: block<4>(x, w, b, r0, out); break;
+#ifdef __AVX512VNNI__
+    case 5: block<5>(x, w, b, r0, out); break;
+    case 6: block<6>(x, w, b, r0, out); break;
+    case 7: block<7>(x, w, b, r0, out); break;
+    default: block<8>(x, w, b, r0, out); break;
+#else
     default: block<4>(x, w, b, r0, out); break;
+#endif
   }
+  static_assert(kTile == 4 || kTile == 8, "tile() dispatches tiles of up to four or eight rows");
 }
 
 at::Tensor int4_linear(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
