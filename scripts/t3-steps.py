@@ -80,7 +80,7 @@ def main() -> None:
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     pipelines = probes.spec_pipelines(args.specs, args.model, args.source, {"eager": unscript, "script": script})
-    timed = (lambda p: prefill_ms(p)) if args.prefill else (lambda p: step_ms(p, args.steps))
+    timed = prefill_ms if args.prefill else (lambda p: step_ms(p, args.steps))
     times = rounds.interleaved({spec: (lambda p=pipeline: timed(p)) for spec, pipeline in zip(args.specs, pipelines)},
                                args.rounds, say=lambda line: print(line, flush=True),
                                unit="ms/prefill" if args.prefill else "ms/step")
