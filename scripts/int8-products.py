@@ -3,6 +3,9 @@ one step's weights. The bench's T3 floor assumes the step reads its bytes at the
 this shows what the int8 products themselves reach, so the gap between floor and step can be
 split into products and the rest.
 
+`read (sum)` is no product: the same bytes in buffers of the same sizes, summed, the rate a plain
+read reaches in this run; each product's rate is also printed as a share of it.
+
 Each layer's four products (q/k/v joined, o, gate/up joined, down; shapes from T3's Llama config)
 get weights of their own for every one of the 30 layers, as in the model, so a sweep reads from
 memory rather than the caches. Activations are the step's: two rows (the CFG pair).
@@ -21,11 +24,12 @@ import torch
 import torch._inductor.config
 from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
 
-from ttsopt.measure import rounds
+from ttsopt.measure import roofline, rounds
 from ttsopt.measure.env import cpu_flags, cpu_model, cpu_units
 from ttsopt.measure.timing import Stopwatch
 
 ROWS = 2
+READ = "read (sum)"
 
 
 def shapes(config: dict) -> dict[str, tuple[int, int]]:
@@ -108,6 +112,15 @@ def int4_ttsopt(n: int, k: int):
 def int4_torch(n: int, k: int):
     """torch's int4 kernel (`quant.Int4Linear`'s fallback): bfloat16 inputs by int4 weights."""
     return _int4(n, k, "torch's, for this sweep")
+
+
+def read_sum(n: int, k: int):
+    """No product: an int8 buffer of the weight's size summed as float32, the same bytes in the same
+    buffers, read in the same order of calls. The others' rates read against this one say how close
+    each comes to the memory's speed in this run, whatever speed the box reads at today; the bench's
+    bandwidth probe sums one large tensor, which no step's sweep of many smaller buffers matches."""
+    w = torch.randint(-127, 128, (n, k), dtype=torch.int8).view(torch.float32)
+    return lambda: w.sum()
 
 
 def float32(n: int, k: int):
@@ -229,7 +242,8 @@ SWEEPS = {"weight-only int8 (bf16), inductor template": (inductor_weight_only_in
 
 KERNELS = {"dynamic int8 (fbgemm)": (dynamic_int8, 1), "dynamic int8 (onednn)": (dynamic_int8_onednn, 1),
            "weight-only int8 (bf16)": (weight_only_int8, 1), "weight-only int8 (f32)": (weight_only_int8_f32, 1),
-           "_int_mm int8": (int_mm, 1), "compiled dequantize-reduce": (compiled_int8, 1), "float32": (float32, 4)}
+           "_int_mm int8": (int_mm, 1), "compiled dequantize-reduce": (compiled_int8, 1), "float32": (float32, 4),
+           READ: (read_sum, 1)}
 if "avx512_vnni" in cpu_flags():  # the loop is written in its instructions
     KERNELS["dynamic int8 (VNNI loop)"] = (vnni_loop, 1)
 INT4_BYTES = 0.5 + 4 / 64  # a nibble per weight, a half-precision scale and minimum per group of 64
@@ -276,11 +290,22 @@ def main() -> None:
     times = rounds.interleaved(subjects, args.rounds, say=lambda line: print(line, flush=True), unit="ms")
     print(f"\nT3's products for one decode step ({layers} layers x {len(per_layer)} products, {ROWS} rows, "
           f"{weights / 1e6:.0f} M weights), {cpu_model()} ({cpu_units()}); {rounds.kept_rounds(args.rounds)}")
+    rates = {}
     for label, readings in times.items():
         name = label.rsplit(",", 1)[0]
         mb = weights * {**KERNELS, **SWEEPS}[name][1] / 1e6
         median = sorted(rounds.steady(readings))[len(rounds.steady(readings)) // 2]
-        print(f"  {label:42s} {rounds.summary(readings)} ms   {mb:.0f} MB of weights -> {mb / median:.1f} GB/s")
+        rates[label] = mb / median
+        print(f"  {label:42s} {rounds.summary(readings)} ms   {mb:.0f} MB of weights -> {rates[label]:.1f} GB/s")
+    if READ in args.kernels:
+        probe = roofline.read_bandwidths("cpu")  # at the thread count the last round left
+        print(f"  the bench's bandwidth probe (sums over one 256 MiB tensor, {torch.get_num_threads()} thread(s)) "
+              f"after the rounds: {min(probe) / 1e9:.1f}-{max(probe) / 1e9:.1f} GB/s")
+    for t in args.threads if READ in args.kernels else ():
+        read = rates[f"{READ}, {t} thread(s)"]
+        print(f"  against the plain read at {t} thread(s), {read:.1f} GB/s: " + ", ".join(
+            f"{label.rsplit(',', 1)[0]} {rate / read:.0%}" for label, rate in rates.items()
+            if label.endswith(f" {t} thread(s)") and not label.startswith(READ)))
 
 
 if __name__ == "__main__":
