@@ -47,15 +47,17 @@ def native_layer():
 
 @pytest.fixture(scope="session")
 def steps_agree():
-    """A function of (STEP, TFMR, PLAN, REFERENCE, ROWS, STARTS): one new token at a time at the
-    positions STARTS through STEP (`llama_step` or `gpt2_step`), for each row count in ROWS, checking
-    PLAN's hidden states and caches against REFERENCE's up to the order of float32 sums (both caches
-    start from the same random slots, so a write outside the new slot shows too)."""
-    def check(step, tfmr, plan, reference, rows_each, starts) -> None:
+    """A function of (STEP, TFMR, PLAN, REFERENCE, ROWS, STARTS[, KV_DTYPE]): one new token at a time at
+    the positions STARTS through STEP (`llama_step` or `gpt2_step`), for each row count in ROWS,
+    checking PLAN's hidden states and caches against REFERENCE's up to the order of float32 sums (both
+    caches start from the same random slots, so a write outside the new slot shows too). With a half
+    KV_DTYPE a value the two round to neighbouring halves moves the rest by about a half's step."""
+    def check(step, tfmr, plan, reference, rows_each, starts, kv_dtype=torch.float32) -> None:
         width = getattr(tfmr.config, "hidden_size", None) or tfmr.config.n_embd
+        tol = {"rtol": 1e-5, "atol": 1e-5} if kv_dtype == torch.float32 else {"rtol": 2e-3, "atol": 2e-3}
         torch.manual_seed(0)
         for rows in rows_each:
-            caches = [step.StaticKV(tfmr.config, rows, 16, torch.float32, "cpu") for _ in range(2)]
+            caches = [step.StaticKV(tfmr.config, rows, 16, kv_dtype, "cpu") for _ in range(2)]
             for ours, ref in ((caches[0].k, caches[1].k), (caches[0].v, caches[1].v)):
                 ref.copy_(ours.normal_())
             with torch.inference_mode():
@@ -63,9 +65,9 @@ def steps_agree():
                     h = torch.randn(rows, 1, width)
                     ours = step.forward(tfmr, h, caches[0], start, plan)
                     ref = step.forward(tfmr, h, caches[1], start, reference)
-                    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5, msg=f"rows {rows}, slot {start}")
+                    torch.testing.assert_close(ours, ref, **tol, msg=f"rows {rows}, slot {start}")
             for ours, ref in ((caches[0].k, caches[1].k), (caches[0].v, caches[1].v)):
-                torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(ours.float(), ref.float(), **tol)
     return check
 
 

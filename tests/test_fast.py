@@ -431,6 +431,16 @@ def test_native_layer_computes_what_the_torchscript_layer_computes(tiny_model, n
     steps_agree(llama_step, tfmr, native_plan, scripted_plan, (2, 1), range(5, 9))
 
 
+def test_native_layer_over_a_half_cache_computes_what_the_torchscript_layer_computes(tiny_model, native_layer,
+                                                                                   steps_agree):
+    """half-kv's cache: the C++ layer writes the new keys and values rounded to half and reads them
+    widened, as the TorchScript layer does through its casts."""
+    tfmr = quant.quantize_linears(copy.deepcopy(tiny_model.t3.tfmr))
+    native_plan, scripted_plan = llama_step.Plan(tfmr), llama_step.Plan(tfmr)
+    scripted_plan.native = None
+    steps_agree(llama_step, tfmr, native_plan, scripted_plan, (2, 1), range(5, 9), torch.float16)
+
+
 def _int4_native_or_skip(tfmr) -> None:
     kernels = {m.kernel for m in tfmr.modules() if type(m) is quant.Int4Linear}
     if kernels != {"native"}:
@@ -477,6 +487,71 @@ def test_native_decode_attention_matches_torch_attention_over_the_filled_slots(l
         torch.ops.ttsopt_t3.decode_attention(q, k, v, 321, 0.125)
     with pytest.raises(RuntimeError, match="no grouped heads"):
         torch.ops.ttsopt_t3.decode_attention(q, k[:, :2], v[:, :2], length, 0.125)
+
+
+@pytest.mark.parametrize("length", [1, 7, 300])
+def test_native_decode_attention_over_a_half_cache_is_float_attention_over_its_values(length, native_layer):
+    """Half keys and values are widened exactly, so the attention is float32 attention over the
+    half values, up to the order of its sums; keys and values of two dtypes are refused."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 1, 64)
+    k, v = (torch.randn(2, 4, 320, 64) * 3).half(), torch.randn(2, 4, 320, 64).half()
+    ours = torch.ops.ttsopt_t3.decode_attention(q, k, v, length, 0.125)
+    ref = F.scaled_dot_product_attention(q, k[:, :, :length].float(), v[:, :, :length].float(), scale=0.125)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="keys and values alike"):
+        torch.ops.ttsopt_t3.decode_attention(q, k, v.float(), length, 0.125)
+
+
+# The tiny T3's keys and values rounded to half: on the tiny T3 (seed 1, 12 tokens, int8 linears)
+# the teacher-forced logits moved by well under a thousandth relative; the bound leaves room for
+# other CPUs. bench prints the error for the full model.
+HALF_KV_LOGIT_TOLERANCE = 5e-3
+
+
+def test_half_kv_moves_the_int8_logits_within_a_stated_tolerance_and_engages(tiny_model, native_layer):
+    model = _own_copy(tiny_model)
+    reference = Pipeline(model)
+    variants.apply(reference, "fast-t3+cpu-int8-t3")
+    tokens = reference.synthesize(TEXT, seed=1, n_tokens=12).raw_tokens[:-1]
+    half = Pipeline(model)  # the same int8 weights, its own runner
+    applied = variants.apply(half, "fast-t3+half-kv")
+
+    def logits(pipeline):
+        with torch.inference_mode():
+            conds, text = pipeline.conditioning(), pipeline.text_to_tokens(TEXT)
+            state = pipeline.t3.prefill(conds.t3, text, pipeline.sampling)
+            return state.cache.k.dtype, pipeline.t3.score(state, tokens)
+
+    (float_kv, expected), (half_kv, got) = logits(reference), logits(half)
+    assert (float_kv, half_kv) == (torch.float32, torch.float16)
+    error = float((got - expected).norm() / expected.norm())
+    assert 0 < error < HALF_KV_LOGIT_TOLERANCE, error
+    half.synthesize(TEXT, seed=1, n_tokens=6)
+    evidence = applied.evidence(half)["half-kv"]
+    engaged, why = applied.parts[-1][0].engaged(evidence)
+    assert evidence["kv_dtype"] == "float16" and engaged and "native-int8-joined" in why, why
+
+
+def test_half_kv_over_float_layers_or_replaced_says_it_did_not_engage(tiny_model):
+    pipeline = Pipeline(_own_copy(tiny_model))
+    applied = variants.apply(pipeline, "half-kv")  # alone: fast-t3's runner, float layers (TorchScript)
+    pipeline.synthesize(TEXT, seed=1, n_tokens=6)
+    evidence = applied.evidence(pipeline)["half-kv"]
+    engaged, why = applied.parts[0][0].engaged(evidence)
+    assert not engaged and "widens the half cache" in why, why
+    replaced = Pipeline(_own_copy(tiny_model))
+    applied = variants.apply(replaced, "half-kv+fast-t3")  # fast-t3 puts a runner of its own in
+    replaced.synthesize(TEXT, seed=1, n_tokens=4)
+    engaged, why = applied.parts[0][0].engaged(applied.evidence(replaced)["half-kv"])
+    assert not engaged and "replaced the T3 runner" in why
+
+
+def test_the_memory_floor_counts_a_half_cache_at_two_bytes_a_value(tiny_model):
+    from ttsopt.measure import roofline
+    t3 = tiny_model.t3
+    full, half = roofline.step_bytes(t3, 100, 20), roofline.step_bytes(t3, 100, 20, torch.float16)
+    assert full - half == pytest.approx(roofline.kv_bytes(t3, 110) / 2)
 
 
 def test_fast_t3_on_int4_llama_speaks_the_int4_upstream_tokens_on_its_native_layers(tiny_model, native_layer):

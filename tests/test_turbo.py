@@ -442,6 +442,50 @@ def test_native_gpt2_block_computes_what_the_torchscript_block_computes(native_l
     steps_agree(gpt2_step, tfmr, native_plan, scripted_plan, (1, 2), range(4))
 
 
+def test_native_gpt2_block_over_a_half_cache_computes_what_the_torchscript_block_computes(native_layer,
+                                                                                          steps_agree):
+    """half-kv's cache for Turbo: written rounded to half and read widened by the C++ block, as the
+    TorchScript block does through its casts."""
+    from ttsopt.engine import quant
+    from ttsopt.engine.t3 import gpt2_step
+    tfmr = quant.quantize_linears(copy.deepcopy(sources.load("tiny", device="cpu", seed=0, model="turbo").t3.tfmr))
+    native_plan, scripted_plan = gpt2_step.Plan(tfmr), gpt2_step.Plan(tfmr)
+    scripted_plan.native = None
+    steps_agree(gpt2_step, tfmr, native_plan, scripted_plan, (1, 2), range(4), torch.float16)
+
+
+# Keys and values rounded to half move the tiny Turbo's teacher-forced logits far less than int8
+# moves them; the bound leaves room for other CPUs. bench prints the error for the full model.
+TURBO_HALF_KV_LOGIT_TOLERANCE = 5e-3
+
+
+def test_half_kv_on_turbo_decodes_over_a_half_cache_on_its_native_blocks(native_layer):
+    """After cpu-int8-t3 the Turbo runner's cache is float16 (the voice's prefix copied into it rounded)
+    and its blocks the native ones: its teacher-forced logits within a stated bound of the float32
+    cache's."""
+    model = sources.load("tiny", device="cpu", seed=0, model="turbo")
+    int8 = Pipeline(model)
+    variants.apply(int8, "fast-t3+cpu-int8-t3")
+    tokens = int8.synthesize("Hello world.", seed=0, n_tokens=10).raw_tokens.view(-1)[:-1]
+    half = Pipeline(model)
+    applied = variants.apply(half, "fast-t3+half-kv")
+
+    def logits(pipeline):
+        with torch.inference_mode():
+            conds, text = pipeline.conditioning(), pipeline.text_to_tokens("Hello world.")
+            state = pipeline.t3.prefill(conds.t3, text, pipeline.sampling)
+            return state.cache.k.dtype, pipeline.t3.score(state, tokens)
+
+    (float_kv, expected), (half_kv, got) = logits(int8), logits(half)
+    assert (float_kv, half_kv) == (torch.float32, torch.float16)
+    error = float((got - expected).norm() / expected.norm())
+    assert 0 < error < TURBO_HALF_KV_LOGIT_TOLERANCE, error
+    half.synthesize("Hello world.", seed=0, n_tokens=4)
+    evidence = applied.evidence(half)["half-kv"]
+    engaged, why = applied.engaged(applied.evidence(half))
+    assert evidence["kv_dtype"] == "float16" and engaged and "native-int8" in why, why
+
+
 def test_native_int4_gpt2_block_computes_what_the_int4_modules_compute(native_layer, steps_agree):
     """Turbo's int4 block as one C++ op (where the native build holds a vector int4 kernel, VNNI or
     AVX2), step after step, for one row and two: the eager block over the same int4 modules' hidden

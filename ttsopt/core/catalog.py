@@ -18,7 +18,8 @@ NAMES: dict[str, tuple[str, ...]] = {
     "cfm-steps-2": (), "cfm-steps-4": (), "cfm-steps-6": (), "channels-last": (), "compiled-s3gen": (),
     "compiled-t3": (), "cpu-int8": (), "cpu-int8-t3": ("torch-int8-t3",), "cpu-int8-head": (), "cpu-int4-t3": (),
     "cpu-offload": (), "cuda-cache": (), "fast-s3gen": (), "fast-t3": (), "fast-vocoder": (), "flash-attention": (),
-    "fp16": (), "no-grad": (), "static-kv-cache": (), "stream": (), "token-budget": (), "vocos": (), "warmup": (),
+    "fp16": (), "half-kv": (), "no-grad": (), "static-kv-cache": (), "stream": (), "token-budget": (), "vocos": (),
+    "warmup": (),
 }
 
 

@@ -238,7 +238,7 @@ def memory_floor(base, fast, run_: _Run, text: str, n_tokens: int, before: list[
            "bandwidth_probe": bandwidth_probe(before, after, base.device)}
     for side, p in ((Side.BASELINE, base), (Side.VARIANT, fast)):
         step_s = 1 / float(trials.loc[trials["side"] == side, "tokens_per_s"].median())
-        nbytes = roofline.step_bytes(p.model.t3, prefill_len, n_tokens)
+        nbytes = roofline.step_bytes(p.model.t3, prefill_len, n_tokens, getattr(p.t3, "kv_dtype", None))
         out[str(side)] = {"step_mb": nbytes / 2**20, "weight_mb": roofline.weight_bytes(p.model.t3) / 2**20,
                           "step_ms": step_s * 1e3, "achieved_gb_s": nbytes / step_s / 1e9,
                           "floor_ms": nbytes / bandwidth * 1e3}

@@ -37,20 +37,22 @@ def rows(t3) -> int:
     return 1 if getattr(t3, "is_gpt", False) else 2
 
 
-def kv_bytes(t3, cached: float, n_rows: int | None = None) -> float:
-    """Keys and values of CACHED positions for N_ROWS sequences (default: the model's), in the
-    activations' dtype."""
+def kv_bytes(t3, cached: float, n_rows: int | None = None, element_size: int | None = None) -> float:
+    """Keys and values of CACHED positions for N_ROWS sequences (default: the model's), ELEMENT_SIZE
+    bytes a value (default: the activations' dtype's)."""
     c = t3.tfmr.config
     heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    size = next(t3.tfmr.parameters()).element_size()
+    size = element_size or next(t3.tfmr.parameters()).element_size()
     n_rows = rows(t3) if n_rows is None else n_rows
     return 2 * c.num_hidden_layers * n_rows * heads * head_dim * cached * size
 
 
-def step_bytes(t3, prefill_len: int, n_tokens: int) -> float:
-    """Bytes per decode step, averaged over N steps that start after PREFILL_LEN positions."""
-    return weight_bytes(t3) + kv_bytes(t3, prefill_len + n_tokens / 2)
+def step_bytes(t3, prefill_len: int, n_tokens: int, kv_dtype: torch.dtype | None = None) -> float:
+    """Bytes per decode step, averaged over N steps that start after PREFILL_LEN positions, the
+    cache in KV_DTYPE (default: the activations')."""
+    size = None if kv_dtype is None else torch.empty((), dtype=kv_dtype).element_size()
+    return weight_bytes(t3) + kv_bytes(t3, prefill_len + n_tokens / 2, element_size=size)
 
 
 def read_bandwidths(device, mib: int = 256, repeats: int = 5) -> list[float]:

@@ -42,9 +42,7 @@ class FastT3Variant(Variant):
     lossless = True
 
     def apply(self, pipeline):
-        t3 = pipeline.model.t3
-        runner = FastTurboT3(t3) if pipeline.model.name == "turbo" else FastT3(t3)
-        return _in_place_of_t3(pipeline, runner, self.name)
+        return _in_place_of_t3(pipeline, _fast_runner(pipeline), self.name)
 
     def after_load(self, pipeline, runner) -> None:
         runner.prepare()  # after every variant: the plan is built over the layers int8 leaves
@@ -55,6 +53,15 @@ class FastT3Variant(Variant):
     def engaged(self, evidence):
         steps = evidence.get("steps", 0)
         return steps > 0, f"{steps} decode steps on the static-KV path ({evidence.get('layer_step')})"
+
+
+def _fast_runner(pipeline):
+    """fast-t3's runner for PIPELINE's model: Turbo's GPT-2 loop or the Llama one."""
+    t3 = pipeline.model.t3
+    return FastTurboT3(t3) if pipeline.model.name == "turbo" else FastT3(t3)
+
+
+_FAST_RUNNERS = (FastT3, FastTurboT3)
 
 
 def _in_place_of_t3(pipeline, runner, by: str):
@@ -469,6 +476,59 @@ class CpuInt4T3(Variant):
         return n > 0, f"{n} int4 linear layers ({', '.join(f'{c} on the {k} kernel' for k, c in kernels.items())})"
 
 
+class HalfKV(Variant):
+    """fast-t3's KV cache in half precision (float16): a decode step reads every cached key and
+    value, so this halves that part of its reading, a part that grows with the utterance while the
+    weights' stays fixed. Keys and values are rounded to the nearest half as they are written and
+    widened back to float32 as the native layer's attention reads them (F16C's conversions); the
+    arithmetic stays float32. After fast-t3 in a spec it changes that runner's cache; alone, or
+    before it, it installs fast-t3's runner itself (so alone it measures fast-t3 as well: its own
+    gain is `fast-t3...` against `fast-t3...+half-kv`, side by side in `scripts/t3-steps.py`). The
+    bench's memory floor counts the cache at two bytes a value."""
+    name = "half-kv"
+    requires = ("CPU, with ttsopt's native decode layer (its attention reads the half cache)",)
+    lossless = False
+    models = ("original", "turbo", "multilingual")
+    claims = (Claim("t3_decode", "T3's KV cache in half precision: half the cache's bytes to read per step, so "
+                                 "less time, more so the longer the utterance; a fidelity trade-off"),)
+    conflicts = ("compiled-t3",)
+
+    def check(self, pipeline=None):
+        if pipeline is None:
+            return None
+        if pipeline.device.type != "cpu":
+            return f"the half cache is read by ttsopt's native CPU layer; the model is on {pipeline.device}"
+        if native.layer().op is None:
+            return (f"{native.layer().why}: without it the step's attention would widen the half cache to "
+                    "float32 at every step, reading more than a float32 cache")
+        return None
+
+    def apply(self, pipeline):
+        runner = pipeline.find("t3", _FAST_RUNNERS)
+        if runner is None:
+            runner = _in_place_of_t3(pipeline, _fast_runner(pipeline), self.name)
+        runner.kv_dtype = torch.float16
+        return runner
+
+    def after_load(self, pipeline, runner) -> None:
+        runner.prepare()
+
+    def evidence(self, pipeline, runner) -> dict:
+        current = pipeline.find("t3", _FAST_RUNNERS)
+        if current is not runner:
+            return {"replaced": True, "t3": type(pipeline.stages["t3"]).__name__}
+        return {"t3": type(runner).__name__, "kv_dtype": str(runner.kv_dtype).replace("torch.", ""),
+                "layer_step": runner.evidence().get("layer_step"), "steps": runner.steps}
+
+    def engaged(self, evidence):
+        steps, kind = evidence.get("steps", 0), str(evidence.get("layer_step"))
+        if evidence.get("replaced") or evidence.get("kv_dtype") != "float16":
+            return False, "a later variant replaced the T3 runner: its cache is not half"
+        if not kind.startswith("native"):
+            return False, f"the step ran {kind}, whose attention widens the half cache to float32 at every step"
+        return steps > 0, f"{steps} decode steps over a float16 cache, read by the {kind} layer's attention"
+
+
 class StreamVariant(Variant):
     """As stage wrappers, S3Gen renders the tokens chunk by chunk (the cost of streaming); time to
     first audio needs T3's live stream: `ttsopt.engine.stream.synthesize_stream`, bench --stream."""
@@ -497,6 +557,6 @@ class StreamVariant(Variant):
 VARIANTS = [FastT3Variant(), CompiledT3Variant(), FastS3GenVariant(), FastVocoderVariant(), Bf16VocoderVariant(),
             CompiledS3GenVariant(),
             CpuInt8("cpu-int8", t3_only=False), CpuInt8("cpu-int8-t3", t3_only=True, aliases=("torch-int8-t3",)),
-            CpuInt8Head(), CpuInt4T3(),
+            CpuInt8Head(), CpuInt4T3(), HalfKV(),
             *map(CfmSteps, CFM_STEP_VARIANTS),
             StreamVariant()]

@@ -118,7 +118,8 @@ def attention_rows(tfmr, inputs: dict[int, torch.Tensor], heads, k_cache: torch.
         x = block.input_layernorm(inputs[layer][:1, -1:])
         q = attn.q_proj(x).view(1, 1, -1, attn.head_dim).transpose(1, 2)[:, head:head + 1]
         q, _ = apply_rotary_pos_emb(q, q, cos, sin)
-        scores = torch.matmul(q, k_cache[layer, :1, head:head + 1, :position + 1].transpose(2, 3)) * attn.scaling
+        keys = k_cache[layer, :1, head:head + 1, :position + 1].to(q.dtype)  # a half cache read widened
+        scores = torch.matmul(q, keys.transpose(2, 3)) * attn.scaling
         rows.append(torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)[0, 0])
     return rows
 

@@ -69,6 +69,7 @@ class FastT3:
         self.analyzer_factory = None  # upstream's alignment analyzer, as `UpstreamT3` holds it
         self.analyzer = None       # this synthesis' `alignment.AnalyzerRun`
         self.analyzed = 0          # steps whose attention rows the analyzer was handed
+        self.kv_dtype = None       # the cache's dtype: None keeps the activations' (`half-kv` sets float16)
 
     def prepare(self) -> None:
         """Build now what the first decode step would otherwise build: the step's plan (on a CPU
@@ -97,7 +98,8 @@ class FastT3:
         if self._graphed:
             cache = self._graph_decoder(capacity).cache
         else:
-            cache = llama_step.StaticKV(t3.tfmr.config, 2, capacity, inputs.dtype, inputs.device, zeroed=False)
+            cache = llama_step.StaticKV(t3.tfmr.config, 2, capacity, self.kv_dtype or inputs.dtype, inputs.device,
+                                        zeroed=False)
         for i, layer in enumerate(output_cache(out).layers):
             cache.k[i, :, :, :length] = layer.keys
             cache.v[i, :, :, :length] = layer.values
@@ -241,4 +243,5 @@ class FastT3:
                 **({"compile": self.compiled.scripted[0].evidence()} if self.compiled is not None else {}),
                 "host_reads": self.host_reads, "forwards": self.forwards, "eos_every": self.eos_every,
                 **({"analyzed_steps": self.analyzed} if self.analyzed else {}),
+                **({"kv_dtype": str(self.kv_dtype).replace("torch.", "")} if self.kv_dtype else {}),
                 **({"graph": self.graph.evidence()} if self.graph is not None else {})}

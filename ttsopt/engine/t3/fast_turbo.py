@@ -46,6 +46,7 @@ class FastTurboT3:
         self.forwards = 0
         self.voice: VoicePrefix | None = None  # the last voice's conditioning keys and values
         self.voice_hits = self.voice_misses = 0
+        self.kv_dtype = None  # the cache's dtype: None keeps the activations' (`half-kv` sets float16)
 
     def prepare(self) -> None:
         """Build the step's plan now (as `FastT3.prepare`): inside the timed load, not in the first synthesis."""
@@ -65,7 +66,8 @@ class FastTurboT3:
         t3 = self.t3
         embeds, bos, len_cond, text_tokens = turbo.prefill_inputs(t3, t3_cond, text_tokens)
         length, plan = embeds.size(1), self._plan()
-        cache = gpt2_step.StaticKV(t3.tfmr.config, 1, length + s.max_new_tokens + 2, embeds.dtype, embeds.device)
+        cache = gpt2_step.StaticKV(t3.tfmr.config, 1, length + s.max_new_tokens + 2, self.kv_dtype or embeds.dtype,
+                                   embeds.device)
         voice = self._voice(embeds[:, :len_cond], plan)
         cache.k[:, :, :, :len_cond] = voice.kv.k
         cache.v[:, :, :, :len_cond] = voice.kv.v
@@ -147,4 +149,5 @@ class FastTurboT3:
     def evidence(self) -> dict:
         plan = self._plan()
         return {"decode": "static-kv (GPT-2)", "layer_step": plan.kind, **native.evidence(plan), "steps": self.steps,
-                "forwards": self.forwards, "voice_prefix": {"hits": self.voice_hits, "misses": self.voice_misses}}
+                "forwards": self.forwards, "voice_prefix": {"hits": self.voice_hits, "misses": self.voice_misses},
+                **({"kv_dtype": str(self.kv_dtype).replace("torch.", "")} if self.kv_dtype else {})}

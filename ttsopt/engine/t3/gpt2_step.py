@@ -210,8 +210,8 @@ def forward(tfmr, embeds: torch.Tensor, cache: StaticKV, start: int, plan: Plan)
         q, k, v = (x.view(shape).transpose(1, 2) for x in (q, k, v))
         cache.k[i, :, :, start:start + T] = k
         cache.v[i, :, :, start:start + T] = v
-        out = F.scaled_dot_product_attention(q, cache.k[i, :, :, :start + T], cache.v[i, :, :, :start + T],
-                                             attn_mask=mask, scale=attn.scaling)
+        keys, values = cache.k[i, :, :, :start + T].to(q.dtype), cache.v[i, :, :, :start + T].to(q.dtype)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling)
         h = h + c_proj(out.transpose(1, 2).reshape(B, T, -1))
         h = h + mlp_proj(act(c_fc(ln_2(h))))
     return plan.ln_f(h)

@@ -395,6 +395,7 @@ def _attention(attn, q_proj, k_proj, v_proj, o_proj, x, cos, sin, k_cache, v_cac
         k_cache.scatter_(2, index, k)
         v_cache.scatter_(2, index, v)
         keys, values = k_cache[:, :, :limit], v_cache[:, :, :limit]
+    keys, values = keys.to(q.dtype), values.to(q.dtype)  # a half cache (`half-kv`) read widened
     out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
                                          enable_gqa=attn.num_key_value_groups > 1)
     return o_proj(out.transpose(1, 2).reshape(B, T, -1))

@@ -53,8 +53,9 @@ def attend(q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, k_cache: T
     k = (k * cos) + (_rotate_half(k) * sin)
     k_cache[:, :, start:start + T] = k
     v_cache[:, :, start:start + T] = v
-    out = F.scaled_dot_product_attention(q, k_cache[:, :, :start + T], v_cache[:, :, :start + T],
-                                         attn_mask=mask, scale=scale)
+    # A half cache (`half-kv`) is read widened to the queries' dtype; a float32 one as it is.
+    out = F.scaled_dot_product_attention(q, k_cache[:, :, :start + T].to(q.dtype),
+                                         v_cache[:, :, :start + T].to(q.dtype), attn_mask=mask, scale=scale)
     return out.transpose(1, 2).reshape(B, T, -1)
 
 
@@ -127,8 +128,9 @@ def gpt2_block_int8(h: Tensor, ln1_w: Tensor, ln1_b: Tensor, ln2_w: Tensor, ln2_
     v = v.view(B, T, -1, head_dim).transpose(1, 2)
     k_cache[:, :, start:start + T] = k
     v_cache[:, :, start:start + T] = v
-    out = F.scaled_dot_product_attention(q, k_cache[:, :, :start + T], v_cache[:, :, :start + T],
-                                         attn_mask=mask, scale=scale)
+    # A half cache (`half-kv`) is read widened to the queries' dtype; a float32 one as it is.
+    out = F.scaled_dot_product_attention(q, k_cache[:, :, :start + T].to(q.dtype),
+                                         v_cache[:, :, :start + T].to(q.dtype), attn_mask=mask, scale=scale)
     h = h + _qlinear(out.transpose(1, 2).reshape(B, T, -1), c_proj, reduce_range)
     x = F.layer_norm(h, [D], ln2_w, ln2_b, eps2)
     return h + _qlinear(_gelu_new(_qlinear(x, c_fc, reduce_range)), mlp_proj, reduce_range)

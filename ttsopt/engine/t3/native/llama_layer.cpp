@@ -10,11 +10,20 @@
 // ATen only for the four int8 products (quantized::linear_dynamic, as the TorchScript layer
 // does), the SiLU and the two residual adds. It computes what `scripted.layer_int8_joined`
 // computes, in float32, with its sums in another order (tests bound the difference).
+//
+// The cache may hold float32 or half precision (`half-kv`): a decode step reads every cached key
+// and value, so half the bytes there is half that part of the step's reading. Half caches are
+// written rounded to the nearest half and widened back to float32 as they are read (F16C's
+// conversions, which every AVX2 CPU has); the arithmetic stays float32.
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__F16C__) && defined(__FMA__))
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -59,8 +68,18 @@ at::Tensor silu_mul(const at::Tensor& gate_up) {
 // embedding (upstream's (q * cos) + (rotate_half(q) * sin)) where COS and SIN are given (Llama)
 // and none where they are undefined (GPT-2); the keys and values are written into the caches at
 // slot START, and the queries returned as (B, H, 1, head_dim).
-at::Tensor split_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
-                           const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t head_dim) {
+// The caches' element type: float32 or half, both caches alike.
+bool half_cache(const at::Tensor& k_cache, const at::Tensor& v_cache) {
+  const auto kind = k_cache.scalar_type();
+  TORCH_CHECK(v_cache.scalar_type() == kind && (kind == at::kFloat || kind == at::kHalf),
+              "native layer: float32 or half caches, keys and values alike (got ", k_cache.scalar_type(), " and ",
+              v_cache.scalar_type(), ")");
+  return kind == at::kHalf;
+}
+
+template <typename C>
+at::Tensor split_and_cache_as(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                              const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t head_dim) {
   const int64_t B = qkv.size(0), width = qkv.size(2) / 3, H = width / head_dim, half = head_dim / 2;
   TORCH_CHECK(qkv.is_contiguous() && k_cache.stride(3) == 1 && v_cache.stride(3) == 1,
               "native layer: contiguous projections and caches with contiguous head dims");
@@ -71,8 +90,8 @@ at::Tensor split_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const a
   const float* c = rotary ? cos.data_ptr<float>() : nullptr;
   const float* s = rotary ? sin.data_ptr<float>() : nullptr;
   float* qo = q_out.data_ptr<float>();
-  float* kc = k_cache.data_ptr<float>();
-  float* vc = v_cache.data_ptr<float>();
+  C* kc = k_cache.data_ptr<C>();
+  C* vc = v_cache.data_ptr<C>();
   for (int64_t b = 0; b < B; ++b) {
     const float* row = src + b * 3 * width;
     for (int64_t h = 0; h < H; ++h) {
@@ -80,8 +99,8 @@ at::Tensor split_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const a
       const float* k = row + width + h * head_dim;
       const float* v = row + 2 * width + h * head_dim;
       float* qd = qo + (b * H + h) * head_dim;
-      float* kd = kc + b * k_cache.stride(0) + h * k_cache.stride(1) + start * k_cache.stride(2);
-      float* vd = vc + b * v_cache.stride(0) + h * v_cache.stride(1) + start * v_cache.stride(2);
+      C* kd = kc + b * k_cache.stride(0) + h * k_cache.stride(1) + start * k_cache.stride(2);
+      C* vd = vc + b * v_cache.stride(0) + h * v_cache.stride(1) + start * v_cache.stride(2);
       if (!rotary) {
         std::copy(q, q + head_dim, qd);
         std::copy(k, k + head_dim, kd);
@@ -102,13 +121,176 @@ at::Tensor split_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const a
   return q_out;
 }
 
+at::Tensor split_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin,
+                           const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t start, int64_t head_dim) {
+  return half_cache(k_cache, v_cache)
+             ? split_and_cache_as<at::Half>(qkv, cos, sin, k_cache, v_cache, start, head_dim)
+             : split_and_cache_as<float>(qkv, cos, sin, k_cache, v_cache, start, head_dim);
+}
+
+// A query row Q against a cached row K of D values, and a cached row V added W times into ACC: plain
+// loops the compiler vectorizes for float32 caches, F16C's widening for half ones.
+inline float dot(const float* q, const float* k, int64_t D) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t d = 0; d < D; ++d) sum += q[d] * k[d];
+  return sum;
+}
+
+inline void add_scaled(float w, const float* v, float* acc, int64_t D) {
+#pragma omp simd
+  for (int64_t d = 0; d < D; ++d) acc[d] += w * v[d];
+}
+
+#if defined(__AVX512F__)
+inline __m512 widen16(const at::Half* h) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
+}
+
+inline float dot(const float* q, const at::Half* k, int64_t D) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), widen16(k + d), acc);
+  float sum = _mm512_reduce_add_ps(acc);
+  for (; d < D; ++d) sum += q[d] * static_cast<float>(k[d]);
+  return sum;
+}
+
+inline void add_scaled(float w, const at::Half* v, float* acc, int64_t D) {
+  const __m512 ws = _mm512_set1_ps(w);
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) _mm512_storeu_ps(acc + d, _mm512_fmadd_ps(ws, widen16(v + d), _mm512_loadu_ps(acc + d)));
+  for (; d < D; ++d) acc[d] += w * static_cast<float>(v[d]);
+}
+#elif defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+inline __m256 widen8(const at::Half* h) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+}
+
+inline float dot(const float* q, const at::Half* k, int64_t D) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), widen8(k + d), acc);
+  const __m128 four = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+  float sum = _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)));
+  for (; d < D; ++d) sum += q[d] * static_cast<float>(k[d]);
+  return sum;
+}
+
+inline void add_scaled(float w, const at::Half* v, float* acc, int64_t D) {
+  const __m256 ws = _mm256_set1_ps(w);
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(ws, widen8(v + d), _mm256_loadu_ps(acc + d)));
+  for (; d < D; ++d) acc[d] += w * static_cast<float>(v[d]);
+}
+#else
+inline float dot(const float* q, const at::Half* k, int64_t D) {
+  float sum = 0.f;
+  for (int64_t d = 0; d < D; ++d) sum += q[d] * static_cast<float>(k[d]);
+  return sum;
+}
+
+inline void add_scaled(float w, const at::Half* v, float* acc, int64_t D) {
+  for (int64_t d = 0; d < D; ++d) acc[d] += w * static_cast<float>(v[d]);
+}
+#endif
+
 // Attention of one new token over the first LENGTH cache slots, for every row and head: one pass
 // over the keys for the scores, one over the values for their weighted sum. torch's fused CPU
 // kernel blocks its work for many queries; with one it reads the cache well below the memory's
 // speed, and in a decode step the cache is all it reads. The sums run in another order than that
 // kernel's, so the output differs from it by float32 rounding (tests bound it).
-at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t length,
-                            double scale) {
+// P[j] = exp(P[j] - TOP) for the N scores of one row and head, returning their sum: vectorized,
+// where a scalar exp per cached slot made a sizeable share of the attention. Cephes' expf: x = n ln2
+// + r with |r| <= ln2 / 2, e^r by its degree-7 polynomial, times 2^n; within a few float32 ulps of
+// std::exp (tests bound the attention against torch's). Every argument is at most 0 (TOP is the
+// largest score); those below -87 are taken as -87, whose exponential no sum of floats can see.
+#if defined(__AVX512F__)
+inline __m512 exp_nonpositive(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 e = _mm512_set1_ps(1.9875691500e-4f);
+  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.3981999507e-3f));
+  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(8.3334519073e-3f));
+  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(4.1665795894e-2f));
+  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(1.6666665459e-1f));
+  e = _mm512_fmadd_ps(e, r, _mm512_set1_ps(5.0000001201e-1f));
+  e = _mm512_fmadd_ps(e, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(e, n);
+}
+
+inline float exp_shifted(float* p, int64_t n, float top) {
+  const __m512 shift = _mm512_set1_ps(top);
+  __m512 sums = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(p + j), shift));
+    _mm512_storeu_ps(p + j, e);
+    sums = _mm512_add_ps(sums, e);
+  }
+  if (j < n) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, p + j), shift));
+    _mm512_mask_storeu_ps(p + j, tail, e);
+    sums = _mm512_add_ps(sums, _mm512_maskz_mov_ps(tail, e));
+  }
+  return _mm512_reduce_add_ps(sums);
+}
+#elif defined(__AVX2__) && defined(__FMA__)
+inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 e = _mm256_set1_ps(1.9875691500e-4f);
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.3981999507e-3f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(8.3334519073e-3f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(4.1665795894e-2f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(1.6666665459e-1f));
+  e = _mm256_fmadd_ps(e, r, _mm256_set1_ps(5.0000001201e-1f));
+  e = _mm256_fmadd_ps(e, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  // 2^n from its exponent bits: n >= -126 here, so the result is a normal float.
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(e, _mm256_castsi256_ps(bits));
+}
+
+inline float exp_shifted(float* p, int64_t n, float top) {
+  const __m256 shift = _mm256_set1_ps(top);
+  __m256 sums = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(p + j), shift));
+    _mm256_storeu_ps(p + j, e);
+    sums = _mm256_add_ps(sums, e);
+  }
+  const __m128 four = _mm_add_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1));
+  const __m128 two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+  float total = _mm_cvtss_f32(_mm_add_ss(two, _mm_movehdup_ps(two)));
+  for (; j < n; ++j) {
+    p[j] = std::exp(p[j] - top);
+    total += p[j];
+  }
+  return total;
+}
+#else
+inline float exp_shifted(float* p, int64_t n, float top) {
+  float total = 0.f;
+  for (int64_t j = 0; j < n; ++j) {
+    p[j] = std::exp(p[j] - top);
+    total += p[j];
+  }
+  return total;
+}
+#endif
+
+template <typename C>
+at::Tensor decode_attention_as(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                               int64_t length, double scale) {
   const int64_t B = q.size(0), H = q.size(1), D = q.size(3);
   TORCH_CHECK(q.is_contiguous() && q.size(2) == 1 && k_cache.stride(3) == 1 && v_cache.stride(3) == 1 && D <= 256,
               "decode_attention: one query per row and head, contiguous head dims of at most 256");
@@ -119,8 +301,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
               "decode_attention: caches of (rows, heads, slots, head dim) matching the queries' (no grouped heads)");
   auto out = at::empty({B, H, 1, D}, q.options());
   const float* qs = q.data_ptr<float>();
-  const float* ks = k_cache.data_ptr<float>();
-  const float* vs = v_cache.data_ptr<float>();
+  const C* ks = k_cache.data_ptr<C>();
+  const C* vs = v_cache.data_ptr<C>();
   float* os = out.data_ptr<float>();
   const float sc = static_cast<float>(scale);
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
@@ -128,34 +310,27 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       const float* qr = qs + bh * D;
-      const float* k = ks + b * k_cache.stride(0) + h * k_cache.stride(1);
-      const float* v = vs + b * v_cache.stride(0) + h * v_cache.stride(1);
+      const C* k = ks + b * k_cache.stride(0) + h * k_cache.stride(1);
+      const C* v = vs + b * v_cache.stride(0) + h * v_cache.stride(1);
       float top = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < length; ++j) {
-        const float* kr = k + j * k_cache.stride(2);
-        float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
-        p[j] = dot * sc;
+        p[j] = dot(qr, k + j * k_cache.stride(2), D) * sc;
         top = std::max(top, p[j]);
       }
-      float total = 0.f;
-      for (int64_t j = 0; j < length; ++j) {
-        p[j] = std::exp(p[j] - top);
-        total += p[j];
-      }
+      const float total = exp_shifted(p.data(), length, top);
       float acc[256] = {0.f};
-      for (int64_t j = 0; j < length; ++j) {
-        const float* vr = v + j * v_cache.stride(2);
-        const float w = p[j];
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) acc[d] += w * vr[d];
-      }
+      for (int64_t j = 0; j < length; ++j) add_scaled(p[j], v + j * v_cache.stride(2), acc, D);
       float* o = os + bh * D;
       for (int64_t d = 0; d < D; ++d) o[d] = acc[d] / total;
     }
   });
   return out;
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache, int64_t length,
+                            double scale) {
+  return half_cache(k_cache, v_cache) ? decode_attention_as<at::Half>(q, k_cache, v_cache, length, scale)
+                                      : decode_attention_as<float>(q, k_cache, v_cache, length, scale);
 }
 
 // The int8 product and the attention go through the dispatcher, as calls from Python would, so
