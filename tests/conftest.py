@@ -72,6 +72,18 @@ def steps_agree():
 
 
 @pytest.fixture(scope="session")
+def cached_logits():
+    """A function of (PIPELINE, TEXT, TOKENS): the dtype of the KV cache PIPELINE's T3 prefills for TEXT,
+    and its teacher-forced logits for TOKENS (`score`, one token at a time through the decode step)."""
+    def scored(pipeline, text, tokens):
+        with torch.inference_mode():
+            conds, text_tokens = pipeline.conditioning(), pipeline.text_to_tokens(text)
+            state = pipeline.t3.prefill(conds.t3, text_tokens, pipeline.sampling)
+            return state.cache.k.dtype, pipeline.t3.score(state, tokens)
+    return scored
+
+
+@pytest.fixture(scope="session")
 def int8_then_fast():
     """A function of (MODEL, TEXT, SEED, N): MODEL's T3 linears made int8 in place (`cpu-int8-t3`),
     then (the tokens upstream's int8 T3 speaks for TEXT, SEED and N forced tokens, the tokens the

@@ -509,21 +509,14 @@ def test_native_decode_attention_over_a_half_cache_is_float_attention_over_its_v
 HALF_KV_LOGIT_TOLERANCE = 5e-3
 
 
-def test_half_kv_moves_the_int8_logits_within_a_stated_tolerance_and_engages(tiny_model, native_layer):
+def test_half_kv_moves_the_int8_logits_within_a_stated_tolerance_and_engages(tiny_model, native_layer, cached_logits):
     model = _own_copy(tiny_model)
     reference = Pipeline(model)
     variants.apply(reference, "fast-t3+cpu-int8-t3")
     tokens = reference.synthesize(TEXT, seed=1, n_tokens=12).raw_tokens[:-1]
     half = Pipeline(model)  # the same int8 weights, its own runner
     applied = variants.apply(half, "fast-t3+half-kv")
-
-    def logits(pipeline):
-        with torch.inference_mode():
-            conds, text = pipeline.conditioning(), pipeline.text_to_tokens(TEXT)
-            state = pipeline.t3.prefill(conds.t3, text, pipeline.sampling)
-            return state.cache.k.dtype, pipeline.t3.score(state, tokens)
-
-    (float_kv, expected), (half_kv, got) = logits(reference), logits(half)
+    (float_kv, expected), (half_kv, got) = (cached_logits(p, TEXT, tokens) for p in (reference, half))
     assert (float_kv, half_kv) == (torch.float32, torch.float16)
     error = float((got - expected).norm() / expected.norm())
     assert 0 < error < HALF_KV_LOGIT_TOLERANCE, error

@@ -459,7 +459,7 @@ def test_native_gpt2_block_over_a_half_cache_computes_what_the_torchscript_block
 TURBO_HALF_KV_LOGIT_TOLERANCE = 5e-3
 
 
-def test_half_kv_on_turbo_decodes_over_a_half_cache_on_its_native_blocks(native_layer):
+def test_half_kv_on_turbo_decodes_over_a_half_cache_on_its_native_blocks(native_layer, cached_logits):
     """After cpu-int8-t3 the Turbo runner's cache is float16 (the voice's prefix copied into it rounded)
     and its blocks the native ones: its teacher-forced logits within a stated bound of the float32
     cache's."""
@@ -469,14 +469,7 @@ def test_half_kv_on_turbo_decodes_over_a_half_cache_on_its_native_blocks(native_
     tokens = int8.synthesize("Hello world.", seed=0, n_tokens=10).raw_tokens.view(-1)[:-1]
     half = Pipeline(model)
     applied = variants.apply(half, "fast-t3+half-kv")
-
-    def logits(pipeline):
-        with torch.inference_mode():
-            conds, text = pipeline.conditioning(), pipeline.text_to_tokens("Hello world.")
-            state = pipeline.t3.prefill(conds.t3, text, pipeline.sampling)
-            return state.cache.k.dtype, pipeline.t3.score(state, tokens)
-
-    (float_kv, expected), (half_kv, got) = logits(int8), logits(half)
+    (float_kv, expected), (half_kv, got) = (cached_logits(p, "Hello world.", tokens) for p in (int8, half))
     assert (float_kv, half_kv) == (torch.float32, torch.float16)
     error = float((got - expected).norm() / expected.norm())
     assert 0 < error < TURBO_HALF_KV_LOGIT_TOLERANCE, error
